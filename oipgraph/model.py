@@ -1,0 +1,124 @@
+"""The articles' MNIST CNN, the shipped trained copy, and model/layer lookup.
+
+The CNN expects *per-image standardized* 28x28x1 images (zero mean, unit
+variance per image, as `tf.image.per_image_standardization` makes them). The
+standardization happens in the input pipeline, not inside the model, so that
+the `.keras` file loads with plain Keras and the OIP ascent (which keeps its
+images standardized after every step) feeds the model exactly what it was
+trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from importlib import resources
+
+import keras
+import tensorflow as tf
+
+from oipgraph.errors import OIPGraphError
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+DEFAULT_L2 = 2e-4
+SHIPPED_MODEL_NAME = "mnist_cnn.keras"
+
+
+class ModelError(OIPGraphError):
+    """A model file or layer name that cannot be used."""
+
+
+def build_cnn(l2: float = DEFAULT_L2) -> keras.Model:
+    """Builds the articles' CNN (untrained).
+
+    Args:
+        l2: Weight of the L2 kernel regularizer on every conv and dense layer.
+
+    Returns:
+        A functional Keras model with layers `Conv2D_1`, `Max_Pool_1`,
+        `Conv2D_2`, `Max_Pool_2`, `Conv2D_3` (3x3x128 output), `Flatten`,
+        `Dense_1` and `Dense_2` (softmax).
+    """
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+
+    def conv(filters: int, name: str) -> keras.layers.Conv2D:
+        return keras.layers.Conv2D(filters, 3, activation="relu", kernel_regularizer=regularizer, name=name)
+
+    inputs = keras.Input(shape=INPUT_SHAPE, name="image")
+    x = conv(32, "Conv2D_1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="Max_Pool_1")(x)
+    x = conv(64, "Conv2D_2")(x)
+    x = keras.layers.MaxPooling2D(2, name="Max_Pool_2")(x)
+    x = conv(128, "Conv2D_3")(x)
+    x = keras.layers.Flatten(name="Flatten")(x)
+    x = keras.layers.Dense(70, activation="relu", kernel_regularizer=regularizer, name="Dense_1")(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", kernel_regularizer=regularizer, name="Dense_2")(x)
+    return keras.Model(inputs, outputs, name="mnist_cnn")
+
+
+def shipped_model_path() -> str:
+    """Path of the trained CNN that ships inside the package."""
+    return str(resources.files("oipgraph") / "assets" / SHIPPED_MODEL_NAME)
+
+
+def load_model(path: str | None = None) -> keras.Model:
+    """Loads a Keras model file; the shipped MNIST CNN when `path` is None.
+
+    Raises:
+        ModelError: the file is missing or is not a loadable `.keras` model.
+    """
+    path = path or shipped_model_path()
+    if not os.path.isfile(path):
+        raise ModelError(f"model file not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"not a Keras .keras model file: {path}")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many types for corrupt archives.
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load Keras model {path}: {first_line}") from err
+
+
+def conv_layer_names(model: keras.Model) -> list[str]:
+    """Names of the layers whose output is a spatial [B, H, W, C] feature map stack.
+
+    Pooling layers are left out: their maps are the conv maps below them.
+    """
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def spatial_layer(model: keras.Model, layer_name: str) -> keras.layers.Layer:
+    """Returns the layer named `layer_name`, checking it yields NHWC feature maps.
+
+    Raises:
+        ModelError: unknown layer, or a layer without a spatial 4-D output.
+    """
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError:
+        known = ", ".join(conv_layer_names(model)) or "none"
+        raise ModelError(f"unknown layer {layer_name!r}; conv layers: {known}") from None
+    shape = tuple(layer.output.shape)
+    if len(shape) != 4:
+        raise ModelError(f"layer {layer_name!r} has output shape {shape}, not spatial [B, H, W, C] feature maps")
+    return layer
+
+
+def check_image_model(model: keras.Model) -> tuple[int, int, int]:
+    """Returns (height, width, channels) of a model's NHWC image input.
+
+    Raises:
+        ModelError: the model has several inputs or no fixed-size 1- or 3-channel image input.
+    """
+    if len(model.inputs) != 1:
+        raise ModelError(f"model {model.name!r} has {len(model.inputs)} inputs; one image input is needed")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or any(dim is None for dim in shape[1:]) or shape[3] not in (1, 3):
+        raise ModelError(f"model {model.name!r} input shape {shape} is not a fixed-size NHWC image with 1 or 3 channels")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def standardize(images: tf.Tensor) -> tf.Tensor:
+    """Per-image standardization, the preprocessing the shipped CNN expects."""
+    return tf.image.per_image_standardization(tf.cast(images, tf.float32))
