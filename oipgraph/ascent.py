@@ -156,22 +156,19 @@ class OIPAscent(tf.Module):
     def check_inputs(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
         """In-graph validation (raises InvalidArgumentError); returns images with a static shape."""
         height, width, channels = self.image_shape
+        shape = tf.shape(images)
+        # Pad before comparing so that a wrong rank reaches the assertion instead of a broadcast error.
+        padded_shape = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
+        shape_ok = tf.equal(tf.size(shape), 4) & tf.reduce_all(tf.equal(padded_shape[1:], [height, width, channels]))
         checks = [
-            tf.debugging.assert_rank(images, 4, message=f"images must have rank 4 [batch, {height}, {width}, {channels}]"),
+            tf.debugging.Assert(shape_ok, [f"images must have shape [batch, {height}, {width}, {channels}]; got shape", shape]),
+            tf.debugging.assert_equal(
+                tf.size(map_index), padded_shape[0], message="map_index needs one entry per image; map_index length vs batch"
+            ),
+            tf.debugging.assert_non_negative(map_index, message="map_index must be >= 0; got map_index"),
+            tf.debugging.assert_less(map_index, self.num_maps, message=f"map_index must be < {self.num_maps} (maps of {self.layer_name}); got map_index"),
+            tf.debugging.assert_all_finite(images, message="images contain NaN or Inf"),
         ]
-        with tf.control_dependencies(checks):
-            checks += [
-                tf.debugging.assert_equal(
-                    tf.shape(images)[1:], tf.constant([height, width, channels]),
-                    message=f"images must have shape [batch, {height}, {width}, {channels}]; got shape",
-                ),
-                tf.debugging.assert_equal(
-                    tf.shape(map_index)[0], tf.shape(images)[0], message="map_index needs one entry per image; map_index length vs batch"
-                ),
-                tf.debugging.assert_non_negative(map_index, message="map_index must be >= 0; got map_index"),
-                tf.debugging.assert_less(map_index, self.num_maps, message=f"map_index must be < {self.num_maps} (maps of {self.layer_name}); got map_index"),
-                tf.debugging.assert_all_finite(images, message="images contain NaN or Inf"),
-            ]
         with tf.control_dependencies(checks):
             return tf.ensure_shape(tf.identity(images), [None, height, width, channels])
 
@@ -240,7 +237,7 @@ class OIPAscent(tf.Module):
         )
         final_loss = self.map_loss(x, map_index)
         snapshots = tf.where((frames >= end_step)[:, None, None, None, None], x[None], snapshots)
-        loss_history = tf.concat([history.stack(), tf.tile(final_loss[None], [steps - end_step, 1])], axis=0)
+        loss_history = tf.concat([history.gather(tf.range(end_step)), tf.tile(final_loss[None], [steps - end_step, 1])], axis=0)
         return {
             "images": x,
             "loss": final_loss,
