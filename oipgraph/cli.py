@@ -1,0 +1,267 @@
+"""`oipgraph`: OIPs for the feature maps of one layer, as files and TensorBoard summaries.
+
+Example:
+    oipgraph --layer=Conv2D_3 --maps=all --out=oips
+
+writes `oips/grid.png` (all maps, labelled), `oips/maps/map_NNN.png`,
+`oips/oips.npz`, `oips/catalog.json` and TensorBoard summaries under
+`oips/tensorboard` (`tensorboard --logdir oips/tensorboard`). An interrupted run
+continues with the same command plus `--resume`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from oipgraph import catalog, errors, summaries, uniqueness
+from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, STATUS_NAMES, STATUS_NO_ACTIVATION, OIPAscent
+from oipgraph.errors import OIPGraphError
+from oipgraph.model import load_model
+from oipgraph.strategies import DEFAULT_BATCH_SIZE, STRATEGIES, OIPRun, StrategySettings, create_oips
+
+START_KINDS = {
+    "random": "multiscale",
+    "fourier": "fourier",
+    "coarse_to_fine": "multiscale_coarse_to_fine",
+    "precursor": "precursor_pattern",
+}
+GRID_SCALE = 3
+MAP_PNG_SCALE = 4
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
+flags.DEFINE_string("layer", "Conv2D_3", "Layer whose feature maps get OIPs.")
+flags.DEFINE_string("maps", "all", "Maps to optimize: 'all' or a list like '0-7,12'.")
+flags.DEFINE_string("strategy", "random", f"Start strategy: {', '.join(STRATEGIES)}.")
+flags.DEFINE_integer("steps", DEFAULT_STEPS, "Maximum ascent steps per OIP.")
+flags.DEFINE_float("epsilon", DEFAULT_EPSILON, "Ascent step size.")
+flags.DEFINE_float("conv_criterion", DEFAULT_CONV_CRITERION, "Relative loss change that counts as converged (<= 0: run all steps).")
+flags.DEFINE_integer("seed", 0, "Seed of the start images; same seed and inputs, same results.")
+flags.DEFINE_integer("inits_per_map", 1, "Start images (OIPs) per map; > 1 also reports how unique a map's OIP is.")
+flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Pairs (map, start image) optimized at once.")
+flags.DEFINE_string("out", "oips", "Output folder.")
+flags.DEFINE_string("logdir", None, "TensorBoard log folder; default OUT/tensorboard.")
+flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
+RUN_FLAGS = ("model", "layer", "maps", "strategy", "steps", "epsilon", "conv_criterion", "seed", "inits_per_map", "batch_size", "out", "logdir")
+
+
+def parse_maps(spec: str, num_maps: int, layer_name: str) -> list[int]:
+    """Parses `--maps`: 'all' or comma-separated indices and ranges like '0-7,12'.
+
+    Raises:
+        OIPGraphError: malformed text, a reversed range or an index out of range.
+    """
+    if spec.strip() == "all":
+        return list(range(num_maps))
+    maps: list[int] = []
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise OIPGraphError(f"--maps={spec!r} is malformed: expected 'all' or a list like '0-7,12'")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise OIPGraphError(f"--maps={spec!r}: range {first}-{last} runs backwards")
+        for map_index in range(first, last + 1):
+            if map_index >= num_maps:
+                raise OIPGraphError(f"--maps={spec!r}: map {map_index} out of range, layer {layer_name} has maps 0..{num_maps - 1}")
+            if map_index not in maps:
+                maps.append(map_index)
+    return maps
+
+
+def check_flags() -> StrategySettings:
+    """Validates the numeric and choice flags; returns the ascent settings."""
+    if FLAGS.steps <= 0:
+        raise OIPGraphError(f"--steps must be > 0, got {FLAGS.steps}")
+    if not (math.isfinite(FLAGS.epsilon) and FLAGS.epsilon > 0):
+        raise OIPGraphError(f"--epsilon must be a finite number > 0, got {FLAGS.epsilon}")
+    if not math.isfinite(FLAGS.conv_criterion):
+        raise OIPGraphError(f"--conv_criterion must be finite, got {FLAGS.conv_criterion}")
+    if FLAGS.inits_per_map < 1:
+        raise OIPGraphError(f"--inits_per_map must be >= 1, got {FLAGS.inits_per_map}")
+    if FLAGS.batch_size < 1:
+        raise OIPGraphError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    if FLAGS.strategy not in STRATEGIES:
+        raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    catalog.check_writable_dir(FLAGS.out, "--out")
+    if FLAGS.logdir:
+        catalog.check_writable_dir(FLAGS.logdir, "--logdir")
+    return StrategySettings(FLAGS.steps, FLAGS.epsilon, FLAGS.conv_criterion, FLAGS.batch_size, verbose=FLAGS.strategy in ("precursor", "auto"))
+
+
+def run_arrays(run: OIPRun) -> dict[str, np.ndarray]:
+    """Per-pair arrays of one chunk, as saved for `--resume` and merged into `oips.npz`."""
+    result = run.result
+    return {
+        "map_index": result.map_index,
+        "init_index": run.init_index,
+        "seed_stream": run.streams,
+        "strategy": np.asarray(run.strategy),
+        "start_images": run.start_images,
+        "images": result.images,
+        "loss": result.loss,
+        "loss_history": result.loss_history,
+        "steps_run": result.steps_run,
+        "status": result.status,
+        "snapshots": result.snapshots,
+        "snapshot_steps": np.broadcast_to(result.snapshot_steps, (len(result), len(result.snapshot_steps))),
+    }
+
+
+def by_map(pairs: dict[str, np.ndarray], num_maps: int, inits: int) -> dict[str, np.ndarray]:
+    """Reshapes per-pair arrays [M*K, ...] (map-major) into [M, K, ...]."""
+    return {key: value.reshape(num_maps, inits, *value.shape[1:]) for key, value in pairs.items()}
+
+
+def best_inits(loss: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """Per map, the init with the highest loss among those that fired (init 0 if none did)."""
+    fired_loss = np.where(status != STATUS_NO_ACTIVATION, loss, -np.inf)
+    return np.argmax(fired_loss, axis=1)
+
+
+def catalog_entries(arrays: dict[str, np.ndarray], best: np.ndarray, scores: list[float | None], seed: int) -> list[dict]:
+    entries = []
+    for row, map_index in enumerate(arrays["map_index"][:, 0]):
+
+        def describe(init: int) -> dict:
+            strategy = str(arrays["strategy"][row, init])
+            return {
+                "init_index": int(arrays["init_index"][row, init]),
+                "status": STATUS_NAMES[int(arrays["status"][row, init])],
+                "loss": float(arrays["loss"][row, init]),
+                "steps": int(arrays["steps_run"][row, init]),
+                "strategy": strategy,
+                "start_kind": START_KINDS.get(strategy, strategy),
+                "seed": seed,
+                "seed_stream": int(arrays["seed_stream"][row, init]),
+            }
+
+        entry = {"map_index": int(map_index), **describe(int(best[row])), "uniqueness": scores[row]}
+        if arrays["loss"].shape[1] > 1:
+            entry["inits"] = [describe(init) for init in range(arrays["loss"].shape[1])]
+        entries.append(entry)
+    return entries
+
+
+def write_tensorboard(logdir: str, run_name: str, arrays: dict[str, np.ndarray], best: np.ndarray, grid: np.ndarray, flag_text: str) -> None:
+    """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME."""
+    os.makedirs(logdir, exist_ok=True)
+    final = os.path.join(logdir, run_name)
+    temp = tempfile.mkdtemp(dir=logdir, prefix=".tmp-")
+    try:
+        writer = tf.summary.create_file_writer(temp)
+        with writer.as_default():
+            tf.summary.text("run/flags", flag_text, step=0)
+            tf.summary.image("layer/oip_grid", grid[None], step=0)
+            for row, map_index in enumerate(arrays["map_index"][:, 0]):
+                init = int(best[row])
+                summaries.write_map_summaries(
+                    f"map_{map_index:03d}",
+                    arrays["start_images"][row, init],
+                    arrays["snapshots"][row, init],
+                    arrays["snapshot_steps"][row, init],
+                    arrays["images"][row, init],
+                    arrays["loss_history"][row, init],
+                    variants=arrays["images"][row] if arrays["images"].shape[1] > 1 else None,
+                )
+        writer.close()
+        if os.path.exists(final):  # Only a resumed run gets here (checked up front).
+            shutil.rmtree(final)
+        os.rename(temp, final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def write_outputs(out: str, logdir: str, run_name: str, pairs: dict[str, np.ndarray], inits: int, header: dict) -> dict:
+    """Writes PNGs, `oips.npz`, TensorBoard summaries and, last, `catalog.json`."""
+    num_maps = len(pairs["map_index"]) // inits
+    arrays = by_map(pairs, num_maps, inits)
+    best = best_inits(arrays["loss"], arrays["status"])
+    rows = np.arange(num_maps)
+    # Starts where the map never fired are still noise: only OIPs take part in the score.
+    scores = [uniqueness.uniqueness(arrays["images"][row][arrays["status"][row] != STATUS_NO_ACTIVATION]) for row in rows]
+    map_indices = [int(k) for k in arrays["map_index"][:, 0]]
+    grid = summaries.labelled_grid(arrays["images"][rows, best], labels=map_indices, scale=GRID_SCALE)
+    catalog.atomic_write_bytes(os.path.join(out, "grid.png"), summaries.png_bytes(grid))
+    os.makedirs(os.path.join(out, "maps"), exist_ok=True)
+    for row, map_index in enumerate(map_indices):
+        variants = summaries.labelled_grid(arrays["images"][row], columns=inits, scale=MAP_PNG_SCALE)
+        catalog.atomic_write_bytes(os.path.join(out, "maps", f"map_{map_index:03d}.png"), summaries.png_bytes(variants))
+    npz_arrays = dict(arrays, map_index=arrays["map_index"][:, 0], best_init=best, uniqueness=np.array([np.nan if s is None else s for s in scores]))
+    catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
+    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"])
+    document = {**header, "maps": catalog_entries(arrays, best, scores, header["seed"])}
+    catalog.atomic_write_json(os.path.join(out, catalog.CATALOG), document)
+    return document
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    settings = check_flags()
+    ascent = OIPAscent(load_model(FLAGS.model), FLAGS.layer)
+    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer)
+    inits = FLAGS.inits_per_map
+    out = FLAGS.out
+    logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
+    run_name = f"{FLAGS.layer}-{FLAGS.strategy}-seed{FLAGS.seed}"
+    if not FLAGS.resume and os.path.exists(os.path.join(logdir, run_name)):
+        raise OIPGraphError(f"--logdir={logdir} already holds run {run_name}; pass --resume or choose another --logdir")
+    maps_per_chunk = max(1, settings.batch_size // inits)
+    chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
+    header = {
+        "model": os.path.abspath(FLAGS.model) if FLAGS.model else "shipped:mnist_cnn.keras",
+        "layer": FLAGS.layer,
+        "maps": maps,
+        "strategy": FLAGS.strategy,
+        "steps": FLAGS.steps,
+        "epsilon": FLAGS.epsilon,
+        "conv_criterion": FLAGS.conv_criterion,
+        "seed": FLAGS.seed,
+        "inits_per_map": inits,
+        "batch_size": FLAGS.batch_size,
+    }
+    progress = catalog.RunProgress(out)
+    finished = progress.begin(header, FLAGS.resume)
+    progbar = keras.utils.Progbar(len(maps), unit_name="map")
+    progbar.update(sum(len(chunks[chunk]) for chunk in finished if chunk < len(chunks)))
+    try:
+        for chunk, chunk_maps in enumerate(chunks):
+            if chunk in finished:
+                continue
+            run = create_oips(ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, settings)
+            progress.save_chunk(chunk, run_arrays(run))
+            progbar.add(len(chunk_maps))
+    except KeyboardInterrupt:
+        done = sum(len(chunks[chunk]) for chunk in progress_chunks(progress, len(chunks)))
+        sys.stderr.write(f"\noipgraph: interrupted with {done} of {len(maps)} maps saved; rerun with --resume to continue\n")
+        sys.exit(130)
+    pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
+    command = " ".join(["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)])
+    document = write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command})
+    progress.finish()
+    fired = sum(entry["status"] != "no_activation" and entry["loss"] > 0 for entry in document["maps"])
+    print(f"{fired} of {len(maps)} maps of {FLAGS.layer} have an OIP; wrote {out}/grid.png, {out}/catalog.json, {out}/oips.npz; TensorBoard: {logdir}")
+
+
+def progress_chunks(progress: catalog.RunProgress, count: int) -> list[int]:
+    return [chunk for chunk in range(count) if os.path.exists(progress.chunk_path(chunk))]
+
+
+def run() -> None:
+    """Console-script entry point."""
+    errors.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,218 @@
+"""End-to-end tests of the `oipgraph` command in subprocesses."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from helpers import assert_one_line_error
+
+OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
+
+
+def run_oipgraph(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([OIPGRAPH, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def folder_state(path: str) -> dict[str, float]:
+    """Every file below `path` (hidden ones too) with its size and modification time."""
+    names = glob.glob(os.path.join(path, "**"), recursive=True) + glob.glob(os.path.join(path, "**", ".*"), recursive=True)
+    return {name: (os.path.getsize(name), os.path.getmtime(name)) for name in names if os.path.isfile(name)}
+
+
+class LayerRunTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = tempfile.mkdtemp()
+        cls.args = ["--layer=Conv2D_3", "--maps=0-2,7", "--steps=40", "--inits_per_map=2", "--seed=3"]
+        cls.out = os.path.join(cls.root, "run")
+        cls.done = run_oipgraph(*cls.args, f"--out={cls.out}")
+
+    def test_succeeds_and_reports(self):
+        self.assertEqual(self.done.returncode, 0, self.done.stderr[-3000:])
+        self.assertIn("maps of Conv2D_3 have an OIP", self.done.stdout)
+
+    def test_files_agree_and_decode(self):
+        with open(os.path.join(self.out, "catalog.json")) as file:
+            document = json.load(file)
+        arrays = load_arrays(os.path.join(self.out, "oips.npz"))
+        self.assertAllEqual(arrays["map_index"], [0, 1, 2, 7])
+        self.assertEqual(arrays["images"].shape, (4, 2, 28, 28, 1))
+        self.assertEqual(arrays["loss_history"].shape, (4, 2, 40))
+        self.assertEqual(arrays["snapshots"].shape, (4, 2, 8, 28, 28, 1))
+        self.assertEqual([entry["map_index"] for entry in document["maps"]], [0, 1, 2, 7])
+        for row, entry in enumerate(document["maps"]):
+            best = arrays["best_init"][row]
+            self.assertEqual(entry["init_index"], best)
+            self.assertAllClose(entry["loss"], arrays["loss"][row, best])
+            self.assertEqual(entry["steps"], arrays["steps_run"][row, best])
+            self.assertEqual(entry["status"], ["completed", "converged", "no_activation"][arrays["status"][row, best]])
+            self.assertEqual((entry["strategy"], entry["start_kind"], entry["seed"]), ("random", "multiscale", 3))
+            self.assertLen(entry["inits"], 2)
+            if entry["uniqueness"] is not None:
+                self.assertAllClose(entry["uniqueness"], arrays["uniqueness"][row])
+                self.assertBetween(entry["uniqueness"], -1.0, 1.0)
+        grid = tf.io.decode_png(tf.io.read_file(os.path.join(self.out, "grid.png")))
+        tile_h, tile_w = 28 * 3 + 16 + 2, 28 * 3 + 2  # Image, label strip, gap.
+        self.assertEqual(grid.shape, (2 * tile_h, 2 * tile_w, 3))
+        for map_index in (0, 1, 2, 7):
+            picture = tf.io.decode_png(tf.io.read_file(os.path.join(self.out, "maps", f"map_{map_index:03d}.png")))
+            self.assertEqual(picture.shape, (28 * 4 + 2, 2 * (28 * 4 + 2), 3))
+        self.assertEqual(sorted(os.listdir(self.out)), ["catalog.json", "grid.png", "maps", "oips.npz", "tensorboard"])
+
+    def test_tensorboard_tags_and_counts(self):
+        [run_dir] = glob.glob(os.path.join(self.out, "tensorboard", "*"))
+        self.assertEqual(os.path.basename(run_dir), "Conv2D_3-random-seed3")
+        events = event_accumulator.EventAccumulator(run_dir, size_guidance={"tensors": 0})
+        events.Reload()
+        tags = set(events.Tags()["tensors"])
+        expected = {"run/flags", "layer/oip_grid"}
+        for map_index in (0, 1, 2, 7):
+            expected |= {f"map_{map_index:03d}/{name}" for name in ("start", "snapshots", "oip", "variants", "loss")}
+        self.assertEqual(tags, expected)
+        # An image summary holds width, height, then one PNG per image.
+        self.assertLen(events.Tensors("map_007/snapshots")[0].tensor_proto.string_val, 2 + 8)
+        self.assertLen(events.Tensors("map_007/variants")[0].tensor_proto.string_val, 2 + 2)
+        self.assertLen(events.Tensors("map_000/loss"), 40)
+        arrays = load_arrays(os.path.join(self.out, "oips.npz"))
+        curve = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors("map_000/loss")]
+        self.assertAllClose(curve, arrays["loss_history"][0, arrays["best_init"][0]])
+        flags_text = tf.make_ndarray(events.Tensors("run/flags")[0].tensor_proto).item().decode()
+        self.assertIn("--maps=0-2,7", flags_text)
+
+    def test_same_seed_same_results(self):
+        again = os.path.join(self.root, "again")
+        done = run_oipgraph(*self.args, f"--out={again}")
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        first, second = load_arrays(os.path.join(self.out, "oips.npz")), load_arrays(os.path.join(again, "oips.npz"))
+        self.assertEqual(sorted(first), sorted(second))
+        for key in first:
+            self.assertAllEqual(first[key], second[key], msg=key)
+
+
+class ResumeTest(tf.test.TestCase):
+    def test_killed_run_resumes_to_the_same_outputs(self):
+        root = self.get_temp_dir()
+        args = ["--maps=0-15", "--steps=150", "--batch_size=2", "--conv_criterion=0"]
+        reference = os.path.join(root, "reference")
+        done = run_oipgraph(*args, f"--out={reference}")
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+
+        out = os.path.join(root, "killed")
+        process = subprocess.Popen([OIPGRAPH, *args, f"--out={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while len(glob.glob(os.path.join(out, ".progress", "chunk_*.npz"))) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        saved = len(glob.glob(os.path.join(out, ".progress", "chunk_*.npz")))
+        self.assertBetween(saved, 2, 7, "the run was not killed mid-way")
+        self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
+
+        done = run_oipgraph(*args, f"--out={out}")
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("already holds a run; pass --resume", done.stderr)
+
+        done = run_oipgraph(*args, f"--out={out}", "--steps=10", "--resume")
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("--resume with other settings: steps was 150, now 10", done.stderr)
+
+        done = run_oipgraph(*args, f"--out={out}", "--resume")
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        first, second = load_arrays(os.path.join(reference, "oips.npz")), load_arrays(os.path.join(out, "oips.npz"))
+        for key in first:
+            self.assertAllEqual(first[key], second[key], msg=key)
+        with open(os.path.join(reference, "catalog.json")) as file:
+            reference_maps = json.load(file)["maps"]
+        with open(os.path.join(out, "catalog.json")) as file:
+            self.assertEqual(json.load(file)["maps"], reference_maps)
+        self.assertFalse(os.path.exists(os.path.join(out, ".progress")))
+        self.assertEqual(glob.glob(os.path.join(out, "**", ".tmp-*"), recursive=True), [])
+
+    def test_interrupt_says_how_to_resume(self):
+        out = os.path.join(self.get_temp_dir(), "interrupted")
+        process = subprocess.Popen(
+            [OIPGRAPH, "--maps=0-15", "--steps=150", "--batch_size=2", f"--out={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.time() + 240
+        while not glob.glob(os.path.join(out, ".progress", "chunk_*.npz")) and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        self.assertEqual(process.returncode, 130, stderr[-2000:])
+        self.assertRegex(stderr, r"oipgraph: interrupted with \d+ of 16 maps saved; rerun with --resume to continue")
+        self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
+
+
+class BadInvocationTest(tf.test.TestCase):
+    def test_each_bad_invocation_exits_2_with_one_line_and_writes_nothing(self):
+        root = self.get_temp_dir()
+        existing = os.path.join(root, "existing")
+        os.makedirs(existing)
+        with open(os.path.join(existing, "keep.txt"), "w") as file:
+            file.write("keep")
+        not_a_model = os.path.join(root, "notes.keras")
+        with open(not_a_model, "w") as file:
+            file.write("plain text")
+        a_file = os.path.join(root, "a_file")
+        with open(a_file, "w") as file:
+            file.write("x")
+        out = os.path.join(existing, "out")
+        cases = [
+            (["--layer=Conv2D_9"], "unknown layer 'Conv2D_9'"),
+            (["--layer=Dense_1"], "layer 'Dense_1' has output shape (None, 70), not spatial"),
+            (["--layer=Flatten"], "layer 'Flatten' has output shape"),
+            (["--maps=128"], "map 128 out of range, layer Conv2D_3 has maps 0..127"),
+            (["--maps=0-200"], "map 128 out of range"),
+            (["--maps=3-1"], "range 3-1 runs backwards"),
+            (["--maps=1,,2"], "--maps='1,,2' is malformed"),
+            (["--maps=first"], "--maps='first' is malformed"),
+            (["--maps=-1"], "--maps='-1' is malformed"),
+            (["--steps=0"], "--steps must be > 0, got 0"),
+            (["--steps=-5"], "--steps must be > 0, got -5"),
+            (["--steps=ten"], "flag --steps=ten"),
+            (["--epsilon=0"], "--epsilon must be a finite number > 0, got 0.0"),
+            (["--epsilon=-0.1"], "--epsilon must be a finite number > 0, got -0.1"),
+            (["--epsilon=nan"], "--epsilon must be a finite number > 0, got nan"),
+            (["--strategy=genetic"], "unknown --strategy='genetic'"),
+            (["--inits_per_map=0"], "--inits_per_map must be >= 1, got 0"),
+            (["--model=/no/such/model.keras"], "model file not found: /no/such/model.keras"),
+            ([f"--model={not_a_model}"], "not a Keras .keras model file"),
+            ([f"--out={a_file}/sub"], "is not a folder"),
+            (["--out=/proc/oipgraph_out"], "--out=/proc/oipgraph_out is not writable"),
+            (["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
+            (["extra_argument"], "unexpected positional argument(s): extra_argument"),
+        ]
+        before = folder_state(root)
+        processes = []
+        for args, message in cases:
+            out_args = [] if any(arg.startswith("--out") for arg in args) else [f"--out={out}"]
+            command = [OIPGRAPH, "--steps=5", *args, *out_args] if not args[0].startswith("--steps") else [OIPGRAPH, *args, *out_args]
+            processes.append((args, message, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            if len(processes) % 4 == 0:
+                processes[-4][2].wait()
+        self.assertGreaterEqual(len(cases), 15)
+        for args, message, process in processes:
+            stdout, stderr = process.communicate(timeout=300)
+            with self.subTest(args=args):
+                self.assertEqual(process.returncode, 2, stderr[-2000:])
+                assert_one_line_error(self, stderr, "oipgraph", message)
+        self.assertEqual(folder_state(root), before)
+
+
+if __name__ == "__main__":
+    tf.test.main()
