@@ -164,17 +164,19 @@ def write_tensorboard(logdir: str, run_name: str, arrays: dict[str, np.ndarray],
         with writer.as_default():
             tf.summary.text("run/flags", flag_text, step=0)
             tf.summary.image("layer/oip_grid", grid[None], step=0)
-            for row, map_index in enumerate(arrays["map_index"][:, 0]):
+            rows = np.arange(len(best))
+            tags = [f"map_{map_index:03d}" for map_index in arrays["map_index"][:, 0]]
+            for row, tag in enumerate(tags):
                 init = int(best[row])
-                summaries.write_map_summaries(
-                    f"map_{map_index:03d}",
+                summaries.write_map_images(
+                    tag,
                     arrays["start_images"][row, init],
                     arrays["snapshots"][row, init],
                     arrays["snapshot_steps"][row, init],
                     arrays["images"][row, init],
-                    arrays["loss_history"][row, init],
                     variants=arrays["images"][row] if arrays["images"].shape[1] > 1 else None,
                 )
+            summaries.write_loss_curves([f"{tag}/loss" for tag in tags], arrays["loss_history"][rows, best])
         writer.close()
         if os.path.exists(final):  # Only a resumed run gets here (checked up front).
             shutil.rmtree(final)

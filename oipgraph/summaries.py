@@ -84,20 +84,11 @@ def png_bytes(image: np.ndarray) -> bytes:
     return tf.io.encode_png(tf.constant(image, tf.uint8)).numpy()
 
 
-def write_map_summaries(
-    tag: str,
-    start_image: np.ndarray,
-    snapshots: np.ndarray,
-    snapshot_steps: np.ndarray,
-    oip: np.ndarray,
-    loss_history: np.ndarray,
-    variants: np.ndarray | None = None,
-) -> None:
-    """TensorBoard summaries of one map into the default writer.
+def write_map_images(tag: str, start_image: np.ndarray, snapshots: np.ndarray, snapshot_steps: np.ndarray, oip: np.ndarray, variants: np.ndarray | None = None) -> None:
+    """Image summaries of one map into the default writer.
 
-    Writes images `TAG/start`, `TAG/snapshots` (one per snapshot step),
-    `TAG/oip` and, when given, `TAG/variants` (the OIPs of several starts), and
-    the loss curve as scalar `TAG/loss` at steps 0..steps-1.
+    Writes `TAG/start`, `TAG/snapshots` (one image per snapshot step), `TAG/oip`
+    and, when given, `TAG/variants` (the OIPs of several start images).
     """
     tf.summary.image(f"{tag}/start", stretch_contrast(start_image[None]), step=0)
     tf.summary.image(
@@ -110,5 +101,19 @@ def write_map_summaries(
     tf.summary.image(f"{tag}/oip", stretch_contrast(oip[None]), step=0)
     if variants is not None:
         tf.summary.image(f"{tag}/variants", stretch_contrast(variants), step=0, max_outputs=len(variants))
-    for step, loss in enumerate(loss_history):
-        tf.summary.scalar(f"{tag}/loss", loss, step=step)
+
+
+def write_loss_curves(tags: list[str], histories: np.ndarray) -> None:
+    """Scalar summaries `tags[i]` at steps 0..T-1 from `histories` [N, T], into the default writer.
+
+    One compiled loop writes all curves: tens of thousands of eager
+    `tf.summary.scalar` calls would take longer than the ascent itself.
+    """
+
+    @tf.function
+    def write(values: tf.Tensor) -> None:
+        for step in tf.range(tf.shape(values, out_type=tf.int64)[1]):
+            for row, tag in enumerate(tags):
+                tf.summary.scalar(tag, values[row, step], step=step)
+
+    write(tf.constant(histories, tf.float32))
