@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 # A 3x5 pixel font for map numbers in grid labels (tf.image has no text rendering).
 _DIGITS = {
@@ -110,10 +111,13 @@ def write_loss_curves(tags: list[str], histories: np.ndarray) -> None:
     `tf.summary.scalar` calls would take longer than the ascent itself.
     """
 
+    # tf.summary.write keeps the tags as given (tf.summary.scalar would prefix the loop's name scope).
+    metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None).SerializeToString()
+
     @tf.function
     def write(values: tf.Tensor) -> None:
         for step in tf.range(tf.shape(values, out_type=tf.int64)[1]):
             for row, tag in enumerate(tags):
-                tf.summary.scalar(tag, values[row, step], step=step)
+                tf.summary.write(tag, values[row, step], step=step, metadata=metadata)
 
     write(tf.constant(histories, tf.float32))
