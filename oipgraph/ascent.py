@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -52,6 +52,33 @@ def snapshot_steps(steps: tf.Tensor | int, num_snapshots: int) -> tf.Tensor:
     return tf.concat([[0], middle, [steps]], axis=0)
 
 
+def loss_and_gradient(loss_fn: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-image loss [B] = loss_fn(images) and its gradient with respect to each image [B, H, W, C]."""
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        loss = loss_fn(images)
+        # Images are independent, so the gradient of the sum is every image's own gradient.
+        total = tf.reduce_sum(loss)
+    return loss, tape.gradient(total, images)
+
+
+def ascent_update(images: tf.Tensor, gradient: tf.Tensor, epsilon: tf.Tensor | float) -> tf.Tensor:
+    """One normalized ascent step: standardize(x + epsilon * g / (rms(g) + 1e-7)), per image.
+
+    Shared by `OIPAscent` and the precursor scan so that both follow the same formula.
+
+    Args:
+        images: float32 [B, H, W, C], the current images.
+        gradient: float32 [B, H, W, C], the gradient of each image's loss.
+        epsilon: Step size.
+
+    Returns:
+        float32 [B, H, W, C], the stepped images, standardized per image.
+    """
+    rms = tf.sqrt(tf.reduce_mean(tf.square(gradient), axis=[1, 2, 3], keepdims=True))
+    return tf.image.per_image_standardization(images + epsilon * gradient / (rms + GRADIENT_EPS))
+
+
 @dataclasses.dataclass
 class AscentResult:
     """Results of an ascent for B pairs, as NumPy arrays.
@@ -64,7 +91,10 @@ class AscentResult:
         steps_run: int32 [B], gradient evaluations per pair.
         status: int32 [B], 0 completed, 1 converged, 2 no_activation.
         snapshots: float32 [B, F, H, W, C], images at `snapshot_steps`.
-        snapshot_steps: int32 [F].
+        snapshot_steps: int32 [F] when every pair ran with the same step
+            budget; int32 [B, F] (one row per pair) in results that join pairs
+            run with different budgets (the auto strategy). Use
+            `pair_snapshot_steps(b)` to read either form.
     """
 
     map_index: np.ndarray
@@ -75,6 +105,11 @@ class AscentResult:
     status: np.ndarray
     snapshots: np.ndarray
     snapshot_steps: np.ndarray
+
+    def pair_snapshot_steps(self, pair: int) -> np.ndarray:
+        """int32 [F]: the steps at which the snapshots of pair `pair` were taken."""
+        steps = np.asarray(self.snapshot_steps)
+        return steps[pair] if steps.ndim == 2 else steps
 
     @property
     def status_names(self) -> list[str]:
@@ -146,12 +181,7 @@ class OIPAscent(tf.Module):
 
     def loss_and_gradient(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Per-pair loss [B] and its gradient with respect to each image [B, H, W, C]."""
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            loss = self.map_loss(images, map_index)
-            # Pairs are independent, so the gradient of the sum is every pair's own gradient.
-            total = tf.reduce_sum(loss)
-        return loss, tape.gradient(total, images)
+        return loss_and_gradient(lambda x: self.map_loss(x, map_index), images)
 
     def check_inputs(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
         """In-graph validation (raises InvalidArgumentError); returns images with a static shape."""
@@ -211,9 +241,7 @@ class OIPAscent(tf.Module):
             status = tf.where(stopping, tf.where(converged, STATUS_CONVERGED, STATUS_NO_ACTIVATION), status)
             steps_run = tf.where(active, step + 1, steps_run)
             active &= ~stopping
-            rms = tf.sqrt(tf.reduce_mean(tf.square(grad), axis=[1, 2, 3], keepdims=True))
-            stepped = tf.image.per_image_standardization(x + epsilon * grad / (rms + GRADIENT_EPS))
-            x = tf.where(active[:, None, None, None], stepped, x)
+            x = tf.where(active[:, None, None, None], ascent_update(x, grad, epsilon), x)
             return step + 1, x, loss, zero_steps, streak, status, active, steps_run, history, snapshots
 
         zeros_int = tf.zeros([batch], tf.int32)

@@ -93,17 +93,36 @@ def multiscale(
     seeds = tf.convert_to_tensor(seeds, tf.int64)
     total = tf.zeros(tf.concat([tf.shape(seeds)[:1], [height, width, channels]], axis=0))
     for scale, (count, factor) in enumerate(zip(cells, factors)):
-        noise = tf.map_fn(
-            lambda seed: tf.random.stateless_uniform(
-                [count, count, channels], tf.random.experimental.stateless_fold_in(seed, scale), minval=-1.0, maxval=1.0
-            ),
-            seeds,
-            fn_output_signature=tf.TensorSpec([count, count, channels], tf.float32),
-        )
-        if (count, count) != (height, width):
-            noise = tf.image.resize(noise, [height, width], method="bicubic", antialias=True)
-        total += factor * noise
+        total += factor * scale_noise(seeds, image_shape, count, scale)
     return tf.image.per_image_standardization(total)
+
+
+def scale_noise(seeds: tf.Tensor | np.ndarray, image_shape: Sequence[int], count: int, scale: int) -> tf.Tensor:
+    """The unweighted fluctuations of one length scale of `multiscale`.
+
+    Args:
+        seeds: int64 [B, 2] stateless seeds, one per image.
+        image_shape: (height, width, channels).
+        count: Grid cells per side of this scale.
+        scale: Position of the scale in the `cells` list; it is folded into the
+            seed, so a scale's noise does not depend on the other scales.
+
+    Returns:
+        float32 [B, height, width, channels]: uniform noise in [-1, 1] on a
+        `count x count` grid, resized (bicubic, antialiased) to the image size.
+    """
+    height, width, channels = (int(dim) for dim in image_shape)
+    seeds = tf.convert_to_tensor(seeds, tf.int64)
+    noise = tf.map_fn(
+        lambda seed: tf.random.stateless_uniform(
+            [count, count, channels], tf.random.experimental.stateless_fold_in(seed, scale), minval=-1.0, maxval=1.0
+        ),
+        seeds,
+        fn_output_signature=tf.TensorSpec([count, count, channels], tf.float32),
+    )
+    if (count, count) != (height, width):
+        noise = tf.image.resize(noise, [height, width], method="bicubic", antialias=True)
+    return noise
 
 
 def fourier(seeds: tf.Tensor | np.ndarray, image_shape: Sequence[int], alpha: float = DEFAULT_FOURIER_ALPHA) -> tf.Tensor:
@@ -138,3 +157,35 @@ def fourier(seeds: tf.Tensor | np.ndarray, image_shape: Sequence[int], alpha: fl
     spectrum = tf.complex(amplitude * tf.cos(phases), amplitude * tf.sin(phases))
     images = tf.signal.irfft2d(spectrum, fft_length=[height, width])
     return tf.image.per_image_standardization(tf.transpose(images, [0, 2, 3, 1]))
+
+
+def image_stddev(images: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """float32 [B, 1, 1, 1]: the per-image divisor of `tf.image.per_image_standardization`.
+
+    That is max(stddev, 1 / sqrt(pixels)), so `standardize(raw) * image_stddev(raw)`
+    is `raw` without its mean.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    pixels = tf.cast(tf.reduce_prod(tf.shape(images)[1:]), tf.float32)
+    stddev = tf.math.reduce_std(images, axis=[1, 2, 3], keepdims=True)
+    return tf.maximum(stddev, tf.math.rsqrt(pixels))
+
+
+def add_scale(images: tf.Tensor | np.ndarray, raw: tf.Tensor | np.ndarray, added: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Adds fluctuations of a finer scale to standardized images (coarse-to-fine).
+
+    `images` were standardized from `raw`, the weighted sum of the scales so far (and maybe
+    optimized since); they are scaled back to the size `raw` had, `added` (the
+    next scale times its factor) is added, and the sum is standardized again.
+    Without optimization in between this gives exactly the multi-scale start
+    of all scales added so far.
+
+    Args:
+        images: float32 [B, H, W, C], standardized images.
+        raw: float32 [B, H, W, C], the weighted sum of the scales in `images`.
+        added: float32 [B, H, W, C], the next scale's weighted fluctuations.
+
+    Returns:
+        float32 [B, H, W, C], standardized per image.
+    """
+    return tf.image.per_image_standardization(tf.convert_to_tensor(images, tf.float32) * image_stddev(raw) + added)

@@ -2,6 +2,18 @@
 
 A strategy turns (maps, seed) into OIPs: it makes start images, runs the
 compiled ascent, and says per pair which strategy produced the result.
+
+- `random`, `fourier`: one start image per pair, then the full ascent
+  (`settings.steps`, default 600).
+- `coarse_to_fine` (the articles' "strategy 1"): start from the coarsest scale
+  of the multi-scale fluctuations alone, optimize a few steps, add the next
+  finer scale (same seeds), optimize longer, ... and finish with the full
+  ascent (`settings.steps`, default 400).
+- `precursor`: scan all coarse grid patterns for the map (`PrecursorScan`),
+  then run the full ascent (`settings.steps`, default 1200) from the best N;
+  maps that still do not fire are scanned again on a 4x4 grid.
+- `auto`: random for every pair; pairs that end `no_activation` escalate to
+  coarse_to_fine, and those still `no_activation` to precursor.
 """
 
 from __future__ import annotations
@@ -11,23 +23,94 @@ from typing import Callable, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from oipgraph import starts
-from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
+from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
 from oipgraph.errors import OIPGraphError
+from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES, PrecursorScan
+from oipgraph.results import concat_results, replace_pairs, select_pairs
 
 DEFAULT_BATCH_SIZE = 256
+# Steps of the coarse-to-fine stages before each finer scale is added; the final
+# stage (all scales) runs `settings.steps` or DEFAULT_COARSE_TO_FINE_FINAL_STEPS.
+DEFAULT_COARSE_TO_FINE_STEPS = (20, 40, 80)
+DEFAULT_COARSE_TO_FINE_FINAL_STEPS = 400
+DEFAULT_PRECURSOR_STEPS = 1200
+# The first article's 4x4 grid of 7x7 squares, two values: 65,536 patterns. On the shipped
+# CNN it finds starts for Conv2D_3 maps that no 3x3 pattern excites.
+DEFAULT_PRECURSOR_FALLBACKS = ((4, (0.2, 0.8)),)
 
 
 @dataclasses.dataclass
 class StrategySettings:
-    """What every strategy needs besides the maps and the seed."""
+    """What every strategy needs besides the maps and the seed.
 
-    steps: int = DEFAULT_STEPS
+    Attributes:
+        steps: Steps of the final (full) ascent; None uses each strategy's own
+            default: 600 for random and fourier, 400 for coarse_to_fine, 1200
+            for precursor. A number applies to every strategy (auto included).
+        epsilon: Ascent step size.
+        conv_criterion: Convergence threshold of the final ascent (<= 0: off).
+        batch_size: Pairs per ascent call.
+        verbose: Progress bars.
+        coarse_to_fine_steps: Steps of each coarse-to-fine stage before the next
+            finer scale is added: one entry per scale but the finest.
+        cells: Length scales of the multi-scale starts (cells per side); None
+            for the default (3, 7, 14, 28) scaled to the image height. Used by
+            random and coarse_to_fine.
+        factors: Weight of each scale; None for 0.5 each.
+        precursor_grid: Cells per side of the precursor patterns.
+        precursor_values: Cell values of the precursor patterns.
+        precursor_scan_steps: Ascent steps per pattern in the scan.
+        precursor_top_n: Best patterns per map that get the full ascent.
+        precursor_fallbacks: (grid, values) of further scans for pairs that
+            the first scan leaves without activation; () for none.
+    """
+
+    steps: int | None = None
     epsilon: float = DEFAULT_EPSILON
     conv_criterion: float = DEFAULT_CONV_CRITERION
     batch_size: int = DEFAULT_BATCH_SIZE
     verbose: bool = False
+    coarse_to_fine_steps: tuple[int, ...] = DEFAULT_COARSE_TO_FINE_STEPS
+    cells: tuple[int, ...] | None = None
+    factors: tuple[float, ...] | None = None
+    precursor_grid: int = DEFAULT_GRID
+    precursor_values: tuple[float, ...] = DEFAULT_VALUES
+    precursor_scan_steps: int = DEFAULT_SCAN_STEPS
+    precursor_top_n: int = DEFAULT_TOP_N
+    precursor_fallbacks: tuple[tuple[int, tuple[float, ...]], ...] = DEFAULT_PRECURSOR_FALLBACKS
+
+    def check(self) -> None:
+        """Raises OIPGraphError (one line, naming the field) for a bad setting."""
+        counts = {
+            "batch_size": self.batch_size,
+            "precursor_grid": self.precursor_grid,
+            "precursor_scan_steps": self.precursor_scan_steps,
+            "precursor_top_n": self.precursor_top_n,
+        }
+        if self.steps is not None:
+            counts["steps"] = self.steps
+        for name, value in counts.items():
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise OIPGraphError(f"{name} must be a positive integer, got {value!r}")
+        for fallback in self.precursor_fallbacks:
+            if len(fallback) != 2:
+                raise OIPGraphError(f"precursor_fallbacks must hold (grid, values) pairs, got {fallback!r}")
+        for steps in self.coarse_to_fine_steps:
+            if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps <= 0:
+                raise OIPGraphError(f"coarse_to_fine_steps must be positive integers, got {list(self.coarse_to_fine_steps)}")
+
+    def scales(self, height: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """The checked (cells, factors) of the multi-scale starts for images of `height` rows."""
+        cells = starts.default_cells(height) if self.cells is None else self.cells
+        factors = (starts.DEFAULT_FACTORS[0],) * len(cells) if self.factors is None else self.factors
+        return starts.check_scales(cells, factors)
+
+    def final_steps(self, default: int) -> int:
+        """`steps`, or the strategy's `default` when it is None."""
+        return default if self.steps is None else self.steps
 
 
 @dataclasses.dataclass
@@ -36,7 +119,9 @@ class OIPRun:
 
     Attributes:
         result: The `AscentResult` of the final ascent of every pair.
-        start_images: float32 [B, H, W, C], the start image of the final ascent.
+        start_images: float32 [B, H, W, C], the start image of the pair's
+            strategy (coarse_to_fine: the coarsest-scale start; precursor: the
+            grid pattern).
         init_index: int32 [B], which of a map's starts a pair is.
         seed: The run's seed; pair b used stateless seed `[seed, streams[b]]`.
         streams: int64 [B], the seed stream of every pair.
@@ -59,38 +144,39 @@ class OIPRun:
 
 
 def run_in_batches(
-    ascent: OIPAscent, images: np.ndarray, map_index: np.ndarray, settings: StrategySettings, steps: int | None = None
+    ascent: OIPAscent,
+    images: np.ndarray,
+    map_index: np.ndarray,
+    settings: StrategySettings,
+    steps: int | None = None,
+    conv_criterion: float | None = None,
 ) -> AscentResult:
-    """Runs the ascent over any number of pairs, `settings.batch_size` at a time."""
-    steps = settings.steps if steps is None else steps
+    """Runs the ascent over any number of pairs, `settings.batch_size` at a time.
+
+    Args:
+        ascent: The compiled ascent.
+        images: float32 [B, H, W, C] start images.
+        map_index: int32 [B].
+        settings: Batch size, epsilon, convergence criterion, progress.
+        steps: Steps per pair; None for `settings.final_steps(DEFAULT_STEPS)`.
+        conv_criterion: Overrides `settings.conv_criterion` when given.
+    """
+    steps = settings.final_steps(DEFAULT_STEPS) if steps is None else steps
+    conv_criterion = settings.conv_criterion if conv_criterion is None else conv_criterion
     parts = []
     total = len(map_index)
     progbar = keras.utils.Progbar(total, unit_name="pair", verbose=1 if settings.verbose and total > settings.batch_size else 0)
     for begin in range(0, total, settings.batch_size):
         end = min(begin + settings.batch_size, total)
-        parts.append(ascent(images[begin:end], map_index[begin:end], steps, settings.epsilon, settings.conv_criterion))
+        parts.append(ascent(images[begin:end], map_index[begin:end], steps, settings.epsilon, conv_criterion))
         progbar.update(end)
     return concat_results(parts)
 
 
-def concat_results(parts: Sequence[AscentResult]) -> AscentResult:
-    """Joins results of batches that ran with the same step count."""
-    if len(parts) == 1:
-        return parts[0]
-    return AscentResult(
-        **{
-            field.name: np.concatenate([getattr(part, field.name) for part in parts])
-            for field in dataclasses.fields(AscentResult)
-            if field.name != "snapshot_steps"
-        },
-        snapshot_steps=parts[0].snapshot_steps,
-    )
-
-
-def _start_image_strategy(make_starts: Callable[[np.ndarray, tuple[int, int, int]], np.ndarray], name: str):
+def _start_image_strategy(make_starts: Callable[[np.ndarray, tuple[int, int, int], StrategySettings], tf.Tensor], name: str):
     def run(ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings) -> OIPRun:
         streams = starts.pair_stream(map_index, init_index)
-        images = np.asarray(make_starts(starts.start_seeds(seed, streams), ascent.image_shape))
+        images = np.asarray(make_starts(starts.start_seeds(seed, streams), ascent.image_shape, settings))
         result = run_in_batches(ascent, images, map_index, settings)
         return OIPRun(result, images, init_index, seed, streams, [name] * len(map_index))
 
@@ -98,13 +184,184 @@ def _start_image_strategy(make_starts: Callable[[np.ndarray, tuple[int, int, int
     return run
 
 
-random_strategy = _start_image_strategy(lambda seeds, shape: starts.multiscale(seeds, shape), "random")
-fourier_strategy = _start_image_strategy(lambda seeds, shape: starts.fourier(seeds, shape), "fourier")
+random_strategy = _start_image_strategy(
+    lambda seeds, shape, settings: starts.multiscale(seeds, shape, *settings.scales(shape[0])), "random"
+)
+fourier_strategy = _start_image_strategy(lambda seeds, shape, settings: starts.fourier(seeds, shape), "fourier")
+
+
+def coarse_to_fine_strategy(
+    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+) -> OIPRun:
+    """The coarse-to-fine strategy (the articles' "strategy 1").
+
+    The pair's multi-scale start is built up scale by scale, coarsest first:
+    the coarsest scale alone is standardized and optimized for
+    `settings.coarse_to_fine_steps[0]` steps (default 20); then the next finer
+    scale's fluctuations (the same ones `multiscale` would use for this seed)
+    are added at their designed weight and the sum is restandardized
+    (`starts.add_scale`), optimized for the next stage's steps (40, 80), and so
+    on; once every scale is in, the full ascent runs `settings.steps` (default
+    400). The stages run without the convergence stop; pairs that stop with
+    `no_activation` in a stage still get the finer scales.
+
+    Returns:
+        The final ascent's result; `start_images` holds the coarsest-scale starts.
+
+    Raises:
+        OIPGraphError: bad settings, e.g. `coarse_to_fine_steps` without one
+            positive entry per scale but the finest.
+    """
+    cells, factors = settings.scales(ascent.image_shape[0])
+    stage_steps = tuple(settings.coarse_to_fine_steps)
+    if len(stage_steps) != len(cells) - 1:
+        raise OIPGraphError(
+            f"coarse_to_fine_steps must give {len(cells) - 1} step counts (one per scale but the finest"
+            f" of cells {list(cells)}), got {list(stage_steps)}"
+        )
+    streams = starts.pair_stream(map_index, init_index)
+    seeds = starts.start_seeds(seed, streams)
+    # A scale keeps its position in `cells` as its seed salt, so its noise is the one multiscale() uses.
+    coarsest_first = sorted(range(len(cells)), key=lambda scale: cells[scale])
+
+    def weighted_noise(scale: int) -> tf.Tensor:
+        return factors[scale] * starts.scale_noise(seeds, ascent.image_shape, cells[scale], scale)
+
+    raw = weighted_noise(coarsest_first[0])
+    images = np.asarray(tf.image.per_image_standardization(raw))
+    start_images = images
+    for scale, steps in zip(coarsest_first[1:], stage_steps):
+        stage = run_in_batches(ascent, images, map_index, settings, steps=int(steps), conv_criterion=0.0)
+        added = weighted_noise(scale)
+        images = np.asarray(starts.add_scale(stage.images, raw, added))
+        raw += added
+    result = run_in_batches(ascent, images, map_index, settings, steps=settings.final_steps(DEFAULT_COARSE_TO_FINE_FINAL_STEPS))
+    return OIPRun(result, start_images, init_index, seed, streams, ["coarse_to_fine"] * len(map_index))
+
+
+def _precursor_pass(
+    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, settings: StrategySettings, grid: int, values: Sequence[float]
+) -> tuple[AscentResult, np.ndarray]:
+    """One precursor pass on one pattern grid: the full-ascent results and start patterns of the pairs."""
+    scan = PrecursorScan(ascent, grid=grid, values=values)
+    distinct_images = scan.num_patterns - (len(scan.values) - 1)
+    if int(np.max(init_index)) >= distinct_images:
+        raise OIPGraphError(
+            f"init {int(np.max(init_index))} asks for more precursor starts than there are distinct patterns ({distinct_images})"
+        )
+    starts_per_map: dict[int, int] = {}
+    for map_id, init in zip(map_index.tolist(), init_index.tolist()):
+        starts_per_map[map_id] = max(starts_per_map.get(map_id, settings.precursor_top_n), init + 1)
+    # The |V| constant patterns all standardize to the zero image: ask for enough extra patterns
+    # to drop the repeats, so that N full ascents start from N different images.
+    repeats = len(scan.values) - 1
+    scan_images, scan_maps = [], []
+    for map_id, count in sorted(starts_per_map.items()):
+        best = scan.run(map_id, settings.precursor_scan_steps, min(count + repeats, scan.num_patterns), verbose=settings.verbose)
+        _, first = np.unique(best.images.reshape(len(best.images), -1), axis=0, return_index=True)
+        images = best.images[np.sort(first)[:count]]
+        scan_images.append(images)
+        scan_maps.append(np.full([len(images)], map_id, np.int32))
+    scan_images, scan_maps = np.concatenate(scan_images), np.concatenate(scan_maps)
+    full = run_in_batches(ascent, scan_images, scan_maps, settings, steps=settings.final_steps(DEFAULT_PRECURSOR_STEPS))
+    ranked = {}
+    for map_id in starts_per_map:
+        rows = np.flatnonzero(scan_maps == map_id)
+        ranked[map_id] = rows[np.argsort(-full.loss[rows], kind="stable")]
+    chosen = np.array([ranked[map_id][init] for map_id, init in zip(map_index.tolist(), init_index.tolist())], np.int64)
+    return select_pairs(full, chosen), scan_images[chosen]
+
+
+def precursor_strategy(
+    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+) -> OIPRun:
+    """The precursor strategy: a pattern scan per map, then the full ascent from the best patterns.
+
+    For each map, `PrecursorScan` ranks all grid patterns
+    (`settings.precursor_grid`, `settings.precursor_values`; default 3x3 cells
+    with values 0.2, 0.5, 0.8) by their loss after
+    `settings.precursor_scan_steps` steps (10), and the best N
+    (`settings.precursor_top_n`, 8) get the full ascent (`settings.steps`,
+    default 1200). The N results are ranked by final loss (ties: better scan
+    rank first) and pair (map, init i) gets the i-th best, so init 0 is the
+    map's best OIP; a map asked for K > N inits scans for K patterns. Patterns
+    with the same image (the constant ones, all zero) start only one ascent.
+
+    Maps none of whose pairs fire are scanned again on each grid of
+    `settings.precursor_fallbacks` in turn (default: the article's 4x4 grid of
+    7x7 squares with two values, 65,536 patterns) until one of their pairs
+    fires; all pairs of such a map take the results of the same grid.
+
+    The result does not depend on the seed (the scans are exhaustive), and a
+    map's OIPs do not depend on which other maps run with it.
+
+    Returns:
+        The final ascent's result; `start_images` holds each pair's grid pattern.
+    """
+    passes = [(settings.precursor_grid, settings.precursor_values), *settings.precursor_fallbacks]
+    rows = np.arange(len(map_index))
+    result, start_images = None, None
+    for grid, values in passes:
+        attempt, attempt_starts = _precursor_pass(ascent, map_index[rows], init_index[rows], settings, grid, values)
+        if result is None:
+            result, start_images = attempt, attempt_starts
+        else:
+            result = replace_pairs(result, rows, attempt)
+            start_images = start_images.copy()
+            start_images[rows] = attempt_starts
+        fired_maps = np.unique(map_index[result.status != STATUS_NO_ACTIVATION])
+        rows = np.flatnonzero(~np.isin(map_index, fired_maps))
+        if not len(rows):
+            break
+    streams = starts.pair_stream(map_index, init_index)
+    return OIPRun(result, start_images, init_index, seed, streams, ["precursor"] * len(map_index))
+
+
+# The order in which `auto` tries strategies on pairs without activation.
+AUTO_ESCALATION = ("random", "coarse_to_fine", "precursor")
+
+
+def auto_strategy(
+    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+) -> OIPRun:
+    """The auto strategy: random first, escalating pairs without activation.
+
+    Every pair runs `random`; pairs whose final status is `no_activation`
+    run `coarse_to_fine` (same seed and stream), and pairs still at
+    `no_activation` run `precursor`. Each pair keeps the result of the last
+    strategy it ran, and `OIPRun.strategy[b]` names that strategy.
+    """
+    run = None
+    for name in AUTO_ESCALATION:
+        if run is None:
+            rows = np.arange(len(map_index))
+        else:
+            rows = np.flatnonzero(run.result.status == STATUS_NO_ACTIVATION)
+            if not len(rows):
+                break
+        attempt = STRATEGIES[name](ascent, map_index[rows], init_index[rows], seed, settings)
+        run = attempt if run is None else _replace_run_pairs(run, rows, attempt)
+    return run
+
+
+def _replace_run_pairs(run: OIPRun, rows: np.ndarray, attempt: OIPRun) -> OIPRun:
+    start_images = run.start_images.copy()
+    start_images[rows] = attempt.start_images
+    strategy = list(run.strategy)
+    for row, name in zip(rows.tolist(), attempt.strategy):
+        strategy[row] = name
+    return dataclasses.replace(
+        run, result=replace_pairs(run.result, rows, attempt.result), start_images=start_images, strategy=strategy
+    )
+
 
 # name -> fn(ascent, map_index [B], init_index [B], seed, settings) -> OIPRun
 STRATEGIES: dict[str, Callable[..., OIPRun]] = {
     "random": random_strategy,
     "fourier": fourier_strategy,
+    "coarse_to_fine": coarse_to_fine_strategy,
+    "precursor": precursor_strategy,
+    "auto": auto_strategy,
 }
 
 
@@ -130,11 +387,14 @@ def create_oips(
         An `OIPRun` with pairs ordered map by map, init by init.
     """
     settings = settings or StrategySettings()
+    settings.check()
     if strategy not in STRATEGIES:
         raise OIPGraphError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if inits_per_map < 1:
         raise OIPGraphError(f"inits_per_map must be >= 1, got {inits_per_map}")
     maps = list(range(ascent.num_maps)) if maps is None else [int(k) for k in maps]
+    if not maps:
+        raise OIPGraphError("maps must name at least one map, got an empty list")
     bad = [k for k in maps if not 0 <= k < ascent.num_maps]
     if bad:
         raise OIPGraphError(f"map index {bad[0]} out of range: layer {ascent.layer_name} has maps 0..{ascent.num_maps - 1}")

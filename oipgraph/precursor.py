@@ -1,0 +1,451 @@
+"""The precursor scan: rank every coarse grid pattern by its loss after a few ascent steps.
+
+For maps that never react to random start images, the second article covers
+the image with a g x g grid, gives each cell one of the values V, and tests
+all |V|^(g*g) patterns (19,683 for g = 3, V = (0.2, 0.5, 0.8)):
+
+1. Pattern i: cell (row, col) gets `values[digit]`, where the digits are the
+   base-|V| digits of i with cell (0, 0) the most significant and cell
+   (g-1, g-1) the least significant (row-major order).
+2. The g x g cells are resized (bicubic, antialiased) to the model input size,
+   copied to every channel and standardized per image. The |V| constant
+   patterns (all cells equal) are exactly the zero image.
+3. Each pattern image runs `scan_steps` steps of the normalized gradient ascent
+   of `oipgraph.ascent` for the chosen map; its score is the loss at the image
+   after those steps.
+4. The `top_n` best *start* images (before the scan steps) are returned, best
+   first; equal scores keep the lower pattern index first.
+
+`PrecursorScan.scan` runs all of it in one graph (a `tf.while_loop` over
+chunks, with a running top-N) for export and TF Serving; `PrecursorScan.run`
+does the same chunk by chunk from Python with a progress bar.
+
+Speed (the default scan of one Conv2D_3 map of the shipped CNN takes ~11 s on
+a shared 2-core CPU, 2.6x to 3.2x faster than scoring every pattern with
+`OIPAscent.optimize`; see benchmarks/precursor_benchmark.py):
+
+- Only the chosen map is computed (`oipgraph.objective.SingleMapLoss`: the
+  model up to a Conv2D layer's input, then the kernel sliced to one channel).
+- A start whose loss and gradient are both exactly zero is dropped from its
+  chunk: its image can no longer change, so its score stays 0.
+- Successive halving: when `scan_steps > halving_steps` (default 2), every
+  pattern is first scored after `halving_steps` steps, and only the best
+  `max(halving_keep, halving_keep_per_result * top_n)` (default 1024 for
+  N = 8) get all `scan_steps` steps. On the shipped CNN the final top-8 lay
+  within the best 132 after 2 steps on each of 11 maps studied, and the top-N
+  equals the exhaustive scan's (`halving_steps=0`) on every Conv2D_3 map
+  checked with `precursor_benchmark.py --validate_maps`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, loss_and_gradient
+from oipgraph.errors import OIPGraphError
+from oipgraph.objective import SingleMapLoss
+
+DEFAULT_GRID = 3
+DEFAULT_VALUES = (0.2, 0.5, 0.8)
+DEFAULT_SCAN_STEPS = 10
+DEFAULT_TOP_N = 8
+# On the 2-core box, chunks of 128 to 1024 patterns ran the shipped CNN's scan equally fast
+# (within the noise of a shared machine); 512 holds about 0.3 GB of activations.
+PREFERRED_CHUNK_SIZE = 512
+# Bytes a chunk's ascent may hold at once; keeps the scan well under 4 GB.
+CHUNK_MEMORY_BUDGET = 1 << 30
+# Activations kept per float of layer output during one ascent step (forward, gradient, temporaries).
+_FLOATS_PER_ACTIVATION = 4
+MAX_PATTERNS = 2**31 - 1
+# Successive halving, checked against the exhaustive scan on the shipped CNN
+# (benchmarks/precursor_benchmark.py --validate): rank all patterns after 2 steps
+# and continue only the best max(1024, 128 * top_n).
+DEFAULT_HALVING_STEPS = 2
+DEFAULT_HALVING_KEEP = 1024
+DEFAULT_HALVING_KEEP_PER_RESULT = 128
+
+
+@dataclasses.dataclass
+class PrecursorResult:
+    """The best start patterns of one map, best first.
+
+    Attributes:
+        map_index: The scanned map.
+        images: float32 [top_n, H, W, C], the standardized pattern images (start images).
+        scores: float32 [top_n], the loss after `scan_steps` ascent steps, descending.
+        pattern_index: int32 [top_n], which pattern each image is.
+    """
+
+    map_index: int
+    images: np.ndarray
+    scores: np.ndarray
+    pattern_index: np.ndarray
+
+
+def activation_bytes_per_image(model: keras.Model) -> int:
+    """Rough bytes one image needs in one ascent step of `model`: all layer outputs, a few times."""
+    floats = 0
+    for layer in model.layers:
+        for output in tf.nest.flatten(layer.output):
+            floats += math.prod(int(dim or 1) for dim in output.shape[1:])
+    return floats * 4 * _FLOATS_PER_ACTIVATION
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Returns `value` as an int, or raises OIPGraphError naming it if it is not an integer > 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise OIPGraphError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def never_single(fn: Callable[[tf.Tensor], Any], images: tf.Tensor) -> Any:
+    """`fn(images)`, but a batch of one image is computed as a pair (the image twice).
+
+    oneDNN computes a batch of one with other kernels than larger batches; their
+    rounding differs by ~1e-7, which a max-pool tie can turn into a visible
+    difference. Computing a lone image as a pair keeps a pattern's score
+    independent of how many other patterns share its chunk.
+    """
+    count = tf.shape(images)[0]
+    padded = tf.cond(tf.equal(count, 1), lambda: tf.concat([images, images], axis=0), lambda: images)
+    return tf.nest.map_structure(lambda output: output[:count], fn(padded))
+
+
+class PrecursorScan(tf.Module):
+    """Scans all g x g grid patterns for the start images that excite one map most.
+
+    Example:
+        ascent = OIPAscent.from_file(None, "Conv2D_3")
+        scan = PrecursorScan(ascent)            # 3x3 grid, values (0.2, 0.5, 0.8)
+        best = scan.run(map_index=46)           # 8 best of 19,683 starts, 10 scan steps
+        result = ascent(best.images, 46, steps=1200)
+
+    Attributes:
+        ascent: The ascent whose layer, model and formulas the scan uses.
+        grid: Cells per side.
+        values: Cell values V.
+        num_patterns: |V|^(grid * grid).
+        chunk_size: Patterns optimized together.
+        epsilon: Step size of the scan steps.
+        scan: `tf.function(map_index, scan_steps, top_n) -> {"images", "scores",
+            "pattern_index"}` with int32 scalar inputs; the whole scan in one graph.
+    """
+
+    def __init__(
+        self,
+        ascent: OIPAscent,
+        grid: int = DEFAULT_GRID,
+        values: Sequence[float] = DEFAULT_VALUES,
+        chunk_size: int | None = None,
+        epsilon: float = DEFAULT_EPSILON,
+        halving_steps: int = DEFAULT_HALVING_STEPS,
+        halving_keep: int = DEFAULT_HALVING_KEEP,
+        halving_keep_per_result: int = DEFAULT_HALVING_KEEP_PER_RESULT,
+        name: str | None = None,
+    ):
+        """Builds the scan for the layer of `ascent`.
+
+        Args:
+            ascent: The compiled ascent of the layer to scan.
+            grid: Cells per side of the pattern grid (> 0).
+            values: The distinct, finite values a cell can take (at least one).
+            chunk_size: Patterns per chunk; None picks a fast size that fits the
+                memory budget.
+            epsilon: Step size of the scan's ascent steps (> 0).
+            halving_steps: Steps after which the patterns are ranked once and
+                all but the best `max(halving_keep, halving_keep_per_result *
+                top_n)` are dropped; 0 scores every pattern with all
+                `scan_steps` steps (exhaustive).
+            halving_keep: The least number of patterns kept by the halving.
+            halving_keep_per_result: Patterns kept by the halving per requested result.
+            name: Module name; defaults to `precursor_<layer>`.
+
+        Raises:
+            OIPGraphError: a bad grid, values, chunk size or epsilon, or more
+                than 2^31 - 1 patterns.
+        """
+        super().__init__(name=name or f"precursor_{ascent.layer_name}")
+        self.ascent = ascent
+        self.grid = check_positive_int("grid", grid)
+        self.values = self._check_values(values)
+        self.num_patterns = len(self.values) ** (self.grid * self.grid)
+        if self.num_patterns > MAX_PATTERNS:
+            raise OIPGraphError(
+                f"grid {self.grid} with {len(self.values)} values gives {len(self.values)}^{self.grid * self.grid} patterns;"
+                f" at most {MAX_PATTERNS} are supported"
+            )
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            raise OIPGraphError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+        self.epsilon = float(epsilon)
+        self.chunk_size = self._check_chunk_size(chunk_size)
+        if isinstance(halving_steps, bool) or not isinstance(halving_steps, (int, np.integer)) or halving_steps < 0:
+            raise OIPGraphError(f"halving_steps must be an integer >= 0 (0 disables halving), got {halving_steps!r}")
+        self.halving_steps = int(halving_steps)
+        self.halving_keep = check_positive_int("halving_keep", halving_keep)
+        self.halving_keep_per_result = check_positive_int("halving_keep_per_result", halving_keep_per_result)
+        self.map_loss = SingleMapLoss(ascent)
+        self._values = tf.constant(self.values, tf.float32)
+        cells = self.grid * self.grid
+        base = len(self.values)
+        self._digit_weights = tf.constant([base ** (cells - 1 - cell) for cell in range(cells)], tf.int32)
+        scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
+        self.scan = tf.function(
+            self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
+        )
+        self._score_chunk = tf.function(
+            self._checked_score_chunk,
+            input_signature=[tf.TensorSpec([None], tf.int32, name="pattern_index"), scalar("map_index"), scalar("steps")],
+        )
+
+    # -- construction checks ----------------------------------------------------
+
+    @staticmethod
+    def _check_values(values: Sequence[float]) -> tuple[float, ...]:
+        try:
+            values = tuple(float(value) for value in values)
+        except (TypeError, ValueError):
+            raise OIPGraphError(f"values must be a list of numbers, got {values!r}") from None
+        if not values:
+            raise OIPGraphError("values must hold at least one cell value, got an empty list")
+        bad = [value for value in values if not math.isfinite(value)]
+        if bad:
+            raise OIPGraphError(f"values must be finite numbers, got {bad[0]!r}")
+        if len(set(values)) != len(values):
+            raise OIPGraphError(f"values must be distinct, got {list(values)}")
+        return values
+
+    def _check_chunk_size(self, chunk_size: int | None) -> int:
+        per_image = activation_bytes_per_image(self.ascent.feature_model)
+        fitting = max(1, CHUNK_MEMORY_BUDGET // per_image)
+        if chunk_size is None:
+            return int(min(PREFERRED_CHUNK_SIZE, fitting, self.num_patterns))
+        chunk_size = check_positive_int("chunk_size", chunk_size)
+        if chunk_size > fitting:
+            raise OIPGraphError(
+                f"chunk_size {chunk_size} needs about {chunk_size * per_image / 2**30:.1f} GiB;"
+                f" at most {fitting} fits the {CHUNK_MEMORY_BUDGET / 2**30:.0f} GiB budget"
+            )
+        return int(min(chunk_size, self.num_patterns))
+
+    # -- graph pieces -----------------------------------------------------------
+
+    def digits(self, pattern_index: tf.Tensor) -> tf.Tensor:
+        """int32 [B, grid * grid]: the base-|V| digits of `pattern_index`, most significant (cell (0, 0)) first."""
+        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32)
+        return (pattern_index[:, None] // self._digit_weights) % len(self.values)
+
+    def cell_values(self, pattern_index: tf.Tensor) -> tf.Tensor:
+        """float32 [B, grid, grid]: the cell values of patterns `pattern_index` (int32 [B])."""
+        return tf.reshape(tf.gather(self._values, self.digits(pattern_index)), [-1, self.grid, self.grid])
+
+    def patterns(self, pattern_index: tf.Tensor) -> tf.Tensor:
+        """float32 [B, H, W, C]: the standardized start images of patterns `pattern_index` (int32 [B]).
+
+        Raises:
+            InvalidArgumentError: an index outside [0, num_patterns).
+        """
+        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32)
+        checks = [
+            tf.debugging.assert_non_negative(pattern_index, message="pattern_index must be >= 0; got pattern_index"),
+            tf.debugging.assert_less(
+                pattern_index, self.num_patterns, message=f"pattern_index must be < {self.num_patterns}; got pattern_index"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            digits = self.digits(pattern_index)
+        cells = tf.reshape(tf.gather(self._values, digits), [-1, self.grid, self.grid, 1])
+        height, width, channels = self.ascent.image_shape
+        if (self.grid, self.grid) != (height, width):
+            cells = tf.image.resize(cells, [height, width], method="bicubic", antialias=True)
+        images = tf.image.per_image_standardization(tf.tile(cells, [1, 1, 1, channels]))
+        # A constant pattern standardizes to exactly 0; computed, it is resize and rounding noise
+        # of size 1e-7 whose direction would decide where its first ascent step jumps.
+        constant = tf.reduce_all(tf.equal(digits, digits[:, :1]), axis=1)
+        return tf.where(constant[:, None, None, None], tf.zeros_like(images), images)
+
+    def pool_size(self, top_n: tf.Tensor | int) -> tf.Tensor:
+        """How many patterns survive the halving for a scan that returns `top_n`."""
+        keep = tf.maximum(self.halving_keep, self.halving_keep_per_result * tf.cast(top_n, tf.int32))
+        return tf.minimum(keep, self.num_patterns)
+
+    def prunes(self, scan_steps: tf.Tensor | int, top_n: tf.Tensor | int) -> tf.Tensor:
+        """Whether a scan with these arguments drops hopeless patterns after `halving_steps` steps."""
+        return (self.halving_steps > 0) & (scan_steps > self.halving_steps) & (self.pool_size(top_n) < self.num_patterns)
+
+    def score_patterns(self, pattern_index: tf.Tensor, map_index: tf.Tensor, scan_steps: tf.Tensor) -> tf.Tensor:
+        """float32 [n]: each pattern's loss after `scan_steps` ascent steps for map `map_index`.
+
+        Args:
+            pattern_index: int32 [n], the patterns to score.
+            map_index: int32 scalar, the map.
+            scan_steps: int32 scalar (> 0), ascent steps before scoring.
+        """
+        images = self.patterns(pattern_index)
+        height, width, channels = self.ascent.image_shape
+        count = tf.shape(images)[0]
+
+        def body(step, x, position):
+            loss, gradient = never_single(lambda batch: loss_and_gradient(lambda b: self.map_loss(b, map_index), batch), x)
+            x = ascent_update(x, gradient, self.epsilon)
+            # Zero loss and zero gradient: the image never moves again, so its score stays 0.
+            moving = tf.not_equal(loss, 0.0) | tf.reduce_any(tf.not_equal(gradient, 0.0), axis=[1, 2, 3])
+            return step + 1, tf.boolean_mask(x, moving), tf.boolean_mask(position, moving)
+
+        _, images, position = tf.while_loop(
+            lambda step, x, position: (step < scan_steps) & (tf.size(position) > 0),
+            body,
+            (tf.constant(0), images, tf.range(count)),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, height, width, channels]), tf.TensorShape([None])),
+            parallel_iterations=1,
+        )
+        # oneDNN convolutions fail on empty batches, so a chunk without moving images skips the model.
+        final_loss = tf.cond(
+            tf.size(position) > 0,
+            lambda: never_single(lambda batch: self.map_loss(batch, map_index), images),
+            lambda: tf.zeros([0], tf.float32),
+        )
+        return tf.scatter_nd(position[:, None], final_loss, [count])
+
+    @staticmethod
+    def merge_top(
+        best_scores: tf.Tensor, best_index: tf.Tensor, scores: tf.Tensor, pattern_index: tf.Tensor, top_n: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The running top-N: the `top_n` best of the previous best and a new chunk.
+
+        Chunks come in ascending pattern order, so the previous best have lower
+        indices than the chunk; `tf.math.top_k` keeps the lower position first
+        among equal scores, so ties rank the lower pattern index first however
+        the patterns are chunked.
+        """
+        scores = tf.concat([best_scores, scores], axis=0)
+        pattern_index = tf.concat([best_index, pattern_index], axis=0)
+        top = tf.math.top_k(scores, k=tf.minimum(top_n, tf.size(scores)))
+        return top.values, tf.gather(pattern_index, top.indices)
+
+    def _best_of(self, candidates: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, top_n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The `top_n` best scores and pattern indices of `candidates` (ascending), chunk by chunk."""
+
+        def body(begin, best_scores, best_index):
+            pattern_index = candidates[begin : begin + self.chunk_size]
+            scores = self.score_patterns(pattern_index, map_index, steps)
+            best_scores, best_index = self.merge_top(best_scores, best_index, scores, pattern_index, top_n)
+            return begin + self.chunk_size, best_scores, best_index
+
+        _, scores, pattern_index = tf.while_loop(
+            lambda begin, *_: begin < tf.size(candidates),
+            body,
+            (tf.constant(0), tf.zeros([0]), tf.zeros([0], tf.int32)),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
+            parallel_iterations=1,
+        )
+        return scores, pattern_index
+
+    def _check_scan_inputs(self, map_index: tf.Tensor, scan_steps: tf.Tensor, top_n: tf.Tensor | None = None) -> list[tf.Operation]:
+        layer = self.ascent.layer_name
+        checks = [
+            tf.debugging.assert_non_negative(map_index, message="map_index must be >= 0; got map_index"),
+            tf.debugging.assert_less(
+                map_index, self.ascent.num_maps, message=f"map_index must be < {self.ascent.num_maps} (maps of {layer}); got map_index"
+            ),
+            tf.debugging.assert_positive(scan_steps, message="scan_steps must be > 0; got scan_steps"),
+        ]
+        if top_n is not None:
+            checks += [
+                tf.debugging.assert_positive(top_n, message="top_n must be > 0; got top_n"),
+                tf.debugging.assert_less_equal(
+                    top_n, self.num_patterns, message=f"top_n must be <= {self.num_patterns} (the number of patterns); got top_n"
+                ),
+            ]
+        return checks
+
+    def _checked_score_chunk(self, pattern_index: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+        with tf.control_dependencies(self._check_scan_inputs(map_index, steps)):
+            pattern_index = tf.identity(pattern_index)
+        return self.score_patterns(pattern_index, map_index, steps)
+
+    def _scan(self, map_index: tf.Tensor, scan_steps: tf.Tensor, top_n: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.control_dependencies(self._check_scan_inputs(map_index, scan_steps, top_n)):
+            map_index = tf.identity(map_index)
+        all_patterns = tf.range(self.num_patterns)
+
+        def halving_survivors():
+            _, survivors = self._best_of(all_patterns, map_index, tf.constant(self.halving_steps), self.pool_size(top_n))
+            return tf.sort(survivors)
+
+        candidates = tf.cond(self.prunes(scan_steps, top_n), halving_survivors, lambda: all_patterns)
+        scores, pattern_index = self._best_of(candidates, map_index, scan_steps, top_n)
+        return {"images": self.patterns(pattern_index), "scores": scores, "pattern_index": pattern_index}
+
+    # -- checked Python entry point ---------------------------------------------
+
+    def check_arguments(self, map_index: int, scan_steps: int, top_n: int) -> tuple[int, int, int]:
+        """Python-side validation with one-line messages; returns the arguments as ints.
+
+        Raises:
+            OIPGraphError: map_index out of range, scan_steps <= 0, or top_n
+                outside [1, num_patterns].
+        """
+        if isinstance(map_index, (bool, np.bool_)) or not isinstance(map_index, (int, np.integer)):
+            raise OIPGraphError(f"map_index must be an integer, got {map_index!r}")
+        if not 0 <= map_index < self.ascent.num_maps:
+            raise OIPGraphError(
+                f"map index {map_index} out of range: layer {self.ascent.layer_name} has maps 0..{self.ascent.num_maps - 1}"
+            )
+        scan_steps = check_positive_int("scan_steps", scan_steps)
+        top_n = check_positive_int("top_n", top_n)
+        if top_n > self.num_patterns:
+            raise OIPGraphError(f"top_n {top_n} is larger than the number of patterns ({self.num_patterns})")
+        return int(map_index), scan_steps, top_n
+
+    def run(
+        self, map_index: int, scan_steps: int = DEFAULT_SCAN_STEPS, top_n: int = DEFAULT_TOP_N, verbose: bool = False
+    ) -> PrecursorResult:
+        """Scans chunk by chunk with a progress bar; the same top-N as `scan`.
+
+        Args:
+            map_index: The map to scan for.
+            scan_steps: Ascent steps per pattern before ranking (> 0).
+            top_n: How many of the best start images to return.
+            verbose: Show a `keras.utils.Progbar` that advances per chunk.
+
+        Returns:
+            A `PrecursorResult`, best pattern first.
+
+        Raises:
+            OIPGraphError: bad map_index, scan_steps or top_n.
+        """
+        map_index, scan_steps, top_n = self.check_arguments(map_index, scan_steps, top_n)
+        candidates = np.arange(self.num_patterns, dtype=np.int32)
+        prunes = bool(self.prunes(scan_steps, top_n))
+        survivors = int(self.pool_size(top_n)) if prunes else 0
+        chunks = -(-self.num_patterns // self.chunk_size) + (-(-survivors // self.chunk_size) if prunes else 0)
+        progbar = keras.utils.Progbar(chunks, unit_name="chunk", stateful_metrics=["best", "best_halving"], verbose=1 if verbose else 0)
+        done = 0
+
+        def best_of(candidates: np.ndarray, steps: int, count: int, metric: str) -> tuple[tf.Tensor, tf.Tensor]:
+            nonlocal done
+            best_scores, best_index = tf.zeros([0]), tf.zeros([0], tf.int32)
+            for begin in range(0, len(candidates), self.chunk_size):
+                pattern_index = tf.constant(candidates[begin : begin + self.chunk_size])
+                scores = self._score_chunk(pattern_index, tf.constant(map_index), tf.constant(steps))
+                best_scores, best_index = self.merge_top(best_scores, best_index, scores, pattern_index, count)
+                done += 1
+                progbar.update(done, values=[(metric, float(best_scores[0]))])
+            return best_scores, best_index
+
+        if prunes:
+            _, survivors = best_of(candidates, self.halving_steps, survivors, "best_halving")
+            candidates = np.sort(survivors.numpy())
+        best_scores, best_index = best_of(candidates, scan_steps, top_n, "best")
+        return PrecursorResult(
+            map_index=map_index,
+            images=self.patterns(best_index).numpy(),
+            scores=best_scores.numpy(),
+            pattern_index=best_index.numpy(),
+        )

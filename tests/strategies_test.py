@@ -1,0 +1,307 @@
+"""Tests of the start strategies: coarse_to_fine, precursor, auto escalation, and merged results."""
+
+import dataclasses
+from unittest import mock
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from oipgraph import results, starts, strategies
+from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
+from oipgraph.errors import OIPGraphError
+from oipgraph.precursor import PrecursorScan
+from oipgraph.strategies import OIPRun, StrategySettings, create_oips
+
+SIZE = 12
+CHECKERBOARD = np.array([[1, -1, 1], [-1, 1, -1], [1, -1, 1]], np.float32)
+# Pattern index of the 3x3 checkerboard with values (0.2, 0.8): base-2 digits 101010101.
+CHECKERBOARD_PATTERN = 0b101010101
+CHECKERBOARD_4X4 = np.array([[1, -1, 1, -1], [-1, 1, -1, 1], [1, -1, 1, -1], [-1, 1, -1, 1]], np.float32)
+CHECKERBOARD_4X4_PATTERN = 0b1010010110100101
+THRESHOLD = 0.8
+
+
+def unit_template(cells: np.ndarray) -> np.ndarray:
+    """The cells upscaled like precursor patterns, standardized, scaled to norm 1."""
+    template = tf.image.resize(cells[None, :, :, None], [SIZE, SIZE], method="bicubic", antialias=True)
+    template = tf.image.per_image_standardization(template).numpy()[0, :, :, 0]
+    return template / np.linalg.norm(template)
+
+
+def large_scale_model() -> keras.Model:
+    """One 12x12 conv with a 1x1 output and three maps.
+
+    Map 0 always fires (bias 10). Map 1 fires only when the standardized image
+    correlates with an upscaled 3x3 checkerboard by more than 0.8: random
+    multi-scale starts and coarse noise never get there, the precursor's
+    checkerboard pattern does. Map 2 is the same for a 4x4 checkerboard, which
+    no 3x3 pattern matches well enough.
+    """
+    inputs = keras.Input((SIZE, SIZE, 1), name="image")
+    layer = keras.layers.Conv2D(3, SIZE, activation="relu", name="conv")
+    model = keras.Model(inputs, layer(inputs))
+    kernel = np.zeros((SIZE, SIZE, 1, 3), np.float32)
+    kernel[..., 0, 0] = np.random.default_rng(0).normal(size=(SIZE, SIZE)) / SIZE
+    # Unit templates: the pre-activation is <x, t> and lies in [-12, 12] for a standardized x.
+    kernel[..., 0, 1] = unit_template(CHECKERBOARD)
+    kernel[..., 0, 2] = unit_template(CHECKERBOARD_4X4)
+    layer.set_weights([kernel, np.array([10.0, -THRESHOLD * SIZE, -THRESHOLD * SIZE], np.float32)])
+    return model
+
+
+def fast_settings(**overrides) -> StrategySettings:
+    settings = StrategySettings(
+        steps=60, cells=(3, 6, 12), coarse_to_fine_steps=(10, 20), precursor_values=(0.2, 0.8), precursor_top_n=3
+    )
+    return dataclasses.replace(settings, **overrides)
+
+
+class LargeScaleMapTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ascent = OIPAscent(large_scale_model(), "conv")
+
+    def test_random_starts_never_fire_but_the_precursor_finds_the_pattern(self):
+        run = create_oips(self.ascent, [0, 1], "random", seed=0, inits_per_map=3, settings=fast_settings())
+        self.assertEqual(run.result.status_names[3:], ["no_activation"] * 3)
+        self.assertAllEqual(run.result.loss[3:], np.zeros(3))
+        self.assertNotIn("no_activation", run.result.status_names[:3])
+        best = PrecursorScan(self.ascent, values=(0.2, 0.8)).run(1, scan_steps=10, top_n=3)
+        self.assertEqual(best.pattern_index[0], CHECKERBOARD_PATTERN)
+        self.assertGreater(best.scores[0], 0.0)
+
+    def test_auto_escalates_random_then_coarse_to_fine_then_precursor(self):
+        calls = []
+
+        def recording(name):
+            strategy = strategies.STRATEGIES[name]
+
+            def run(ascent, map_index, init_index, seed, settings):
+                calls.append((name, map_index.tolist(), init_index.tolist()))
+                return strategy(ascent, map_index, init_index, seed, settings)
+
+            return run
+
+        recorders = {name: recording(name) for name in ("random", "coarse_to_fine", "precursor")}
+        with mock.patch.dict(strategies.STRATEGIES, recorders):
+            run = create_oips(self.ascent, [0, 1], "auto", seed=0, inits_per_map=2, settings=fast_settings())
+        self.assertEqual(
+            calls,
+            [
+                ("random", [0, 0, 1, 1], [0, 1, 0, 1]),
+                ("coarse_to_fine", [1, 1], [0, 1]),
+                ("precursor", [1, 1], [0, 1]),
+            ],
+        )
+        self.assertEqual(run.strategy, ["random", "random", "precursor", "precursor"])
+        self.assertNotIn("no_activation", run.result.status_names)
+        self.assertTrue(np.all(run.result.loss > 0))
+        self.assertAllEqual(run.map_index, [0, 0, 1, 1])
+        self.assertAllEqual(run.init_index, [0, 1, 0, 1])
+        scan = PrecursorScan(self.ascent, values=(0.2, 0.8))
+        self.assertAllClose(run.start_images[2], scan.patterns([CHECKERBOARD_PATTERN])[0])
+
+    def test_precursor_inits_are_the_best_results_in_order(self):
+        settings = fast_settings()
+        run = create_oips(self.ascent, [1], "precursor", inits_per_map=3, settings=settings)
+        self.assertEqual(run.strategy, ["precursor"] * 3)
+        self.assertEqual(run.result.loss_history.shape, (3, settings.steps))
+        self.assertTrue(np.all(np.diff(run.result.loss) <= 0), run.result.loss)
+        self.assertGreater(run.result.loss[0], 0.0)
+        # A map's OIPs do not depend on the seed or on the other maps in the run.
+        alone = create_oips(self.ascent, [0, 1], "precursor", seed=5, inits_per_map=3, settings=settings)
+        self.assertAllClose(alone.result.images[3:], run.result.images)
+        self.assertAllClose(alone.start_images[3:], run.start_images)
+
+    def test_precursor_falls_back_to_the_4x4_grid(self):
+        without = create_oips(self.ascent, [2], "precursor", settings=fast_settings(precursor_fallbacks=()))
+        self.assertEqual(without.result.status_names, ["no_activation"])
+        run = create_oips(self.ascent, [1, 2], "precursor", inits_per_map=2, settings=fast_settings())
+        self.assertNotIn("no_activation", run.result.status_names)
+        self.assertEqual(run.strategy, ["precursor"] * 4)
+        grid3 = PrecursorScan(self.ascent, values=(0.2, 0.8))
+        grid4 = PrecursorScan(self.ascent, grid=4, values=(0.2, 0.8))
+        self.assertAllClose(run.start_images[0], grid3.patterns([CHECKERBOARD_PATTERN])[0])
+        self.assertAllClose(run.start_images[2], grid4.patterns([CHECKERBOARD_4X4_PATTERN])[0])
+
+    def test_precursor_starts_are_distinct_images(self):
+        # Map 0 is linear in the image, so the zero image (every constant pattern) scans best:
+        # it steps straight onto the kernel. It must start one ascent, not two.
+        scan = PrecursorScan(self.ascent, values=(0.2, 0.8))
+        self.assertAllEqual(scan.run(0, 10, 3).pattern_index[:2], [0, scan.num_patterns - 1])
+        run = create_oips(self.ascent, [0], "precursor", inits_per_map=3, settings=fast_settings())
+        flat = run.start_images.reshape(3, -1)
+        self.assertLen(np.unique(flat, axis=0), 3)
+        self.assertAllEqual(run.start_images[0], np.zeros([SIZE, SIZE, 1]))
+
+    def test_precursor_final_steps_default_to_1200(self):
+        scan_results = PrecursorScan(self.ascent, values=(0.2, 0.8)).run(0, 10, 1)
+        with mock.patch.object(strategies, "run_in_batches", wraps=strategies.run_in_batches) as wrapped:
+            create_oips(self.ascent, [0], "precursor", settings=fast_settings(steps=None, precursor_top_n=1))
+        self.assertEqual(wrapped.call_args.kwargs["steps"], strategies.DEFAULT_PRECURSOR_STEPS)
+        self.assertAllClose(wrapped.call_args.args[1], scan_results.images)
+
+
+class CoarseToFineTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ascent = OIPAscent(large_scale_model(), "conv")
+
+    def test_stages_add_finer_scales_with_the_configured_steps(self):
+        settings = fast_settings()
+        with mock.patch.object(strategies, "run_in_batches", wraps=strategies.run_in_batches) as wrapped:
+            run = create_oips(self.ascent, [0, 1], "coarse_to_fine", seed=4, inits_per_map=2, settings=settings)
+        self.assertEqual([call.kwargs["steps"] for call in wrapped.call_args_list], [10, 20, 60])
+        self.assertEqual([call.kwargs.get("conv_criterion") for call in wrapped.call_args_list], [0.0, 0.0, None])
+        self.assertEqual(run.strategy, ["coarse_to_fine"] * 4)
+        self.assertEqual(run.result.loss_history.shape, (4, 60))
+        seeds = starts.start_seeds(4, run.streams)
+        coarse = starts.multiscale(seeds, self.ascent.image_shape, cells=(3,), factors=(0.5,))
+        self.assertAllClose(run.start_images, coarse)
+        # The final stage starts from the stage-2 image with the finest scale added.
+        second_stage = wrapped.call_args_list[1]
+        raw = 0.5 * starts.scale_noise(seeds, self.ascent.image_shape, 3, 0) + 0.5 * starts.scale_noise(
+            seeds, self.ascent.image_shape, 6, 1
+        )
+        stage_result = second_stage.args[0](second_stage.args[1], second_stage.args[2], 20, settings.epsilon, 0.0)
+        expected = starts.add_scale(stage_result.images, raw, 0.5 * starts.scale_noise(seeds, self.ascent.image_shape, 12, 2))
+        self.assertAllClose(wrapped.call_args_list[2].args[1], expected, atol=1e-5)
+
+    def test_same_seed_same_result(self):
+        settings = fast_settings()
+        first = create_oips(self.ascent, [0], "coarse_to_fine", seed=1, inits_per_map=2, settings=settings)
+        again = create_oips(self.ascent, [0], "coarse_to_fine", seed=1, inits_per_map=2, settings=settings)
+        other = create_oips(self.ascent, [0], "coarse_to_fine", seed=2, inits_per_map=2, settings=settings)
+        self.assertAllEqual(first.result.images, again.result.images)
+        self.assertNotAllClose(first.start_images, other.start_images)
+
+    def test_adding_scales_without_ascent_gives_the_multiscale_start(self):
+        seeds = starts.start_seeds(9, range(4))
+        shape = (SIZE, SIZE, 1)
+        cells, factors = (3, 6, 12), (0.5, 0.3, 0.2)
+        raw = factors[0] * starts.scale_noise(seeds, shape, cells[0], 0)
+        images = tf.image.per_image_standardization(raw)
+        for scale in (1, 2):
+            added = factors[scale] * starts.scale_noise(seeds, shape, cells[scale], scale)
+            images = starts.add_scale(images, raw, added)
+            raw += added
+        self.assertAllClose(images, starts.multiscale(seeds, shape, cells, factors), atol=1e-5)
+
+    def test_stage_steps_must_match_the_scales(self):
+        with self.assertRaisesRegex(OIPGraphError, r"coarse_to_fine_steps must give 2 step counts .* got \[20\]"):
+            create_oips(self.ascent, [0], "coarse_to_fine", settings=fast_settings(coarse_to_fine_steps=(20,)))
+        with self.assertRaisesRegex(OIPGraphError, r"coarse_to_fine_steps must be positive integers, got \[20, 0\]"):
+            create_oips(self.ascent, [0], "coarse_to_fine", settings=fast_settings(coarse_to_fine_steps=(20, 0)))
+
+
+def fake_result(map_index, loss, status, steps) -> AscentResult:
+    count = len(map_index)
+    loss = np.asarray(loss, np.float32)
+    return AscentResult(
+        map_index=np.asarray(map_index, np.int32),
+        images=np.full([count, 2, 2, 1], steps, np.float32),
+        loss=loss,
+        loss_history=np.tile(loss[:, None], [1, steps]),
+        steps_run=np.full([count], steps, np.int32),
+        status=np.asarray(status, np.int32),
+        snapshots=np.zeros([count, 3, 2, 2, 1], np.float32),
+        snapshot_steps=np.array([0, steps // 2, steps], np.int32),
+    )
+
+
+class AutoEscalationTest(tf.test.TestCase):
+    """The escalation logic with stand-in strategies: which pairs go where, and how results merge."""
+
+    def test_pairs_escalate_only_while_without_activation(self):
+        # random fires for map 0; coarse_to_fine for map 1; precursor for map 2; map 3 never fires.
+        fires = {"random": {0}, "coarse_to_fine": {1}, "precursor": {2}}
+        steps = {"random": 10, "coarse_to_fine": 20, "precursor": 40}
+        calls = []
+
+        def stand_in(name):
+            def run(ascent, map_index, init_index, seed, settings):
+                calls.append((name, map_index.tolist()))
+                fired = np.isin(map_index, list(fires[name]))
+                status = np.where(fired, STATUS_COMPLETED, STATUS_NO_ACTIVATION)
+                result = fake_result(map_index, fired * (1.0 + map_index), status, steps[name])
+                streams = starts.pair_stream(map_index, init_index)
+                return OIPRun(result, result.images, init_index, seed, streams, [name] * len(map_index))
+
+            return run
+
+        with mock.patch.dict(strategies.STRATEGIES, {name: stand_in(name) for name in steps}):
+            run = strategies.auto_strategy(None, np.arange(4, dtype=np.int32), np.zeros(4, np.int32), 0, StrategySettings())
+        self.assertEqual(calls, [("random", [0, 1, 2, 3]), ("coarse_to_fine", [1, 2, 3]), ("precursor", [2, 3])])
+        self.assertEqual(run.strategy, ["random", "coarse_to_fine", "precursor", "precursor"])
+        self.assertEqual(run.result.status_names, ["completed", "completed", "completed", "no_activation"])
+        self.assertAllClose(run.result.loss, [1.0, 2.0, 3.0, 0.0])
+        self.assertAllEqual(run.result.steps_run, [10, 20, 40, 40])
+        self.assertAllClose(run.start_images[:, 0, 0, 0], [10, 20, 40, 40])
+        # Histories are widened to the longest run, repeating each pair's final loss.
+        self.assertEqual(run.result.loss_history.shape, (4, 40))
+        self.assertAllClose(run.result.loss_history[0], np.full(40, 1.0))
+        # Different step budgets: snapshot steps per pair.
+        self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 10, 20], [0, 20, 40], [0, 20, 40]])
+        self.assertAllEqual(run.result.pair_snapshot_steps(1), [0, 10, 20])
+
+    def test_nothing_escalates_when_random_fires_everywhere(self):
+        ascent = OIPAscent(large_scale_model(), "conv")
+        coarse = mock.Mock()
+        with mock.patch.dict(strategies.STRATEGIES, {"coarse_to_fine": coarse}):
+            run = create_oips(ascent, [0], "auto", inits_per_map=2, settings=fast_settings())
+        coarse.assert_not_called()
+        self.assertEqual(run.strategy, ["random", "random"])
+        self.assertEqual(np.ndim(run.result.snapshot_steps), 1)
+
+
+class ResultsTest(tf.test.TestCase):
+    def test_select_and_replace_pairs(self):
+        base = fake_result([0, 1, 2], [1.0, 0.0, 0.0], [0, 2, 2], 10)
+        replacement = fake_result([2], [5.0], [0], 10)
+        merged = results.replace_pairs(base, [2], replacement)
+        self.assertAllClose(merged.loss, [1.0, 0.0, 5.0])
+        self.assertAllEqual(merged.status, [0, 2, 0])
+        self.assertAllEqual(merged.snapshot_steps, [0, 5, 10])
+        self.assertAllClose(base.loss, [1.0, 0.0, 0.0])  # the inputs stay as they were
+        picked = results.select_pairs(merged, [2, 0])
+        self.assertAllEqual(picked.map_index, [2, 0])
+        self.assertAllClose(picked.loss, [5.0, 1.0])
+        with self.assertRaisesRegex(ValueError, "2 rows for 1 replacement pairs"):
+            results.replace_pairs(base, [0, 1], replacement)
+
+
+class SettingsTest(tf.test.TestCase):
+    def test_bad_settings_give_one_line_errors(self):
+        ascent = OIPAscent(large_scale_model(), "conv")
+        cases = [
+            ({"steps": 0}, "steps must be a positive integer, got 0"),
+            ({"precursor_top_n": 0}, "precursor_top_n must be a positive integer, got 0"),
+            ({"precursor_scan_steps": -1}, "precursor_scan_steps must be a positive integer, got -1"),
+            ({"precursor_grid": 0}, "precursor_grid must be a positive integer, got 0"),
+            ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ]
+        for overrides, message in cases:
+            with self.subTest(**overrides):
+                with self.assertRaises(OIPGraphError) as caught:
+                    create_oips(ascent, [0], "auto", settings=fast_settings(**overrides))
+                self.assertEqual(str(caught.exception), message)
+        with self.assertRaisesRegex(OIPGraphError, "values must hold at least one cell value"):
+            create_oips(ascent, [0], "precursor", settings=fast_settings(precursor_values=()))
+
+    def test_every_strategy_runs_through_create_oips(self):
+        ascent = OIPAscent(large_scale_model(), "conv")
+        for name in strategies.STRATEGIES:
+            with self.subTest(strategy=name):
+                run = create_oips(ascent, [0], name, inits_per_map=2, settings=fast_settings(steps=15))
+                self.assertLen(run, 2)
+                self.assertEqual(run.result.images.shape, (2, SIZE, SIZE, 1))
+                self.assertEqual(run.start_images.shape, (2, SIZE, SIZE, 1))
+                self.assertEqual(run.result.loss_history.shape, (2, 15))
+                self.assertTrue(all(strategy == (name if name != "auto" else "random") for strategy in run.strategy))
+
+
+if __name__ == "__main__":
+    tf.test.main()
