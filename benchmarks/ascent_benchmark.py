@@ -14,6 +14,7 @@ Usage:
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -22,7 +23,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from oipgraph import starts
-from oipgraph.ascent import OIPAscent
+from oipgraph.ascent import OIPAscent, ascent_update
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("layer", "Conv2D_3", "Layer of the shipped model.")
@@ -30,17 +31,13 @@ flags.DEFINE_integer("map_index", 0, "Map to optimize (one that fires for random
 flags.DEFINE_list("batch_sizes", ["128", "512"], "Batch sizes of the batched variants.")
 flags.DEFINE_integer("steps", 200, "Steps per timed batched run.")
 flags.DEFINE_integer("eager_steps", 100, "Steps of the eager loop.")
-flags.DEFINE_integer("repeats", 3, "Timed repeats per variant; the best counts.")
+flags.DEFINE_integer("repeats", 5, "Timed rounds; each round runs every variant once.")
 
 
-def best_time(function, repeats: int) -> float:
-    function()  # Warm-up (tracing).
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 def eager_loop(ascent: OIPAscent, image: tf.Tensor, map_index: int, steps: int, epsilon: float = 0.01) -> None:
@@ -60,34 +57,41 @@ def main(argv: list[str]) -> None:
     del argv
     ascent = OIPAscent.from_file(None, FLAGS.layer)
     print(f"machine: {platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} intra-op threads, "
-          f"cpus={len(__import__('os').sched_getaffinity(0))}, TensorFlow {tf.__version__}")
+          f"cpus={len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}, TensorFlow {tf.__version__}")
     image = starts.multiscale(starts.start_seeds(0, [0]), ascent.image_shape)
-    eager_seconds = best_time(lambda: eager_loop(ascent, image, FLAGS.map_index, FLAGS.eager_steps), FLAGS.repeats)
-    eager_rate = FLAGS.eager_steps / eager_seconds
-    print(f"eager (articles' loop), 1 image: {eager_rate:10.1f} image-steps/s")
 
     @tf.function
     def one_step(images, map_index):
         loss, grad = ascent.loss_and_gradient(images, map_index)
-        rms = tf.sqrt(tf.reduce_mean(tf.square(grad), axis=[1, 2, 3], keepdims=True))
-        return loss, tf.image.per_image_standardization(images + 0.01 * grad / (rms + 1e-7))
+        return loss, ascent_update(images, grad, 0.01)
 
     def step_function_run(images, map_index):
         for _ in range(FLAGS.steps):
             loss, images = one_step(images, map_index)
             loss.numpy()  # Like the eager loop, look at the loss on the host every step.
 
+    def compiled_run(images, map_index):
+        ascent.optimize(images, map_index, tf.constant(FLAGS.steps), tf.constant(0.01), tf.constant(0.0))["loss"].numpy()
+
+    eager = lambda: eager_loop(ascent, image, FLAGS.map_index, FLAGS.eager_steps)  # noqa: E731
+    eager()  # Warm-up.
     for batch in (int(size) for size in FLAGS.batch_sizes):
         images = starts.multiscale(starts.start_seeds(0, range(batch)), ascent.image_shape)
         map_index = tf.fill([batch], FLAGS.map_index)
-        step_seconds = best_time(lambda: step_function_run(images, map_index), FLAGS.repeats)
-        compiled_seconds = best_time(
-            lambda: ascent.optimize(images, map_index, tf.constant(FLAGS.steps), tf.constant(0.01), tf.constant(0.0))["loss"].numpy(),
-            FLAGS.repeats,
+        step_function_run(images, map_index), compiled_run(images, map_index)  # Warm-up (tracing).
+        rates = {"eager": [], "step_function": [], "compiled": []}
+        # The machine's speed drifts: interleave the variants and compare within each round.
+        for _ in range(FLAGS.repeats):
+            rates["eager"].append(FLAGS.eager_steps / timed(eager))
+            rates["step_function"].append(batch * FLAGS.steps / timed(lambda: step_function_run(images, map_index)))
+            rates["compiled"].append(batch * FLAGS.steps / timed(lambda: compiled_run(images, map_index)))
+        eager_rates = np.array(rates["eager"])
+        summary = ", ".join(
+            f"{name} {max(values):8.1f} image-steps/s ({np.median(np.array(values) / eager_rates):5.1f}x eager)"
+            for name, values in rates.items()
         )
-        step_rate, compiled_rate = batch * FLAGS.steps / step_seconds, batch * FLAGS.steps / compiled_seconds
-        print(f"batch {batch:5d}: step_function {step_rate:9.1f} image-steps/s ({step_rate / eager_rate:5.1f}x eager), "
-              f"compiled while_loop {compiled_rate:9.1f} image-steps/s ({compiled_rate / eager_rate:5.1f}x eager)")
+        print(f"batch {batch:4d}: {summary}")
+    print("(best rate of each variant; the ratio is the median over rounds of rate / eager rate in the same round)")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, loss_and_gradient
+from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, compiled_step, loss_and_gradient
 from oipgraph.errors import OIPGraphError
 from oipgraph.objective import SingleMapLoss
 
@@ -198,6 +198,12 @@ class PrecursorScan(tf.Module):
         self.scan = tf.function(
             self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
         )
+        self.loss_and_gradient = compiled_step(
+            lambda images, map_index: never_single(
+                lambda batch: loss_and_gradient(lambda b: self.map_loss(b, map_index), batch), images
+            ),
+            [tf.TensorSpec([None, *ascent.image_shape], tf.float32), scalar("map_index")],
+        )
         self._score_chunk = tf.function(
             self._checked_score_chunk,
             input_signature=[tf.TensorSpec([None], tf.int32, name="pattern_index"), scalar("map_index"), scalar("steps")],
@@ -291,7 +297,7 @@ class PrecursorScan(tf.Module):
         count = tf.shape(images)[0]
 
         def body(step, x, position):
-            loss, gradient = never_single(lambda batch: loss_and_gradient(lambda b: self.map_loss(b, map_index), batch), x)
+            loss, gradient = self.loss_and_gradient(x, map_index)
             x = ascent_update(x, gradient, self.epsilon)
             # Zero loss and zero gradient: the image never moves again, so its score stays 0.
             moving = tf.not_equal(loss, 0.0) | tf.reduce_any(tf.not_equal(gradient, 0.0), axis=[1, 2, 3])
