@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from oipgraph.ascent import STATUS_NO_ACTIVATION, OIPAscent
-from oipgraph.strategies import STRATEGIES, StrategySettings, create_oips
+from oipgraph.strategies import STRATEGIES, StrategySettings, create_oips, parse_maps
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file; default: the shipped MNIST CNN.")
@@ -36,20 +36,10 @@ flags.DEFINE_boolean("verbose", False, "Progress bars.")
 flags.DEFINE_string("json_out", None, "Also write the figures to this JSON file.")
 
 
-def parse_maps(text: str, num_maps: int) -> list[int]:
-    if text == "all":
-        return list(range(num_maps))
-    maps = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        maps.extend(range(int(first), int(last or first) + 1))
-    return maps
-
-
 def main(argv: list[str]) -> None:
     del argv
     ascent = OIPAscent.from_file(FLAGS.model, FLAGS.layer)
-    maps = parse_maps(FLAGS.maps, ascent.num_maps)
+    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer)
     settings = StrategySettings(steps=FLAGS.steps, batch_size=FLAGS.batch_size, verbose=FLAGS.verbose)
     figures = {}
     for strategy in FLAGS.strategies:

@@ -28,6 +28,7 @@ from absl import app, flags
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.precursor import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, PrecursorScan
+from oipgraph.strategies import parse_maps
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file; default: the shipped MNIST CNN.")
@@ -52,14 +53,6 @@ def timed(fn):
     wall, cpu = time.perf_counter(), cpu_seconds()
     value = fn()
     return value, time.perf_counter() - wall, cpu_seconds() - cpu
-
-
-def parse_maps(text: str) -> list[int]:
-    maps = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        maps.extend(range(int(first), int(last or first) + 1))
-    return maps
 
 
 def plain_scan(ascent: OIPAscent, scan: PrecursorScan, map_index: int, scan_steps: int, top_n: int, batch: int):
@@ -100,7 +93,7 @@ def main(argv: list[str]) -> None:
     del argv
     ascent = OIPAscent.from_file(FLAGS.model, FLAGS.layer)
     if FLAGS.validate_maps:
-        if not validate(ascent, parse_maps(FLAGS.validate_maps)):
+        if not validate(ascent, parse_maps(FLAGS.validate_maps, ascent.num_maps, FLAGS.layer)):
             raise SystemExit(1)
         return
     scan = PrecursorScan(ascent, chunk_size=FLAGS.chunk_size)

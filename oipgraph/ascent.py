@@ -314,6 +314,17 @@ class OIPAscent(tf.Module):
         if not math.isfinite(conv_criterion):
             raise OIPGraphError(f"conv_criterion must be finite (<= 0 disables convergence), got {conv_criterion!r}")
 
+    def checked_pairs(
+        self, images: np.ndarray | tf.Tensor, map_index: Sequence[int] | np.ndarray | int, steps: int, epsilon: float, conv_criterion: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 images [B, H, W, C], int32 map_index [B]) for the pairs, checked; one map index applies to every image."""
+        images = np.asarray(images, dtype=np.float32)
+        map_index = np.asarray(map_index, dtype=np.int32)
+        if map_index.ndim == 0 and images.ndim == 4:
+            map_index = np.full([images.shape[0]], map_index, np.int32)
+        self.check_arguments(images, map_index, steps, epsilon, conv_criterion)
+        return images, map_index
+
     def __call__(
         self,
         images: np.ndarray | tf.Tensor,
@@ -338,10 +349,6 @@ class OIPAscent(tf.Module):
         Raises:
             OIPGraphError: bad shapes, map indices, steps, epsilon or non-finite images.
         """
-        images = np.asarray(images, dtype=np.float32)
-        map_index = np.asarray(map_index, dtype=np.int32)
-        if map_index.ndim == 0 and images.ndim == 4:
-            map_index = np.full([images.shape[0]], map_index, np.int32)
-        self.check_arguments(images, map_index, steps, epsilon, conv_criterion)
+        images, map_index = self.checked_pairs(images, map_index, steps, epsilon, conv_criterion)
         outputs = self.optimize(images, map_index, tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion)))
         return AscentResult(map_index=map_index, **{key: value.numpy() for key, value in outputs.items()})

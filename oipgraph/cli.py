@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -24,16 +23,17 @@ import tensorflow as tf
 from absl import flags
 
 from oipgraph import catalog, errors, summaries, uniqueness
-from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, STATUS_NAMES, STATUS_NO_ACTIVATION, OIPAscent
+from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, STATUS_NAMES, STATUS_NO_ACTIVATION, OIPAscent
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import load_model
-from oipgraph.strategies import DEFAULT_BATCH_SIZE, STRATEGIES, OIPRun, StrategySettings, create_oips
+from oipgraph.strategies import DEFAULT_BATCH_SIZE, STRATEGIES, OIPRun, StrategySettings, create_oips, parse_maps
 
 START_KINDS = {
     "random": "multiscale",
     "fourier": "fourier",
     "coarse_to_fine": "multiscale_coarse_to_fine",
     "precursor": "precursor_pattern",
+    "preactivation": "multiscale_preactivation",
 }
 GRID_SCALE = 3
 MAP_PNG_SCALE = 4
@@ -43,7 +43,9 @@ flags.DEFINE_string("model", None, "Keras model file (.keras); default: the ship
 flags.DEFINE_string("layer", "Conv2D_3", "Layer whose feature maps get OIPs.")
 flags.DEFINE_string("maps", "all", "Maps to optimize: 'all' or a list like '0-7,12'.")
 flags.DEFINE_string("strategy", "random", f"Start strategy: {', '.join(STRATEGIES)}.")
-flags.DEFINE_integer("steps", DEFAULT_STEPS, "Maximum ascent steps per OIP.")
+flags.DEFINE_integer(
+    "steps", None, "Maximum steps of the final ascent per OIP; default: the strategy's own (600; coarse_to_fine 400, precursor 1200)."
+)
 flags.DEFINE_float("epsilon", DEFAULT_EPSILON, "Ascent step size.")
 flags.DEFINE_float("conv_criterion", DEFAULT_CONV_CRITERION, "Relative loss change that counts as converged (<= 0: run all steps).")
 flags.DEFINE_integer("seed", 0, "Seed of the start images; same seed and inputs, same results.")
@@ -55,34 +57,9 @@ flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same f
 RUN_FLAGS = ("model", "layer", "maps", "strategy", "steps", "epsilon", "conv_criterion", "seed", "inits_per_map", "batch_size", "out", "logdir")
 
 
-def parse_maps(spec: str, num_maps: int, layer_name: str) -> list[int]:
-    """Parses `--maps`: 'all' or comma-separated indices and ranges like '0-7,12'.
-
-    Raises:
-        OIPGraphError: malformed text, a reversed range or an index out of range.
-    """
-    if spec.strip() == "all":
-        return list(range(num_maps))
-    maps: list[int] = []
-    for part in spec.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise OIPGraphError(f"--maps={spec!r} is malformed: expected 'all' or a list like '0-7,12'")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-        if last < first:
-            raise OIPGraphError(f"--maps={spec!r}: range {first}-{last} runs backwards")
-        for map_index in range(first, last + 1):
-            if map_index >= num_maps:
-                raise OIPGraphError(f"--maps={spec!r}: map {map_index} out of range, layer {layer_name} has maps 0..{num_maps - 1}")
-            if map_index not in maps:
-                maps.append(map_index)
-    return maps
-
-
 def check_flags() -> StrategySettings:
     """Validates the numeric and choice flags; returns the ascent settings."""
-    if FLAGS.steps <= 0:
+    if FLAGS.steps is not None and FLAGS.steps <= 0:
         raise OIPGraphError(f"--steps must be > 0, got {FLAGS.steps}")
     if not (math.isfinite(FLAGS.epsilon) and FLAGS.epsilon > 0):
         raise OIPGraphError(f"--epsilon must be a finite number > 0, got {FLAGS.epsilon}")
@@ -115,7 +92,7 @@ def run_arrays(run: OIPRun) -> dict[str, np.ndarray]:
         "steps_run": result.steps_run,
         "status": result.status,
         "snapshots": result.snapshots,
-        "snapshot_steps": np.broadcast_to(result.snapshot_steps, (len(result), len(result.snapshot_steps))),
+        "snapshot_steps": np.stack([result.pair_snapshot_steps(pair) for pair in range(len(result))]),
     }
 
 

@@ -44,6 +44,31 @@ def can_slice_channels(layer: keras.layers.Layer) -> bool:
     )
 
 
+def layer_input_model(ascent: OIPAscent) -> keras.Model:
+    """The model of `ascent` from the image up to the input of its target layer."""
+    layer = ascent.feature_model.get_layer(ascent.layer_name)
+    return keras.Model(ascent.feature_model.inputs[0], layer.input, name=f"inputs_of_{ascent.layer_name}")
+
+
+def conv_pre_activation(layer: keras.layers.Conv2D, inputs: tf.Tensor, channel: tf.Tensor | None = None) -> tf.Tensor:
+    """convolution(inputs) + bias of a plain Conv2D `layer`, before its activation.
+
+    Args:
+        layer: A layer that `can_slice_channels` accepts.
+        inputs: float32 [B, H, W, C_in], the layer's input.
+        channel: None for every output channel, or an int32 scalar for that one alone.
+
+    Returns:
+        float32 [B, H', W', C_out], or [B, H', W', 1] for one channel.
+    """
+    kernel, bias = layer.kernel, layer.bias
+    if channel is not None:
+        kernel = kernel[..., channel : channel + 1]
+        bias = bias[channel : channel + 1] if layer.use_bias else None
+    outputs = layer.convolution_op(inputs, kernel)
+    return outputs + bias if layer.use_bias else outputs
+
+
 class SingleMapLoss:
     """loss[b] = mean over positions of map `map_index` for image b, for one map shared by the batch.
 
@@ -60,18 +85,12 @@ class SingleMapLoss:
         self.layer = ascent.feature_model.get_layer(ascent.layer_name)
         self.sliced = can_slice_channels(self.layer)
         if self.sliced:
-            self.layer_input_model = keras.Model(
-                ascent.feature_model.inputs, self.layer.input, name=f"inputs_of_{ascent.layer_name}"
-            )
+            self.layer_input_model = layer_input_model(ascent)
 
     def __call__(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
         """float32 [B] losses of `images` [B, H, W, C] for the scalar int32 `map_index`."""
         if not self.sliced:
             return self.ascent.map_loss(images, tf.fill(tf.shape(images)[:1], map_index))
-        layer = self.layer
         inputs = self.layer_input_model(images, training=False)
-        outputs = layer.convolution_op(inputs, layer.kernel[..., map_index : map_index + 1])
-        if layer.use_bias:
-            outputs = outputs + layer.bias[map_index]
-        outputs = layer.activation(outputs)
+        outputs = self.layer.activation(conv_pre_activation(self.layer, inputs, map_index))
         return tf.reduce_mean(outputs, axis=[1, 2, 3])

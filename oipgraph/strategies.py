@@ -12,13 +12,19 @@ compiled ascent, and says per pair which strategy produced the result.
 - `precursor`: scan all coarse grid patterns for the map (`PrecursorScan`),
   then run the full ascent (`settings.steps`, default 1200) from the best N;
   maps that still do not fire are scanned again on a 4x4 grid.
+- `preactivation`: the random start, moved by ascent on the peak of the map's
+  pre-activation until the map fires (`PreActivationWakeUp`, at most
+  `settings.wake_steps` steps), then the full ascent (`settings.steps`,
+  default 600). For maps that no start image excites.
 - `auto`: random for every pair; pairs that end `no_activation` escalate to
-  coarse_to_fine, and those still `no_activation` to precursor.
+  coarse_to_fine, those still `no_activation` to precursor, and the rest to
+  preactivation (where the layer has a pre-activation: a Conv2D).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Sequence
 
 import keras
@@ -29,6 +35,7 @@ from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
 from oipgraph.errors import OIPGraphError
 from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES, PrecursorScan
+from oipgraph.preactivation import DEFAULT_WAKE_STEPS, PreActivationWakeUp, can_wake
 from oipgraph.results import concat_results, replace_pairs, select_pairs
 
 DEFAULT_BATCH_SIZE = 256
@@ -48,8 +55,9 @@ class StrategySettings:
 
     Attributes:
         steps: Steps of the final (full) ascent; None uses each strategy's own
-            default: 600 for random and fourier, 400 for coarse_to_fine, 1200
-            for precursor. A number applies to every strategy (auto included).
+            default: 600 for random, fourier and preactivation, 400 for
+            coarse_to_fine, 1200 for precursor. A number applies to every
+            strategy (auto included).
         epsilon: Ascent step size.
         conv_criterion: Convergence threshold of the final ascent (<= 0: off).
         batch_size: Pairs per ascent call.
@@ -66,6 +74,8 @@ class StrategySettings:
         precursor_top_n: Best patterns per map that get the full ascent.
         precursor_fallbacks: (grid, values) of further scans for pairs that
             the first scan leaves without activation; () for none.
+        wake_steps: Most pre-activation steps of the preactivation strategy
+            before its full ascent.
     """
 
     steps: int | None = None
@@ -81,6 +91,7 @@ class StrategySettings:
     precursor_scan_steps: int = DEFAULT_SCAN_STEPS
     precursor_top_n: int = DEFAULT_TOP_N
     precursor_fallbacks: tuple[tuple[int, tuple[float, ...]], ...] = DEFAULT_PRECURSOR_FALLBACKS
+    wake_steps: int = DEFAULT_WAKE_STEPS
 
     def check(self) -> None:
         """Raises OIPGraphError (one line, naming the field) for a bad setting."""
@@ -89,6 +100,7 @@ class StrategySettings:
             "precursor_grid": self.precursor_grid,
             "precursor_scan_steps": self.precursor_scan_steps,
             "precursor_top_n": self.precursor_top_n,
+            "wake_steps": self.wake_steps,
         }
         if self.steps is not None:
             counts["steps"] = self.steps
@@ -317,8 +329,38 @@ def precursor_strategy(
     return OIPRun(result, start_images, init_index, seed, streams, ["precursor"] * len(map_index))
 
 
+def preactivation_strategy(
+    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+) -> OIPRun:
+    """The preactivation strategy: random starts woken up on the map's pre-activation, then the full ascent.
+
+    The pair's multi-scale start (the one `random` uses for the same seed) is
+    moved by `PreActivationWakeUp`, ascent on the peak of the map's
+    pre-activation, until the map fires, for at most `settings.wake_steps`
+    steps (200); the full ascent (`settings.steps`, default 600) continues from
+    there. Starts on which the map fires already go straight to the full
+    ascent, so for them the result is the random strategy's.
+
+    Returns:
+        The final ascent's result; `start_images` holds the multi-scale starts.
+
+    Raises:
+        OIPGraphError: the layer has no pre-activation (not a plain Conv2D).
+    """
+    wake_up = PreActivationWakeUp(ascent)
+    streams = starts.pair_stream(map_index, init_index)
+    seeds = starts.start_seeds(seed, streams)
+    start_images = np.asarray(starts.multiscale(seeds, ascent.image_shape, *settings.scales(ascent.image_shape[0])))
+    woken = []
+    for begin in range(0, len(map_index), settings.batch_size):
+        batch = slice(begin, begin + settings.batch_size)
+        woken.append(wake_up(start_images[batch], map_index[batch], settings.wake_steps, settings.epsilon).images)
+    result = run_in_batches(ascent, np.concatenate(woken), map_index, settings)
+    return OIPRun(result, start_images, init_index, seed, streams, ["preactivation"] * len(map_index))
+
+
 # The order in which `auto` tries strategies on pairs without activation.
-AUTO_ESCALATION = ("random", "coarse_to_fine", "precursor")
+AUTO_ESCALATION = ("random", "coarse_to_fine", "precursor", "preactivation")
 
 
 def auto_strategy(
@@ -327,12 +369,16 @@ def auto_strategy(
     """The auto strategy: random first, escalating pairs without activation.
 
     Every pair runs `random`; pairs whose final status is `no_activation`
-    run `coarse_to_fine` (same seed and stream), and pairs still at
-    `no_activation` run `precursor`. Each pair keeps the result of the last
-    strategy it ran, and `OIPRun.strategy[b]` names that strategy.
+    run `coarse_to_fine` (same seed and stream), pairs still at
+    `no_activation` run `precursor`, and those still at `no_activation` run
+    `preactivation` (skipped for layers without a pre-activation). Each pair
+    keeps the result of the last strategy it ran, and `OIPRun.strategy[b]`
+    names that strategy.
     """
     run = None
     for name in AUTO_ESCALATION:
+        if name == "preactivation" and not can_wake(ascent):
+            break
         if run is None:
             rows = np.arange(len(map_index))
         else:
@@ -361,8 +407,36 @@ STRATEGIES: dict[str, Callable[..., OIPRun]] = {
     "fourier": fourier_strategy,
     "coarse_to_fine": coarse_to_fine_strategy,
     "precursor": precursor_strategy,
+    "preactivation": preactivation_strategy,
     "auto": auto_strategy,
 }
+
+
+def parse_maps(spec: str, num_maps: int, layer_name: str) -> list[int]:
+    """Parses a `--maps` text: 'all' or comma-separated indices and ranges like '0-7,12'.
+
+    Shared by the CLI and the benchmarks; duplicates are dropped, order is kept.
+
+    Raises:
+        OIPGraphError: malformed text, a reversed range or an index out of range.
+    """
+    if spec.strip() == "all":
+        return list(range(num_maps))
+    maps: list[int] = []
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise OIPGraphError(f"--maps={spec!r} is malformed: expected 'all' or a list like '0-7,12'")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise OIPGraphError(f"--maps={spec!r}: range {first}-{last} runs backwards")
+        for map_index in range(first, last + 1):
+            if map_index >= num_maps:
+                raise OIPGraphError(f"--maps={spec!r}: map {map_index} out of range, layer {layer_name} has maps 0..{num_maps - 1}")
+            if map_index not in maps:
+                maps.append(map_index)
+    return maps
 
 
 def create_oips(
@@ -378,7 +452,7 @@ def create_oips(
     Args:
         ascent: The compiled ascent for one layer (see `OIPAscent.from_file`).
         maps: Map indices; None for every map of the layer.
-        strategy: One of `STRATEGIES` (random, fourier, coarse_to_fine, precursor, auto).
+        strategy: One of `STRATEGIES` (random, fourier, coarse_to_fine, precursor, preactivation, auto).
         seed: Seed of all start images; same seed, same results.
         inits_per_map: Start images (and OIPs) per map.
         settings: Steps, epsilon, convergence criterion, batch size, progress.

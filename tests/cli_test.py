@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, large_scale_model
 
 OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
 
@@ -104,10 +104,35 @@ class LayerRunTest(tf.test.TestCase):
             self.assertAllEqual(first[key], second[key], msg=key)
 
 
+class AutoStrategyTest(tf.test.TestCase):
+    def test_auto_mixes_strategies_with_their_own_step_budgets(self):
+        root = self.get_temp_dir()
+        model_path = os.path.join(root, "tiny.keras")
+        large_scale_model().save(model_path)
+        out = os.path.join(root, "run")
+        done = run_oipgraph(f"--model={model_path}", "--layer=conv", "--strategy=auto", f"--out={out}")
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        self.assertIn("4 of 4 maps of conv have an OIP", done.stdout)
+        with open(os.path.join(out, "catalog.json")) as file:
+            document = json.load(file)
+        self.assertIsNone(document["steps"])
+        self.assertEqual([entry["strategy"] for entry in document["maps"]], ["random", "precursor", "precursor", "preactivation"])
+        self.assertEqual(
+            [entry["start_kind"] for entry in document["maps"]],
+            ["multiscale", "precursor_pattern", "precursor_pattern", "multiscale_preactivation"],
+        )
+        arrays = load_arrays(os.path.join(out, "oips.npz"))
+        # Without --steps every strategy runs its own final ascent: precursor 1200 steps, the others 600.
+        self.assertAllEqual(arrays["snapshot_steps"][:, 0, -1], [600, 1200, 1200, 600])
+        self.assertEqual(arrays["loss_history"].shape, (4, 1, 1200))
+        self.assertAllGreater(arrays["loss"], 0.0)
+
+
 class ResumeTest(tf.test.TestCase):
     def test_killed_run_resumes_to_the_same_outputs(self):
         root = self.get_temp_dir()
-        args = ["--maps=0-15", "--steps=150", "--batch_size=2", "--conv_criterion=0"]
+        # Enough steps that the 8 chunks take seconds: the kill must land mid-way.
+        args = ["--maps=0-15", "--steps=400", "--batch_size=2", "--conv_criterion=0"]
         reference = os.path.join(root, "reference")
         done = run_oipgraph(*args, f"--out={reference}")
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
@@ -129,7 +154,7 @@ class ResumeTest(tf.test.TestCase):
 
         done = run_oipgraph(*args, f"--out={out}", "--steps=10", "--resume")
         self.assertEqual(done.returncode, 2)
-        self.assertIn("--resume with other settings: steps was 150, now 10", done.stderr)
+        self.assertIn("--resume with other settings: steps was 400, now 10", done.stderr)
 
         done = run_oipgraph(*args, f"--out={out}", "--resume")
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
@@ -146,7 +171,10 @@ class ResumeTest(tf.test.TestCase):
     def test_interrupt_says_how_to_resume(self):
         out = os.path.join(self.get_temp_dir(), "interrupted")
         process = subprocess.Popen(
-            [OIPGRAPH, "--maps=0-15", "--steps=150", "--batch_size=2", f"--out={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            [OIPGRAPH, "--maps=0-15", "--steps=400", "--conv_criterion=0", "--batch_size=2", f"--out={out}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.time() + 240
         while not glob.glob(os.path.join(out, ".progress", "chunk_*.npz")) and time.time() < deadline:

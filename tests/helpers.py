@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -43,3 +44,46 @@ def assert_one_line_error(test: tf.test.TestCase, stderr: str, program: str, mes
     test.assertLen(own_lines, 1, stderr)
     test.assertStartsWith(own_lines[0], f"{program}: error: ")
     test.assertIn(message, own_lines[0])
+
+
+# A tiny model for the strategies: maps that only specific start images excite.
+SIZE = 12
+CHECKERBOARD = np.array([[1, -1, 1], [-1, 1, -1], [1, -1, 1]], np.float32)
+# Pattern index of the 3x3 checkerboard with values (0.2, 0.8): base-2 digits 101010101.
+CHECKERBOARD_PATTERN = 0b101010101
+CHECKERBOARD_4X4 = np.array([[1, -1, 1, -1], [-1, 1, -1, 1], [1, -1, 1, -1], [-1, 1, -1, 1]], np.float32)
+CHECKERBOARD_4X4_PATTERN = 0b1010010110100101
+# A checkerboard of single pixels: finer than any precursor grid, and random noise never correlates with it enough.
+PIXEL_CHECKERBOARD = np.indices([SIZE, SIZE]).sum(axis=0) % 2 * 2.0 - 1.0
+THRESHOLD = 0.8
+
+
+def unit_template(cells: np.ndarray) -> np.ndarray:
+    """The cells upscaled like precursor patterns, standardized, scaled to norm 1."""
+    template = tf.image.resize(cells[None, :, :, None], [SIZE, SIZE], method="bicubic", antialias=True)
+    template = tf.image.per_image_standardization(template).numpy()[0, :, :, 0]
+    return template / np.linalg.norm(template)
+
+
+def large_scale_model() -> keras.Model:
+    """One 12x12 conv with a 1x1 output and four maps.
+
+    Map 0 always fires (bias 10). Map 1 fires only when the standardized image
+    correlates with an upscaled 3x3 checkerboard by more than 0.8: random
+    multi-scale starts and coarse noise never get there, the precursor's
+    checkerboard pattern does. Map 2 is the same for a 4x4 checkerboard, which
+    no 3x3 pattern matches well enough. Map 3 is the same for a checkerboard of
+    single pixels, which no start image matches: only the pre-activation
+    wake-up gets there.
+    """
+    inputs = keras.Input((SIZE, SIZE, 1), name="image")
+    layer = keras.layers.Conv2D(4, SIZE, activation="relu", name="conv")
+    model = keras.Model(inputs, layer(inputs))
+    kernel = np.zeros((SIZE, SIZE, 1, 4), np.float32)
+    kernel[..., 0, 0] = np.random.default_rng(0).normal(size=(SIZE, SIZE)) / SIZE
+    # Unit templates: the pre-activation is <x, t> and lies in [-12, 12] for a standardized x.
+    kernel[..., 0, 1] = unit_template(CHECKERBOARD)
+    kernel[..., 0, 2] = unit_template(CHECKERBOARD_4X4)
+    kernel[..., 0, 3] = PIXEL_CHECKERBOARD / np.linalg.norm(PIXEL_CHECKERBOARD)
+    layer.set_weights([kernel, np.array([10.0] + [-THRESHOLD * SIZE] * 3, np.float32)])
+    return model

@@ -1,4 +1,4 @@
-"""Tests of the start strategies: coarse_to_fine, precursor, auto escalation, and merged results."""
+"""Tests of the start strategies: coarse_to_fine, precursor, preactivation, auto escalation, and merged results."""
 
 import dataclasses
 from unittest import mock
@@ -13,42 +13,14 @@ from oipgraph.errors import OIPGraphError
 from oipgraph.precursor import PrecursorScan
 from oipgraph.strategies import OIPRun, StrategySettings, create_oips
 
-SIZE = 12
-CHECKERBOARD = np.array([[1, -1, 1], [-1, 1, -1], [1, -1, 1]], np.float32)
-# Pattern index of the 3x3 checkerboard with values (0.2, 0.8): base-2 digits 101010101.
-CHECKERBOARD_PATTERN = 0b101010101
-CHECKERBOARD_4X4 = np.array([[1, -1, 1, -1], [-1, 1, -1, 1], [1, -1, 1, -1], [-1, 1, -1, 1]], np.float32)
-CHECKERBOARD_4X4_PATTERN = 0b1010010110100101
-THRESHOLD = 0.8
-
-
-def unit_template(cells: np.ndarray) -> np.ndarray:
-    """The cells upscaled like precursor patterns, standardized, scaled to norm 1."""
-    template = tf.image.resize(cells[None, :, :, None], [SIZE, SIZE], method="bicubic", antialias=True)
-    template = tf.image.per_image_standardization(template).numpy()[0, :, :, 0]
-    return template / np.linalg.norm(template)
-
-
-def large_scale_model() -> keras.Model:
-    """One 12x12 conv with a 1x1 output and three maps.
-
-    Map 0 always fires (bias 10). Map 1 fires only when the standardized image
-    correlates with an upscaled 3x3 checkerboard by more than 0.8: random
-    multi-scale starts and coarse noise never get there, the precursor's
-    checkerboard pattern does. Map 2 is the same for a 4x4 checkerboard, which
-    no 3x3 pattern matches well enough.
-    """
-    inputs = keras.Input((SIZE, SIZE, 1), name="image")
-    layer = keras.layers.Conv2D(3, SIZE, activation="relu", name="conv")
-    model = keras.Model(inputs, layer(inputs))
-    kernel = np.zeros((SIZE, SIZE, 1, 3), np.float32)
-    kernel[..., 0, 0] = np.random.default_rng(0).normal(size=(SIZE, SIZE)) / SIZE
-    # Unit templates: the pre-activation is <x, t> and lies in [-12, 12] for a standardized x.
-    kernel[..., 0, 1] = unit_template(CHECKERBOARD)
-    kernel[..., 0, 2] = unit_template(CHECKERBOARD_4X4)
-    layer.set_weights([kernel, np.array([10.0, -THRESHOLD * SIZE, -THRESHOLD * SIZE], np.float32)])
-    return model
-
+from helpers import (
+    CHECKERBOARD_4X4_PATTERN,
+    CHECKERBOARD_PATTERN,
+    PIXEL_CHECKERBOARD,
+    SIZE,
+    THRESHOLD,
+    large_scale_model,
+)
 
 def fast_settings(**overrides) -> StrategySettings:
     settings = StrategySettings(
@@ -143,6 +115,42 @@ class LargeScaleMapTest(tf.test.TestCase):
         self.assertEqual(wrapped.call_args.kwargs["steps"], strategies.DEFAULT_PRECURSOR_STEPS)
         self.assertAllClose(wrapped.call_args.args[1], scan_results.images)
 
+    def test_preactivation_wakes_the_map_that_no_start_excites(self):
+        settings = fast_settings()
+        random = create_oips(self.ascent, [0, 3], "random", seed=2, inits_per_map=2, settings=settings)
+        self.assertEqual(random.result.status_names[2:], ["no_activation"] * 2)
+        run = create_oips(self.ascent, [0, 3], "preactivation", seed=2, inits_per_map=2, settings=settings)
+        self.assertEqual(run.strategy, ["preactivation"] * 4)
+        self.assertNotIn("no_activation", run.result.status_names)
+        self.assertTrue(np.all(run.result.loss[2:] > 0), run.result.loss)
+        # Same starts as random; where the map fires already the wake-up leaves the start alone.
+        self.assertAllEqual(run.start_images, random.start_images)
+        self.assertAllEqual(run.result.images[:2], random.result.images[:2])
+        # The woken OIP of map 3 is the pixel checkerboard the map looks for.
+        correlation = np.sum(run.result.images[2:, :, :, 0] * PIXEL_CHECKERBOARD, axis=(1, 2)) / SIZE**2
+        self.assertAllGreater(correlation, THRESHOLD)
+
+    def test_auto_escalates_through_all_four_strategies_in_order(self):
+        calls = []
+
+        def recording(name):
+            strategy = strategies.STRATEGIES[name]
+
+            def run(ascent, map_index, init_index, seed, settings):
+                calls.append((name, map_index.tolist()))
+                return strategy(ascent, map_index, init_index, seed, settings)
+
+            return run
+
+        with mock.patch.dict(strategies.STRATEGIES, {name: recording(name) for name in strategies.AUTO_ESCALATION}):
+            run = create_oips(self.ascent, [0, 1, 3], "auto", seed=0, settings=fast_settings())
+        self.assertEqual(
+            calls,
+            [("random", [0, 1, 3]), ("coarse_to_fine", [1, 3]), ("precursor", [1, 3]), ("preactivation", [3])],
+        )
+        self.assertEqual(run.strategy, ["random", "precursor", "preactivation"])
+        self.assertTrue(np.all(run.result.loss > 0), run.result.loss)
+
 
 class CoarseToFineTest(tf.test.TestCase):
     @classmethod
@@ -216,9 +224,10 @@ class AutoEscalationTest(tf.test.TestCase):
     """The escalation logic with stand-in strategies: which pairs go where, and how results merge."""
 
     def test_pairs_escalate_only_while_without_activation(self):
-        # random fires for map 0; coarse_to_fine for map 1; precursor for map 2; map 3 never fires.
-        fires = {"random": {0}, "coarse_to_fine": {1}, "precursor": {2}}
-        steps = {"random": 10, "coarse_to_fine": 20, "precursor": 40}
+        # random fires for map 0; coarse_to_fine for map 1; precursor for map 2; preactivation for
+        # map 3; map 4 never fires.
+        fires = {"random": {0}, "coarse_to_fine": {1}, "precursor": {2}, "preactivation": {3}}
+        steps = {"random": 10, "coarse_to_fine": 20, "precursor": 40, "preactivation": 30}
         calls = []
 
         def stand_in(name):
@@ -232,20 +241,43 @@ class AutoEscalationTest(tf.test.TestCase):
 
             return run
 
-        with mock.patch.dict(strategies.STRATEGIES, {name: stand_in(name) for name in steps}):
-            run = strategies.auto_strategy(None, np.arange(4, dtype=np.int32), np.zeros(4, np.int32), 0, StrategySettings())
-        self.assertEqual(calls, [("random", [0, 1, 2, 3]), ("coarse_to_fine", [1, 2, 3]), ("precursor", [2, 3])])
-        self.assertEqual(run.strategy, ["random", "coarse_to_fine", "precursor", "precursor"])
-        self.assertEqual(run.result.status_names, ["completed", "completed", "completed", "no_activation"])
-        self.assertAllClose(run.result.loss, [1.0, 2.0, 3.0, 0.0])
-        self.assertAllEqual(run.result.steps_run, [10, 20, 40, 40])
-        self.assertAllClose(run.start_images[:, 0, 0, 0], [10, 20, 40, 40])
+        with mock.patch.dict(strategies.STRATEGIES, {name: stand_in(name) for name in steps}), mock.patch.object(
+            strategies, "can_wake", return_value=True
+        ):
+            run = strategies.auto_strategy(None, np.arange(5, dtype=np.int32), np.zeros(5, np.int32), 0, StrategySettings())
+        self.assertEqual(
+            calls,
+            [("random", [0, 1, 2, 3, 4]), ("coarse_to_fine", [1, 2, 3, 4]), ("precursor", [2, 3, 4]), ("preactivation", [3, 4])],
+        )
+        self.assertEqual(run.strategy, ["random", "coarse_to_fine", "precursor", "preactivation", "preactivation"])
+        self.assertEqual(run.result.status_names, ["completed"] * 4 + ["no_activation"])
+        self.assertAllClose(run.result.loss, [1.0, 2.0, 3.0, 4.0, 0.0])
+        self.assertAllEqual(run.result.steps_run, [10, 20, 40, 30, 30])
+        self.assertAllClose(run.start_images[:, 0, 0, 0], [10, 20, 40, 30, 30])
         # Histories are widened to the longest run, repeating each pair's final loss.
-        self.assertEqual(run.result.loss_history.shape, (4, 40))
+        self.assertEqual(run.result.loss_history.shape, (5, 40))
         self.assertAllClose(run.result.loss_history[0], np.full(40, 1.0))
         # Different step budgets: snapshot steps per pair.
-        self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 10, 20], [0, 20, 40], [0, 20, 40]])
+        self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 10, 20], [0, 20, 40], [0, 15, 30], [0, 15, 30]])
         self.assertAllEqual(run.result.pair_snapshot_steps(1), [0, 10, 20])
+
+    def test_layers_without_a_pre_activation_stop_after_the_precursor(self):
+        inputs = keras.Input((SIZE, SIZE, 1))
+        features = keras.layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
+        ascent = OIPAscent(keras.Model(inputs, keras.layers.MaxPooling2D(2, name="pool")(features)), "pool")
+        never = fake_result([0], [0.0], [STATUS_NO_ACTIVATION], 10)
+
+        def stand_in(ascent, map_index, init_index, seed, settings):
+            return OIPRun(never, never.images, init_index, seed, starts.pair_stream(map_index, init_index), ["stand-in"])
+
+        wake = mock.Mock()
+        stand_ins = {"random": stand_in, "coarse_to_fine": stand_in, "precursor": stand_in, "preactivation": wake}
+        with mock.patch.dict(strategies.STRATEGIES, stand_ins):
+            run = create_oips(ascent, [0], "auto", settings=fast_settings())
+        wake.assert_not_called()
+        self.assertEqual(run.result.status_names, ["no_activation"])
+        with self.assertRaisesRegex(OIPGraphError, "layer pool has no pre-activation to ascend"):
+            create_oips(ascent, [0], "preactivation", settings=fast_settings())
 
     def test_nothing_escalates_when_random_fires_everywhere(self):
         ascent = OIPAscent(large_scale_model(), "conv")
@@ -282,6 +314,7 @@ class SettingsTest(tf.test.TestCase):
             ({"precursor_scan_steps": -1}, "precursor_scan_steps must be a positive integer, got -1"),
             ({"precursor_grid": 0}, "precursor_grid must be a positive integer, got 0"),
             ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+            ({"wake_steps": 0}, "wake_steps must be a positive integer, got 0"),
         ]
         for overrides, message in cases:
             with self.subTest(**overrides):
