@@ -175,6 +175,8 @@ class ResumeTest(tf.test.TestCase):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # As from a terminal: a test runner started in the background (`cmd &`) ignores SIGINT, and children inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.time() + 240
         while not glob.glob(os.path.join(out, ".progress", "chunk_*.npz")) and time.time() < deadline:
