@@ -66,6 +66,19 @@ def compiled_step(function: Callable, input_signature: Sequence[tf.TensorSpec]) 
     return tf.function(function, input_signature=input_signature, experimental_attributes={"_noinline": True})
 
 
+def checked_steps(steps: tf.Tensor, epsilon: tf.Tensor, conv_criterion: tf.Tensor | None = None) -> tf.Tensor:
+    """In-graph validation of an ascent loop's step arguments; returns `steps` behind the checks."""
+    checks = [
+        tf.debugging.assert_positive(steps, message="steps must be > 0; got steps"),
+        tf.debugging.assert_positive(epsilon, message="epsilon must be > 0; got epsilon"),
+        tf.debugging.assert_all_finite(epsilon, message="epsilon must be finite"),
+    ]
+    if conv_criterion is not None:
+        checks.append(tf.debugging.assert_all_finite(conv_criterion, message="conv_criterion must be finite"))
+    with tf.control_dependencies(checks):
+        return tf.identity(steps)
+
+
 def loss_and_gradient(loss_fn: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-image loss [B] = loss_fn(images) and its gradient with respect to each image [B, H, W, C]."""
     with tf.GradientTape() as tape:
@@ -224,14 +237,7 @@ class OIPAscent(tf.Module):
 
     def _optimize(self, images, map_index, steps, epsilon, conv_criterion) -> dict[str, tf.Tensor]:
         images = self.check_inputs(images, map_index)
-        checks = [
-            tf.debugging.assert_positive(steps, message="steps must be > 0; got steps"),
-            tf.debugging.assert_positive(epsilon, message="epsilon must be > 0; got epsilon"),
-            tf.debugging.assert_all_finite(epsilon, message="epsilon must be finite"),
-            tf.debugging.assert_all_finite(conv_criterion, message="conv_criterion must be finite"),
-        ]
-        with tf.control_dependencies(checks):
-            steps = tf.identity(steps)
+        steps = checked_steps(steps, epsilon, conv_criterion)
         batch = tf.shape(images)[0]
         frames = snapshot_steps(steps, self.num_snapshots)
         use_convergence = conv_criterion > 0

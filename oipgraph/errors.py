@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Callable, NoReturn
 
+import numpy as np
 from absl import app, flags
 
 USAGE_EXIT_CODE = 2
@@ -17,6 +18,18 @@ class OIPGraphError(ValueError):
     The message is one line that names the bad value; the command-line tools
     print it and exit with code 2, without a traceback.
     """
+
+
+def is_positive_int(value: object) -> bool:
+    """Whether `value` is a Python or NumPy integer (not a bool) > 0."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer)) and value > 0
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Returns `value` as an int, or raises OIPGraphError naming it if it is not an integer > 0."""
+    if not is_positive_int(value):
+        raise OIPGraphError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def fail(message: str) -> NoReturn:

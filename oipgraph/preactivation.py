@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, compiled_step
+from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, checked_steps, compiled_step
 from oipgraph.errors import OIPGraphError
 from oipgraph.objective import can_slice_channels, conv_pre_activation, layer_input_model
 
@@ -115,13 +115,7 @@ class PreActivationWakeUp(tf.Module):
 
     def _wake(self, images: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, epsilon: tf.Tensor) -> dict[str, tf.Tensor]:
         images = self.ascent.check_inputs(images, map_index)
-        checks = [
-            tf.debugging.assert_positive(steps, message="steps must be > 0; got steps"),
-            tf.debugging.assert_positive(epsilon, message="epsilon must be > 0; got epsilon"),
-            tf.debugging.assert_all_finite(epsilon, message="epsilon must be finite"),
-        ]
-        with tf.control_dependencies(checks):
-            steps = tf.identity(steps)
+        steps = checked_steps(steps, epsilon)
 
         def body(step, x, fired, steps_run):
             _, loss, gradient = self.peak_loss_and_gradient(x, map_index)

@@ -48,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, compiled_step, loss_and_gradient
-from oipgraph.errors import OIPGraphError
+from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.objective import SingleMapLoss
 
 DEFAULT_GRID = 3
@@ -95,13 +95,6 @@ def activation_bytes_per_image(model: keras.Model) -> int:
         for output in tf.nest.flatten(layer.output):
             floats += math.prod(int(dim or 1) for dim in output.shape[1:])
     return floats * 4 * _FLOATS_PER_ACTIVATION
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Returns `value` as an int, or raises OIPGraphError naming it if it is not an integer > 0."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise OIPGraphError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def never_single(fn: Callable[[tf.Tensor], Any], images: tf.Tensor) -> Any:

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.errors import OIPGraphError, check_positive_int, is_positive_int
 from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES, PrecursorScan
 from oipgraph.preactivation import DEFAULT_WAKE_STEPS, PreActivationWakeUp, can_wake
 from oipgraph.results import concat_results, replace_pairs, select_pairs
@@ -105,14 +105,12 @@ class StrategySettings:
         if self.steps is not None:
             counts["steps"] = self.steps
         for name, value in counts.items():
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise OIPGraphError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         for fallback in self.precursor_fallbacks:
             if len(fallback) != 2:
                 raise OIPGraphError(f"precursor_fallbacks must hold (grid, values) pairs, got {fallback!r}")
-        for steps in self.coarse_to_fine_steps:
-            if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps <= 0:
-                raise OIPGraphError(f"coarse_to_fine_steps must be positive integers, got {list(self.coarse_to_fine_steps)}")
+        if not all(is_positive_int(steps) for steps in self.coarse_to_fine_steps):
+            raise OIPGraphError(f"coarse_to_fine_steps must be positive integers, got {list(self.coarse_to_fine_steps)}")
 
     def scales(self, height: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
         """The checked (cells, factors) of the multi-scale starts for images of `height` rows."""
