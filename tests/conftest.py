@@ -1,0 +1,9 @@
+"""Runs the suite with the TensorFlow kernels that oipgraph users get.
+
+Importing oipgraph before TensorFlow lets it turn on TensorFlow's oneDNN kernels
+(see oipgraph/__init__.py), as every oipgraph command does. Without this, the
+first test module would load TensorFlow with its own default, and on CPUs where
+that differs the suite would test other kernels than the ones that ship.
+"""
+
+import oipgraph  # noqa: F401  (must come before anything imports TensorFlow)
