@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import check_image_model, load_model, spatial_layer
+from oipgraph.objective import PairMapLoss
 
 STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION = 0, 1, 2
 STATUS_NAMES = ("completed", "converged", "no_activation")
@@ -159,7 +160,9 @@ class OIPAscent(tf.Module):
         result = ascent(starts, map_index=range(8), steps=400)
     """
 
-    def __init__(self, model: keras.Model, layer_name: str, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS, name: str | None = None):
+    def __init__(
+        self, model: keras.Model, layer_name: str, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS, name: str | None = None, fast: bool = True
+    ):
         """Builds the ascent for `layer_name` of `model`.
 
         Args:
@@ -167,6 +170,10 @@ class OIPAscent(tf.Module):
             layer_name: A layer with spatial [B, H, W, C] output, e.g. a Conv2D.
             num_snapshots: Frames recorded per pair (>= 2).
             name: Module name; defaults to `oip_ascent_<layer_name>`.
+            fast: Compute each pair's map alone and the first convolution's input
+                gradient as col2im where that is exact (`objective.PairMapLoss`);
+                False runs the plain Keras layer output (same results up to float
+                rounding, slower; for comparison).
 
         Raises:
             OIPGraphError: unsuitable model or layer, or num_snapshots < 2.
@@ -180,6 +187,7 @@ class OIPAscent(tf.Module):
         self.num_maps = int(layer.output.shape[-1])
         self.num_snapshots = num_snapshots
         self.feature_model = keras.Model(model.inputs[0], layer.output, name=f"features_{layer_name}")
+        self.pair_loss = PairMapLoss(self.feature_model, layer_name, fast=fast)
         image_spec = tf.TensorSpec(None, tf.float32, name="images")
         map_spec = tf.TensorSpec([None], tf.int32, name="map_index")
         self.optimize = tf.function(
@@ -206,15 +214,19 @@ class OIPAscent(tf.Module):
 
     def map_loss(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
         """Mean activation of map `map_index[b]` for image b: float32 [B]."""
-        features = self.feature_model(images, training=False)
-        return tf.reduce_mean(tf.gather(features, map_index, axis=3, batch_dims=1), axis=[1, 2])
+        return self.pair_loss(images, map_index)
 
     def _loss_and_gradient(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Per-pair loss [B] and its gradient with respect to each image [B, H, W, C] (as `self.loss_and_gradient`)."""
         return loss_and_gradient(lambda x: self.map_loss(x, map_index), images)
 
-    def check_inputs(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
-        """In-graph validation (raises InvalidArgumentError); returns images with a static shape."""
+    def check_inputs(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """In-graph validation (raises InvalidArgumentError).
+
+        Returns:
+            (images with a static shape, map_index), both behind the checks, so
+            that nothing reads a bad map index before the check names it.
+        """
         height, width, channels = self.image_shape
         shape = tf.shape(images)
         # Pad before comparing so that a wrong rank reaches the assertion instead of a broadcast error.
@@ -230,13 +242,13 @@ class OIPAscent(tf.Module):
             tf.debugging.assert_all_finite(images, message="images contain NaN or Inf"),
         ]
         with tf.control_dependencies(checks):
-            return tf.ensure_shape(tf.identity(images), [None, height, width, channels])
+            return tf.ensure_shape(tf.identity(images), [None, height, width, channels]), tf.identity(map_index)
 
     def _checked_loss(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
-        return self.map_loss(self.check_inputs(images, map_index), map_index)
+        return self.map_loss(*self.check_inputs(images, map_index))
 
     def _optimize(self, images, map_index, steps, epsilon, conv_criterion) -> dict[str, tf.Tensor]:
-        images = self.check_inputs(images, map_index)
+        images, map_index = self.check_inputs(images, map_index)
         steps = checked_steps(steps, epsilon, conv_criterion)
         batch = tf.shape(images)[0]
         frames = snapshot_steps(steps, self.num_snapshots)

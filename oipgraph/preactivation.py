@@ -83,7 +83,7 @@ class PreActivationWakeUp(tf.Module):
             )
         self.ascent = ascent
         self.layer = ascent.feature_model.get_layer(ascent.layer_name)
-        self.layer_input_model = layer_input_model(ascent)
+        self.layer_input_model = layer_input_model(ascent.feature_model, ascent.layer_name)
         map_spec = tf.TensorSpec([None], tf.int32, name="map_index")
         self.peak_loss_and_gradient = compiled_step(
             self._peak_loss_and_gradient, [tf.TensorSpec([None, *ascent.image_shape], tf.float32), map_spec]
@@ -114,7 +114,7 @@ class PreActivationWakeUp(tf.Module):
         return peak, loss, tape.gradient(total, images)
 
     def _wake(self, images: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, epsilon: tf.Tensor) -> dict[str, tf.Tensor]:
-        images = self.ascent.check_inputs(images, map_index)
+        images, map_index = self.ascent.check_inputs(images, map_index)
         steps = checked_steps(steps, epsilon)
 
         def body(step, x, fired, steps_run):
