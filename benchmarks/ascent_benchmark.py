@@ -6,10 +6,12 @@ one process, one after the other, and the ratios are printed:
 * eager: the articles' way, one image at a time, one Python iteration per step
   with GradientTape (and the per-step zero-activation check on the host);
 * step_function: a plain batched `tf.function` around one step, called from Python;
-* compiled: `OIPAscent.optimize`, the whole loop in one `tf.while_loop`.
+* compiled: `OIPAscent.optimize`, the whole loop in one `tf.while_loop`;
+* compiled_plain: the same loop on the plain Keras layer output (`OIPAscent(fast=False)`:
+  no per-pair sliced map, no col2im input gradient), to show what those add.
 
 Usage:
-    python benchmarks/ascent_benchmark.py [--layer=Conv2D_3] [--map_index=0] [--batch_sizes=128,512]
+    python benchmarks/ascent_benchmark.py [--layer=Conv2D_3] [--map_index=0] [--batch_sizes=128,256,512]
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ import os
 import platform
 import time
 
+# oipgraph first: importing it chooses TensorFlow's oneDNN kernels before TensorFlow loads.
+from oipgraph import starts
+from oipgraph.ascent import OIPAscent, ascent_update
+from oipgraph.model import load_model
+
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from oipgraph import starts
-from oipgraph.ascent import OIPAscent, ascent_update
-
 FLAGS = flags.FLAGS
 flags.DEFINE_string("layer", "Conv2D_3", "Layer of the shipped model.")
 flags.DEFINE_integer("map_index", 0, "Map to optimize (one that fires for random starts).")
-flags.DEFINE_list("batch_sizes", ["128", "512"], "Batch sizes of the batched variants.")
+flags.DEFINE_list("batch_sizes", ["128", "256", "512"], "Batch sizes of the batched variants.")
 flags.DEFINE_integer("steps", 200, "Steps per timed batched run.")
 flags.DEFINE_integer("eager_steps", 100, "Steps of the eager loop.")
 flags.DEFINE_integer("repeats", 5, "Timed rounds; each round runs every variant once.")
@@ -53,11 +57,33 @@ def eager_loop(ascent: OIPAscent, image: tf.Tensor, map_index: int, steps: int, 
         image = tf.image.per_image_standardization(image + epsilon * grad)
 
 
+def machine_description() -> str:
+    """CPU model, vector extensions, cores, load and whether TensorFlow runs oneDNN kernels."""
+    cpu, flags_line = platform.processor() or platform.machine(), ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as cpuinfo:
+            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
+        cpu = fields.get("model name\t", cpu).strip()
+        flags_line = fields.get("flags\t\t", "")
+    vector = "AVX-512" if "avx512f" in flags_line.split() else "AVX2" if "avx2" in flags_line.split() else "no AVX2"
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # Private, but the only way to ask.
+
+        onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    except (ImportError, AttributeError):
+        onednn = "unknown"
+    return (
+        f"{cpu} ({vector}), cpus={len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}, "
+        f"TensorFlow {tf.__version__}, oneDNN {onednn} (TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})"
+    )
+
+
 def main(argv: list[str]) -> None:
     del argv
-    ascent = OIPAscent.from_file(None, FLAGS.layer)
-    print(f"machine: {platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} intra-op threads, "
-          f"cpus={len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}, TensorFlow {tf.__version__}")
+    model = load_model(None)
+    ascent = OIPAscent(model, FLAGS.layer)
+    plain = OIPAscent(model, FLAGS.layer, fast=False)
+    print(f"machine: {machine_description()}")
     image = starts.multiscale(starts.start_seeds(0, [0]), ascent.image_shape)
 
     @tf.function
@@ -70,27 +96,30 @@ def main(argv: list[str]) -> None:
             loss, images = one_step(images, map_index)
             loss.numpy()  # Like the eager loop, look at the loss on the host every step.
 
-    def compiled_run(images, map_index):
-        ascent.optimize(images, map_index, tf.constant(FLAGS.steps), tf.constant(0.01), tf.constant(0.0))["loss"].numpy()
+    def compiled_run(images, map_index, module=ascent):
+        module.optimize(images, map_index, tf.constant(FLAGS.steps), tf.constant(0.01), tf.constant(0.0))["loss"].numpy()
 
     eager = lambda: eager_loop(ascent, image, FLAGS.map_index, FLAGS.eager_steps)  # noqa: E731
     eager()  # Warm-up.
     for batch in (int(size) for size in FLAGS.batch_sizes):
         images = starts.multiscale(starts.start_seeds(0, range(batch)), ascent.image_shape)
         map_index = tf.fill([batch], FLAGS.map_index)
-        step_function_run(images, map_index), compiled_run(images, map_index)  # Warm-up (tracing).
-        rates = {"eager": [], "step_function": [], "compiled": []}
+        step_function_run(images, map_index), compiled_run(images, map_index), compiled_run(images, map_index, plain)  # Tracing.
+        rates = {"eager": [], "step_function": [], "compiled": [], "compiled_plain": []}
         # The machine's speed drifts: interleave the variants and compare within each round.
         for _ in range(FLAGS.repeats):
             rates["eager"].append(FLAGS.eager_steps / timed(eager))
             rates["step_function"].append(batch * FLAGS.steps / timed(lambda: step_function_run(images, map_index)))
             rates["compiled"].append(batch * FLAGS.steps / timed(lambda: compiled_run(images, map_index)))
+            rates["compiled_plain"].append(batch * FLAGS.steps / timed(lambda: compiled_run(images, map_index, plain)))
         eager_rates = np.array(rates["eager"])
         summary = ", ".join(
             f"{name} {max(values):8.1f} image-steps/s ({np.median(np.array(values) / eager_rates):5.1f}x eager)"
             for name, values in rates.items()
         )
         print(f"batch {batch:4d}: {summary}")
+        gain = np.median(np.array(rates["compiled"]) / np.array(rates["compiled_plain"]))
+        print(f"            compiled / compiled_plain: {gain:.2f}x (median over rounds)")
     print("(best rate of each variant; the ratio is the median over rounds of rate / eager rate in the same round)")
 
 
