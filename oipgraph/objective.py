@@ -98,8 +98,10 @@ class PairMapLoss:
             return tf.reduce_mean(tf.gather(outputs, map_index, axis=3, batch_dims=1), axis=[1, 2])
         kernel_height, kernel_width, in_channels, out_channels = self.layer.kernel.shape
         patches = image_patches(explicit_padding(self.layer, outputs), (kernel_height, kernel_width))
-        kernel = tf.reshape(tf.cast(self.layer.kernel, patches.dtype), [kernel_height * kernel_width, in_channels, out_channels])
-        pre_activation = tf.einsum("tbyxc,tcb->byx", patches, tf.gather(kernel, map_index, axis=2))
+        # Map-major [C_out, taps, C_in], so that each pair's kernel is one contiguous row to gather.
+        kernel = tf.transpose(tf.cast(self.layer.kernel, patches.dtype), [3, 0, 1, 2])
+        kernel = tf.reshape(kernel, [out_channels, kernel_height * kernel_width, in_channels])
+        pre_activation = tf.einsum("tbyxc,btc->byx", patches, tf.gather(kernel, map_index))
         if self.layer.use_bias:
             pre_activation += tf.gather(tf.cast(self.layer.bias, patches.dtype), map_index)[:, None, None]
         return tf.reduce_mean(self.layer.activation(pre_activation), axis=[1, 2])
