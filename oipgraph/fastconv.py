@@ -176,7 +176,8 @@ def fast_input_gradients(model: keras.Model) -> keras.Model:
     replaced = []
 
     def call(layer, *args, **kwargs):
-        if has_unit_stride(layer) and int(args[0].shape[-1]) <= MAX_COL2IM_CHANNELS:
+        channels = args[0].shape[-1] if args else None
+        if has_unit_stride(layer) and channels is not None and channels <= MAX_COL2IM_CHANNELS:
             replaced.append(layer.name)
             return Col2ImConv2D(layer)(args[0])
         return layer(*args, **kwargs)
