@@ -5,7 +5,7 @@ import platform
 import sys
 
 # TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512 VNNI/BF16 or AMX.
-# On the others (AVX2, e.g. AMD EPYC) the OIP ascent runs about 1.4x faster with them
+# On the others (AVX2, e.g. AMD EPYC) the OIP ascent runs 1.3 to 2 times as fast with them
 # (BENCHMARKS.md). TensorFlow reads the variable once, when it is imported, so it is set only
 # while TensorFlow is not loaded yet: the environment then always says what this process runs,
 # and child processes run the same kernels. A value set by the user wins.
