@@ -173,14 +173,12 @@ def fast_input_gradients(model: keras.Model) -> keras.Model:
     The returned functional model shares all layers and weights with `model` and
     computes the same outputs; only the graph of its input gradient differs.
     """
-    replaced = []
 
     def call(layer, *args, **kwargs):
         channels = args[0].shape[-1] if args else None
         if has_unit_stride(layer) and channels is not None and channels <= MAX_COL2IM_CHANNELS:
-            replaced.append(layer.name)
             return Col2ImConv2D(layer)(args[0])
         return layer(*args, **kwargs)
 
     clone = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
-    return clone if replaced else model
+    return clone if any(isinstance(layer, Col2ImConv2D) for layer in clone.layers) else model
