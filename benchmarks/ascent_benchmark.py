@@ -20,14 +20,14 @@ import os
 import platform
 import time
 
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
 # oipgraph first: importing it chooses TensorFlow's oneDNN kernels before TensorFlow loads.
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, ascent_update
 from oipgraph.model import load_model
-
-import numpy as np
-import tensorflow as tf
-from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("layer", "Conv2D_3", "Layer of the shipped model.")
@@ -74,7 +74,8 @@ def machine_description() -> str:
         onednn = "unknown"
     return (
         f"{cpu} ({vector}), cpus={len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}, "
-        f"TensorFlow {tf.__version__}, oneDNN {onednn} (TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})"
+        f"TensorFlow {tf.__version__}, oneDNN {onednn} "
+        f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})"
     )
 
 
@@ -97,14 +98,20 @@ def main(argv: list[str]) -> None:
             loss.numpy()  # Like the eager loop, look at the loss on the host every step.
 
     def compiled_run(images, map_index, module=ascent):
-        module.optimize(images, map_index, tf.constant(FLAGS.steps), tf.constant(0.01), tf.constant(0.0))["loss"].numpy()
+        module.optimize(images, map_index, tf.constant(FLAGS.steps), tf.constant(0.01), tf.constant(0.0))[
+            "loss"
+        ].numpy()
 
     eager = lambda: eager_loop(ascent, image, FLAGS.map_index, FLAGS.eager_steps)  # noqa: E731
     eager()  # Warm-up.
     for batch in (int(size) for size in FLAGS.batch_sizes):
         images = starts.multiscale(starts.start_seeds(0, range(batch)), ascent.image_shape)
         map_index = tf.fill([batch], FLAGS.map_index)
-        step_function_run(images, map_index), compiled_run(images, map_index), compiled_run(images, map_index, plain)  # Tracing.
+        (
+            step_function_run(images, map_index),
+            compiled_run(images, map_index),
+            compiled_run(images, map_index, plain),
+        )  # Tracing.
         rates = {"eager": [], "step_function": [], "compiled": [], "compiled_plain": []}
         # The machine's speed drifts: interleave the variants and compare within each round.
         for _ in range(FLAGS.repeats):

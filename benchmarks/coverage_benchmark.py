@@ -64,7 +64,9 @@ def main(argv: list[str]) -> None:
         )
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as file:
-            json.dump({"layer": FLAGS.layer, "seed": FLAGS.seed, "steps": FLAGS.steps, "figures": figures}, file, indent=2)
+            json.dump(
+                {"layer": FLAGS.layer, "seed": FLAGS.seed, "steps": FLAGS.steps, "figures": figures}, file, indent=2
+            )
 
 
 if __name__ == "__main__":

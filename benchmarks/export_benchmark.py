@@ -20,9 +20,9 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from oipgraph.export import export_savedmodel
 
 from oipgraph import starts
-from oipgraph.export import export_savedmodel
 from oipgraph.model import load_model
 
 # --model (default: the shipped MNIST CNN) is oipgraph-export's flag, defined on import.
@@ -56,7 +56,10 @@ def main(argv: list[str]) -> None:
         runs = [timed_export(model, export_dir) for _ in range(1 + FLAGS.repeats)]
         first_build, first_write, path = runs[0]
         print(f"model: {FLAGS.model or 'shipped MNIST CNN'}")
-        print(f"first export:  {first_build + first_write:6.2f} s  (build+trace {first_build:.2f} s, save {first_write:.2f} s)")
+        print(
+            f"first export:  {first_build + first_write:6.2f} s  (build+trace {first_build:.2f} s, save "
+            f"{first_write:.2f} s)"
+        )
         if FLAGS.repeats:
             totals = [build + write for build, write, _ in runs[1:]]
             builds = [build for build, _, _ in runs[1:]]
@@ -74,12 +77,17 @@ def main(argv: list[str]) -> None:
         serve = loaded.signatures[export_savedmodel.SERVING_DEFAULT]
         image_shape = tuple(model.inputs[0].shape[1:])
         images = tf.constant(starts.multiscale(starts.start_seeds(0, [0]), image_shape))
-        arguments = dict(images=images, map_index=tf.constant([0]), steps=tf.constant(FLAGS.steps), epsilon=tf.constant(0.01))
+        arguments = dict(
+            images=images, map_index=tf.constant([0]), steps=tf.constant(FLAGS.steps), epsilon=tf.constant(0.01)
+        )
         serve(**arguments)  # The first call builds the executor.
         started = time.perf_counter()
         outputs = serve(**arguments)
         elapsed = time.perf_counter() - started
-        print(f"serving_default, 1 image, {FLAGS.steps} steps: {elapsed * 1000:.0f} ms (steps run {int(np.asarray(outputs['steps_run'])[0])})")
+        print(
+            f"serving_default, 1 image, {FLAGS.steps} steps: {elapsed * 1000:.0f} ms (steps run "
+            f"{int(np.asarray(outputs['steps_run'])[0])})"
+        )
 
 
 if __name__ == "__main__":

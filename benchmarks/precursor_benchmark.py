@@ -40,7 +40,9 @@ flags.DEFINE_integer("chunk_size", None, "Patterns per chunk; default: Precursor
 flags.DEFINE_integer("repeats", 1, "Timed repetitions of the fast scan (the best is reported).")
 flags.DEFINE_integer("plain_batch", 1024, "Batch size of the plain chunked ascent.")
 flags.DEFINE_boolean("skip_plain", False, "Do not time the plain approach.")
-flags.DEFINE_boolean("breakdown", True, "Also time the exhaustive scan (sliced kernel and dead-start dropping, no halving).")
+flags.DEFINE_boolean(
+    "breakdown", True, "Also time the exhaustive scan (sliced kernel and dead-start dropping, no halving)."
+)
 flags.DEFINE_string("validate_maps", "", "Maps to check halving == exhaustive, e.g. '0-127' or '0,5,9'.")
 
 
@@ -100,7 +102,8 @@ def main(argv: list[str]) -> None:
     map_index = tf.constant(FLAGS.map)
     print(
         f"{FLAGS.layer} map {FLAGS.map}: {scan.num_patterns} patterns ({scan.grid}x{scan.grid}, values {scan.values}),"
-        f" {FLAGS.scan_steps} scan steps, top {FLAGS.top_n}, chunk {scan.chunk_size}, sliced kernel {scan.map_loss.sliced}"
+        f" {FLAGS.scan_steps} scan steps, top {FLAGS.top_n}, chunk {scan.chunk_size}, sliced kernel "
+        f"{scan.map_loss.sliced}"
     )
     _, trace_wall, _ = timed(lambda: scan.scan.get_concrete_function())
     print(f"trace scan graph: {trace_wall:.1f} s")
@@ -113,17 +116,29 @@ def main(argv: list[str]) -> None:
         exhaustive.scan.get_concrete_function()
         full, full_wall, full_cpu = timed(lambda: exhaustive.scan(map_index, FLAGS.scan_steps, FLAGS.top_n))
         same = np.array_equal(full["pattern_index"].numpy(), fast["pattern_index"].numpy())
-        print(f"exhaustive scan (sliced kernel, dead starts dropped, no halving): {full_wall:.1f} s wall, {full_cpu:.1f} s CPU; same top-{FLAGS.top_n}: {same}")
-    print(f"peak memory (max RSS of this process so far): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+        print(
+            f"exhaustive scan (sliced kernel, dead starts dropped, no halving): {full_wall:.1f} s wall, "
+            f"{full_cpu:.1f} s CPU; same top-{FLAGS.top_n}: {same}"
+        )
+    print(
+        f"peak memory (max RSS of this process so far): "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
     if FLAGS.skip_plain:
         return
     (plain_scores, plain_index), plain_wall, plain_cpu = timed(
         lambda: plain_scan(ascent, scan, FLAGS.map, FLAGS.scan_steps, FLAGS.top_n, FLAGS.plain_batch)
     )
-    print(f"plain chunked ascent (OIPAscent.optimize, batch {FLAGS.plain_batch}): {plain_wall:.1f} s wall, {plain_cpu:.1f} s CPU")
+    print(
+        f"plain chunked ascent (OIPAscent.optimize, batch {FLAGS.plain_batch}): {plain_wall:.1f} s wall, "
+        f"{plain_cpu:.1f} s CPU"
+    )
     print(f"  top {FLAGS.top_n}: {plain_index} scores {np.round(plain_scores, 4)}")
     same = np.array_equal(plain_index, fast["pattern_index"].numpy())
-    print(f"same top-{FLAGS.top_n} patterns: {same}; max score difference {np.max(np.abs(plain_scores - fast['scores'].numpy())):.2e}")
+    print(
+        f"same top-{FLAGS.top_n} patterns: {same}; max score difference "
+        f"{np.max(np.abs(plain_scores - fast['scores'].numpy())):.2e}"
+    )
     print(f"speed-up: {plain_wall / fast_wall:.1f}x wall, {plain_cpu / max(fast_cpu, 1e-9):.1f}x CPU")
 
 

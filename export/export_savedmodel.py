@@ -134,8 +134,12 @@ class OIPServable(tf.Module):
         self.layer_names = tuple(layer_names)
         # A read-only mapping is not tracked: the Keras objects stay out of the
         # SavedModel, which holds only the serving functions and the variables.
-        self.ascents = types.MappingProxyType({name: OIPAscent(model, name, num_snapshots=num_snapshots) for name in layer_names})
-        self.precursor_scans = types.MappingProxyType({name: PrecursorScan(ascent) for name, ascent in self.ascents.items()})
+        self.ascents = types.MappingProxyType(
+            {name: OIPAscent(model, name, num_snapshots=num_snapshots) for name in layer_names}
+        )
+        self.precursor_scans = types.MappingProxyType(
+            {name: PrecursorScan(ascent) for name, ascent in self.ascents.items()}
+        )
         self.optimize_functions = {name: _optimize_function(ascent) for name, ascent in self.ascents.items()}
         self.precursor_functions = {name: _precursor_function(scan) for name, scan in self.precursor_scans.items()}
         self.initial_images = tf.function(
@@ -165,7 +169,12 @@ class OIPServable(tf.Module):
         signatures = {SERVING_DEFAULT: optimize[self.deepest_layer]}
         signatures.update({OPTIMIZE_PREFIX + name: concrete for name, concrete in optimize.items()})
         signatures[INITIAL_IMAGES] = self.initial_images.get_concrete_function()
-        signatures.update({PRECURSOR_PREFIX + name: function.get_concrete_function() for name, function in self.precursor_functions.items()})
+        signatures.update(
+            {
+                PRECURSOR_PREFIX + name: function.get_concrete_function()
+                for name, function in self.precursor_functions.items()
+            }
+        )
         return signatures
 
 
@@ -226,7 +235,9 @@ def existing_versions(export_dir: str) -> list[int]:
     if not os.path.isdir(export_dir):
         return []
     return sorted(
-        int(entry.name) for entry in os.scandir(export_dir) if _VERSION_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=True)
+        int(entry.name)
+        for entry in os.scandir(export_dir)
+        if _VERSION_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=True)
     )
 
 
@@ -332,9 +343,14 @@ def directory_size(path: str) -> int:
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras .keras model to export; default: the shipped MNIST CNN.")
-flags.DEFINE_string("export_dir", None, "Required. TF Serving base path of the model; the SavedModel goes to EXPORT_DIR/<version>/.")
+flags.DEFINE_string(
+    "export_dir", None, "Required. TF Serving base path of the model; the SavedModel goes to EXPORT_DIR/<version>/."
+)
 flags.DEFINE_integer(
-    "version", None, "Version directory to write; default: one more than the highest existing version, or 1.", lower_bound=1
+    "version",
+    None,
+    "Version directory to write; default: one more than the highest existing version, or 1.",
+    lower_bound=1,
 )
 
 

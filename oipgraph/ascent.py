@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -161,7 +161,12 @@ class OIPAscent(tf.Module):
     """
 
     def __init__(
-        self, model: keras.Model, layer_name: str, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS, name: str | None = None, fast: bool = True
+        self,
+        model: keras.Model,
+        layer_name: str,
+        num_snapshots: int = DEFAULT_NUM_SNAPSHOTS,
+        name: str | None = None,
+        fast: bool = True,
     ):
         """Builds the ascent for `layer_name` of `model`.
 
@@ -206,7 +211,7 @@ class OIPAscent(tf.Module):
         )
 
     @classmethod
-    def from_file(cls, model_path: str | None, layer_name: str, **kwargs) -> "OIPAscent":
+    def from_file(cls, model_path: str | None, layer_name: str, **kwargs) -> OIPAscent:
         """Builds the ascent from a `.keras` file (None: the shipped MNIST CNN)."""
         return cls(load_model(model_path), layer_name, **kwargs)
 
@@ -233,12 +238,20 @@ class OIPAscent(tf.Module):
         padded_shape = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
         shape_ok = tf.equal(tf.size(shape), 4) & tf.reduce_all(tf.equal(padded_shape[1:], [height, width, channels]))
         checks = [
-            tf.debugging.Assert(shape_ok, [f"images must have shape [batch, {height}, {width}, {channels}]; got shape", shape]),
+            tf.debugging.Assert(
+                shape_ok, [f"images must have shape [batch, {height}, {width}, {channels}]; got shape", shape]
+            ),
             tf.debugging.assert_equal(
-                tf.size(map_index), padded_shape[0], message="map_index needs one entry per image; map_index length vs batch"
+                tf.size(map_index),
+                padded_shape[0],
+                message="map_index needs one entry per image; map_index length vs batch",
             ),
             tf.debugging.assert_non_negative(map_index, message="map_index must be >= 0; got map_index"),
-            tf.debugging.assert_less(map_index, self.num_maps, message=f"map_index must be < {self.num_maps} (maps of {self.layer_name}); got map_index"),
+            tf.debugging.assert_less(
+                map_index,
+                self.num_maps,
+                message=f"map_index must be < {self.num_maps} (maps of {self.layer_name}); got map_index",
+            ),
             tf.debugging.assert_all_finite(images, message="images contain NaN or Inf"),
         ]
         with tf.control_dependencies(checks):
@@ -300,7 +313,9 @@ class OIPAscent(tf.Module):
         )
         final_loss = self.map_loss(x, map_index)
         snapshots = tf.where((frames >= end_step)[:, None, None, None, None], x[None], snapshots)
-        loss_history = tf.concat([history.gather(tf.range(end_step)), tf.tile(final_loss[None], [steps - end_step, 1])], axis=0)
+        loss_history = tf.concat(
+            [history.gather(tf.range(end_step)), tf.tile(final_loss[None], [steps - end_step, 1])], axis=0
+        )
         return {
             "images": x,
             "loss": final_loss,
@@ -313,16 +328,25 @@ class OIPAscent(tf.Module):
 
     # -- checked Python entry point ------------------------------------------
 
-    def check_arguments(self, images: np.ndarray, map_index: np.ndarray, steps: int, epsilon: float, conv_criterion: float) -> None:
+    def check_arguments(
+        self, images: np.ndarray, map_index: np.ndarray, steps: int, epsilon: float, conv_criterion: float
+    ) -> None:
         """Python-side validation with one-line messages (the graph checks again)."""
         height, width, channels = self.image_shape
         if images.ndim != 4 or images.shape[1:] != (height, width, channels):
-            raise OIPGraphError(f"images must have shape [batch, {height}, {width}, {channels}], got {list(images.shape)}")
+            raise OIPGraphError(
+                f"images must have shape [batch, {height}, {width}, {channels}], got {list(images.shape)}"
+            )
         if map_index.shape != (images.shape[0],):
-            raise OIPGraphError(f"map_index needs one entry per image: {map_index.shape[0] if map_index.ndim else 1} for {images.shape[0]} images")
+            raise OIPGraphError(
+                f"map_index needs one entry per image: {map_index.shape[0] if map_index.ndim else 1} for "
+                f"{images.shape[0]} images"
+            )
         bad = [int(k) for k in map_index if not 0 <= k < self.num_maps]
         if bad:
-            raise OIPGraphError(f"map index {bad[0]} out of range: layer {self.layer_name} has maps 0..{self.num_maps - 1}")
+            raise OIPGraphError(
+                f"map index {bad[0]} out of range: layer {self.layer_name} has maps 0..{self.num_maps - 1}"
+            )
         if not np.all(np.isfinite(images)):
             raise OIPGraphError("images contain NaN or Inf values")
         if isinstance(steps, bool) or int(steps) != steps or steps <= 0:
@@ -333,9 +357,17 @@ class OIPAscent(tf.Module):
             raise OIPGraphError(f"conv_criterion must be finite (<= 0 disables convergence), got {conv_criterion!r}")
 
     def checked_pairs(
-        self, images: np.ndarray | tf.Tensor, map_index: Sequence[int] | np.ndarray | int, steps: int, epsilon: float, conv_criterion: float
+        self,
+        images: np.ndarray | tf.Tensor,
+        map_index: Sequence[int] | np.ndarray | int,
+        steps: int,
+        epsilon: float,
+        conv_criterion: float,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 images [B, H, W, C], int32 map_index [B]) for the pairs, checked; one map index applies to every image."""
+        """(float32 images [B, H, W, C], int32 map_index [B]) for the pairs, checked.
+
+        One map index applies to every image.
+        """
         images = np.asarray(images, dtype=np.float32)
         map_index = np.asarray(map_index, dtype=np.int32)
         if map_index.ndim == 0 and images.ndim == 4:
@@ -368,5 +400,7 @@ class OIPAscent(tf.Module):
             OIPGraphError: bad shapes, map indices, steps, epsilon or non-finite images.
         """
         images, map_index = self.checked_pairs(images, map_index, steps, epsilon, conv_criterion)
-        outputs = self.optimize(images, map_index, tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion)))
+        outputs = self.optimize(
+            images, map_index, tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion))
+        )
         return AscentResult(map_index=map_index, **{key: value.numpy() for key, value in outputs.items()})

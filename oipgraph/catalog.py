@@ -66,7 +66,9 @@ def check_writable_dir(path: str, flag: str = "--out") -> None:
         with tempfile.TemporaryFile(dir=existing, prefix=".tmp-"):
             pass
     except OSError as err:
-        raise OIPGraphError(f"{flag}={path} is not writable: cannot create files in {existing} ({err.strerror})") from None
+        raise OIPGraphError(
+            f"{flag}={path} is not writable: cannot create files in {existing} ({err.strerror})"
+        ) from None
 
 
 class RunProgress:
@@ -90,7 +92,9 @@ class RunProgress:
         config_path = os.path.join(self.path, RUN_CONFIG)
         if not resume:
             if self.has_results():
-                raise OIPGraphError(f"--out={self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
+                raise OIPGraphError(
+                    f"--out={self.out_dir} already holds a run; pass --resume to continue it or choose another --out"
+                )
             os.makedirs(self.path)
             atomic_write_json(config_path, config)
             return set()
@@ -104,8 +108,14 @@ class RunProgress:
             saved = json.load(file)
         for key in sorted(set(saved) | set(config)):
             if saved.get(key) != config.get(key):
-                raise OIPGraphError(f"--resume with other settings: {key} was {saved.get(key)!r}, now {config.get(key)!r}")
-        return {int(name[len("chunk_") : -len(".npz")]) for name in os.listdir(self.path) if name.startswith("chunk_") and name.endswith(".npz")}
+                raise OIPGraphError(
+                    f"--resume with other settings: {key} was {saved.get(key)!r}, now {config.get(key)!r}"
+                )
+        return {
+            int(name[len("chunk_") : -len(".npz")])
+            for name in os.listdir(self.path)
+            if name.startswith("chunk_") and name.endswith(".npz")
+        }
 
     def chunk_path(self, chunk: int) -> str:
         return os.path.join(self.path, f"chunk_{chunk:05d}.npz")

@@ -22,7 +22,7 @@ keeps its stock gradient.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -31,8 +31,25 @@ from keras.src.layers.convolutional.base_conv import BaseConv
 # Activations that act on every element alone, so they commute with slicing channels.
 ELEMENTWISE_ACTIVATIONS = frozenset(
     {
-        "celu", "elu", "exponential", "gelu", "hard_sigmoid", "hard_silu", "hard_swish", "leaky_relu", "linear",
-        "mish", "relu", "relu6", "selu", "sigmoid", "silu", "softplus", "softsign", "swish", "tanh",
+        "celu",
+        "elu",
+        "exponential",
+        "gelu",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_swish",
+        "leaky_relu",
+        "linear",
+        "mish",
+        "relu",
+        "relu6",
+        "selu",
+        "sigmoid",
+        "silu",
+        "softplus",
+        "softsign",
+        "swish",
+        "tanh",
     }
 )
 # Convolutions reading at most this many channels (images: 1 or 3) get the col2im input gradient.
@@ -70,7 +87,8 @@ def explicit_padding(layer: keras.layers.Conv2D, inputs: tf.Tensor) -> tf.Tensor
         return inputs
     kernel_height, kernel_width = layer.kernel_size
     return tf.pad(
-        inputs, [[0, 0], [(kernel_height - 1) // 2, kernel_height // 2], [(kernel_width - 1) // 2, kernel_width // 2], [0, 0]]
+        inputs,
+        [[0, 0], [(kernel_height - 1) // 2, kernel_height // 2], [(kernel_width - 1) // 2, kernel_width // 2], [0, 0]],
     )
 
 
@@ -136,8 +154,12 @@ def conv2d_col2im_gradient(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     def conv(images, weights):
         def gradient(upstream):
             # One matmul gives every tap's contribution: columns[(t, c), n] = sum_o weights[t, c, o] * upstream[n, o].
-            columns = tf.matmul(tf.reshape(weights, [-1, out_channels]), tf.reshape(upstream, [-1, out_channels]), transpose_b=True)
-            columns = tf.reshape(columns, tf.concat([[kernel_height * kernel_width, in_channels], tf.shape(upstream)[:3]], axis=0))
+            columns = tf.matmul(
+                tf.reshape(weights, [-1, out_channels]), tf.reshape(upstream, [-1, out_channels]), transpose_b=True
+            )
+            columns = tf.reshape(
+                columns, tf.concat([[kernel_height * kernel_width, in_channels], tf.shape(upstream)[:3]], axis=0)
+            )
             columns = tf.transpose(columns, [0, 2, 3, 4, 1]) if in_channels > 1 else tf.expand_dims(columns[:, 0], -1)
             return col2im(columns, (kernel_height, kernel_width)), None
 

@@ -52,7 +52,9 @@ def load_mnist(path: str | None = None) -> tuple[tuple[np.ndarray, np.ndarray], 
         with np.load(path, allow_pickle=False) as archive:
             missing = sorted(set(_EXPECTED) - set(archive.files))
             if missing:
-                raise DataError(f"MNIST file {path} lacks key(s) {', '.join(missing)}; found {', '.join(archive.files) or 'none'}")
+                raise DataError(
+                    f"MNIST file {path} lacks key(s) {', '.join(missing)}; found {', '.join(archive.files) or 'none'}"
+                )
             arrays = {key: archive[key] for key in _EXPECTED}
     except DataError:
         raise

@@ -115,7 +115,9 @@ def check_image_model(model: keras.Model) -> tuple[int, int, int]:
         raise ModelError(f"model {model.name!r} has {len(model.inputs)} inputs; one image input is needed")
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or any(dim is None for dim in shape[1:]) or shape[3] not in (1, 3):
-        raise ModelError(f"model {model.name!r} input shape {shape} is not a fixed-size NHWC image with 1 or 3 channels")
+        raise ModelError(
+            f"model {model.name!r} input shape {shape} is not a fixed-size NHWC image with 1 or 3 channels"
+        )
     return int(shape[1]), int(shape[2]), int(shape[3])
 
 

@@ -23,7 +23,7 @@ layer's own intermediate result.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -103,7 +103,9 @@ class PreActivationWakeUp(tf.Module):
         outputs = conv_pre_activation(self.layer, self.layer_input_model(images, training=False))
         return tf.gather(outputs, map_index, axis=3, batch_dims=1)
 
-    def _peak_loss_and_gradient(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _peak_loss_and_gradient(
+        self, images: tf.Tensor, map_index: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Per pair: the peak of z [B], the map's loss [B] (mean activation), d peak / d image [B, H, W, C]."""
         with tf.GradientTape() as tape:
             tape.watch(images)
@@ -113,7 +115,9 @@ class PreActivationWakeUp(tf.Module):
         loss = tf.reduce_mean(self.layer.activation(pre_activation), axis=[1, 2])
         return peak, loss, tape.gradient(total, images)
 
-    def _wake(self, images: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, epsilon: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _wake(
+        self, images: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, epsilon: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         images, map_index = self.ascent.check_inputs(images, map_index)
         steps = checked_steps(steps, epsilon)
 

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -170,7 +171,8 @@ class PrecursorScan(tf.Module):
         self.num_patterns = len(self.values) ** (self.grid * self.grid)
         if self.num_patterns > MAX_PATTERNS:
             raise OIPGraphError(
-                f"grid {self.grid} with {len(self.values)} values gives {len(self.values)}^{self.grid * self.grid} patterns;"
+                f"grid {self.grid} with {len(self.values)} values gives "
+                f"{len(self.values)}^{self.grid * self.grid} patterns;"
                 f" at most {MAX_PATTERNS} are supported"
             )
         if not (math.isfinite(epsilon) and epsilon > 0):
@@ -199,7 +201,11 @@ class PrecursorScan(tf.Module):
         )
         self._score_chunk = tf.function(
             self._checked_score_chunk,
-            input_signature=[tf.TensorSpec([None], tf.int32, name="pattern_index"), scalar("map_index"), scalar("steps")],
+            input_signature=[
+                tf.TensorSpec([None], tf.int32, name="pattern_index"),
+                scalar("map_index"),
+                scalar("steps"),
+            ],
         )
 
     # -- construction checks ----------------------------------------------------
@@ -253,7 +259,9 @@ class PrecursorScan(tf.Module):
         checks = [
             tf.debugging.assert_non_negative(pattern_index, message="pattern_index must be >= 0; got pattern_index"),
             tf.debugging.assert_less(
-                pattern_index, self.num_patterns, message=f"pattern_index must be < {self.num_patterns}; got pattern_index"
+                pattern_index,
+                self.num_patterns,
+                message=f"pattern_index must be < {self.num_patterns}; got pattern_index",
             ),
         ]
         with tf.control_dependencies(checks):
@@ -275,7 +283,9 @@ class PrecursorScan(tf.Module):
 
     def prunes(self, scan_steps: tf.Tensor | int, top_n: tf.Tensor | int) -> tf.Tensor:
         """Whether a scan with these arguments drops hopeless patterns after `halving_steps` steps."""
-        return (self.halving_steps > 0) & (scan_steps > self.halving_steps) & (self.pool_size(top_n) < self.num_patterns)
+        return (
+            (self.halving_steps > 0) & (scan_steps > self.halving_steps) & (self.pool_size(top_n) < self.num_patterns)
+        )
 
     def score_patterns(self, pattern_index: tf.Tensor, map_index: tf.Tensor, scan_steps: tf.Tensor) -> tf.Tensor:
         """float32 [n]: each pattern's loss after `scan_steps` ascent steps for map `map_index`.
@@ -300,7 +310,11 @@ class PrecursorScan(tf.Module):
             lambda step, x, position: (step < scan_steps) & (tf.size(position) > 0),
             body,
             (tf.constant(0), images, tf.range(count)),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, height, width, channels]), tf.TensorShape([None])),
+            shape_invariants=(
+                tf.TensorShape([]),
+                tf.TensorShape([None, height, width, channels]),
+                tf.TensorShape([None]),
+            ),
             parallel_iterations=1,
         )
         # oneDNN convolutions fail on empty batches, so a chunk without moving images skips the model.
@@ -327,7 +341,9 @@ class PrecursorScan(tf.Module):
         top = tf.math.top_k(scores, k=tf.minimum(top_n, tf.size(scores)))
         return top.values, tf.gather(pattern_index, top.indices)
 
-    def _best_of(self, candidates: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, top_n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _best_of(
+        self, candidates: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, top_n: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """The `top_n` best scores and pattern indices of `candidates` (ascending), chunk by chunk."""
 
         def body(begin, best_scores, best_index):
@@ -345,12 +361,16 @@ class PrecursorScan(tf.Module):
         )
         return scores, pattern_index
 
-    def _check_scan_inputs(self, map_index: tf.Tensor, scan_steps: tf.Tensor, top_n: tf.Tensor | None = None) -> list[tf.Operation]:
+    def _check_scan_inputs(
+        self, map_index: tf.Tensor, scan_steps: tf.Tensor, top_n: tf.Tensor | None = None
+    ) -> list[tf.Operation]:
         layer = self.ascent.layer_name
         checks = [
             tf.debugging.assert_non_negative(map_index, message="map_index must be >= 0; got map_index"),
             tf.debugging.assert_less(
-                map_index, self.ascent.num_maps, message=f"map_index must be < {self.ascent.num_maps} (maps of {layer}); got map_index"
+                map_index,
+                self.ascent.num_maps,
+                message=f"map_index must be < {self.ascent.num_maps} (maps of {layer}); got map_index",
             ),
             tf.debugging.assert_positive(scan_steps, message="scan_steps must be > 0; got scan_steps"),
         ]
@@ -358,7 +378,9 @@ class PrecursorScan(tf.Module):
             checks += [
                 tf.debugging.assert_positive(top_n, message="top_n must be > 0; got top_n"),
                 tf.debugging.assert_less_equal(
-                    top_n, self.num_patterns, message=f"top_n must be <= {self.num_patterns} (the number of patterns); got top_n"
+                    top_n,
+                    self.num_patterns,
+                    message=f"top_n must be <= {self.num_patterns} (the number of patterns); got top_n",
                 ),
             ]
         return checks
@@ -374,7 +396,9 @@ class PrecursorScan(tf.Module):
         all_patterns = tf.range(self.num_patterns)
 
         def halving_survivors():
-            _, survivors = self._best_of(all_patterns, map_index, tf.constant(self.halving_steps), self.pool_size(top_n))
+            _, survivors = self._best_of(
+                all_patterns, map_index, tf.constant(self.halving_steps), self.pool_size(top_n)
+            )
             return tf.sort(survivors)
 
         candidates = tf.cond(self.prunes(scan_steps, top_n), halving_survivors, lambda: all_patterns)
@@ -394,7 +418,8 @@ class PrecursorScan(tf.Module):
             raise OIPGraphError(f"map_index must be an integer, got {map_index!r}")
         if not 0 <= map_index < self.ascent.num_maps:
             raise OIPGraphError(
-                f"map index {map_index} out of range: layer {self.ascent.layer_name} has maps 0..{self.ascent.num_maps - 1}"
+                f"map index {map_index} out of range: layer {self.ascent.layer_name} has maps "
+                f"0..{self.ascent.num_maps - 1}"
             )
         scan_steps = check_positive_int("scan_steps", scan_steps)
         top_n = check_positive_int("top_n", top_n)
@@ -424,7 +449,9 @@ class PrecursorScan(tf.Module):
         prunes = bool(self.prunes(scan_steps, top_n))
         survivors = int(self.pool_size(top_n)) if prunes else 0
         chunks = -(-self.num_patterns // self.chunk_size) + (-(-survivors // self.chunk_size) if prunes else 0)
-        progbar = keras.utils.Progbar(chunks, unit_name="chunk", stateful_metrics=["best", "best_halving"], verbose=1 if verbose else 0)
+        progbar = keras.utils.Progbar(
+            chunks, unit_name="chunk", stateful_metrics=["best", "best_halving"], verbose=1 if verbose else 0
+        )
         done = 0
 
         def best_of(candidates: np.ndarray, steps: int, count: int, metric: str) -> tuple[tf.Tensor, tf.Tensor]:

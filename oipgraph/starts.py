@@ -8,7 +8,7 @@ image on every run, alone or in any batch, eagerly or inside a graph.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -125,7 +125,9 @@ def scale_noise(seeds: tf.Tensor | np.ndarray, image_shape: Sequence[int], count
     return noise
 
 
-def fourier(seeds: tf.Tensor | np.ndarray, image_shape: Sequence[int], alpha: float = DEFAULT_FOURIER_ALPHA) -> tf.Tensor:
+def fourier(
+    seeds: tf.Tensor | np.ndarray, image_shape: Sequence[int], alpha: float = DEFAULT_FOURIER_ALPHA
+) -> tf.Tensor:
     """Fourier start images: random phases with amplitudes proportional to 1/f^alpha.
 
     alpha = 1 gives the 1/f^2 power spectrum of natural images; larger values

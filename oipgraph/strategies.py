@@ -25,17 +25,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from oipgraph import starts
-from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
+from oipgraph.ascent import (
+    DEFAULT_CONV_CRITERION,
+    DEFAULT_EPSILON,
+    DEFAULT_STEPS,
+    STATUS_NO_ACTIVATION,
+    AscentResult,
+    OIPAscent,
+)
 from oipgraph.errors import OIPGraphError, check_positive_int, is_positive_int
-from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES, PrecursorScan
 from oipgraph.preactivation import DEFAULT_WAKE_STEPS, PreActivationWakeUp, can_wake
+from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES, PrecursorScan
 from oipgraph.results import concat_results, replace_pairs, select_pairs
 
 DEFAULT_BATCH_SIZE = 256
@@ -110,7 +117,9 @@ class StrategySettings:
             if len(fallback) != 2:
                 raise OIPGraphError(f"precursor_fallbacks must hold (grid, values) pairs, got {fallback!r}")
         if not all(is_positive_int(steps) for steps in self.coarse_to_fine_steps):
-            raise OIPGraphError(f"coarse_to_fine_steps must be positive integers, got {list(self.coarse_to_fine_steps)}")
+            raise OIPGraphError(
+                f"coarse_to_fine_steps must be positive integers, got {list(self.coarse_to_fine_steps)}"
+            )
 
     def scales(self, height: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
         """The checked (cells, factors) of the multi-scale starts for images of `height` rows."""
@@ -175,7 +184,9 @@ def run_in_batches(
     conv_criterion = settings.conv_criterion if conv_criterion is None else conv_criterion
     parts = []
     total = len(map_index)
-    progbar = keras.utils.Progbar(total, unit_name="pair", verbose=1 if settings.verbose and total > settings.batch_size else 0)
+    progbar = keras.utils.Progbar(
+        total, unit_name="pair", verbose=1 if settings.verbose and total > settings.batch_size else 0
+    )
     for begin in range(0, total, settings.batch_size):
         end = min(begin + settings.batch_size, total)
         parts.append(ascent(images[begin:end], map_index[begin:end], steps, settings.epsilon, conv_criterion))
@@ -183,8 +194,12 @@ def run_in_batches(
     return concat_results(parts)
 
 
-def _start_image_strategy(make_starts: Callable[[np.ndarray, tuple[int, int, int], StrategySettings], tf.Tensor], name: str):
-    def run(ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings) -> OIPRun:
+def _start_image_strategy(
+    make_starts: Callable[[np.ndarray, tuple[int, int, int], StrategySettings], tf.Tensor], name: str
+):
+    def run(
+        ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+    ) -> OIPRun:
         streams = starts.pair_stream(map_index, init_index)
         images = np.asarray(make_starts(starts.start_seeds(seed, streams), ascent.image_shape, settings))
         result = run_in_batches(ascent, images, map_index, settings)
@@ -245,19 +260,27 @@ def coarse_to_fine_strategy(
         added = weighted_noise(scale)
         images = np.asarray(starts.add_scale(stage.images, raw, added))
         raw += added
-    result = run_in_batches(ascent, images, map_index, settings, steps=settings.final_steps(DEFAULT_COARSE_TO_FINE_FINAL_STEPS))
+    result = run_in_batches(
+        ascent, images, map_index, settings, steps=settings.final_steps(DEFAULT_COARSE_TO_FINE_FINAL_STEPS)
+    )
     return OIPRun(result, start_images, init_index, seed, streams, ["coarse_to_fine"] * len(map_index))
 
 
 def _precursor_pass(
-    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, settings: StrategySettings, grid: int, values: Sequence[float]
+    ascent: OIPAscent,
+    map_index: np.ndarray,
+    init_index: np.ndarray,
+    settings: StrategySettings,
+    grid: int,
+    values: Sequence[float],
 ) -> tuple[AscentResult, np.ndarray]:
     """One precursor pass on one pattern grid: the full-ascent results and start patterns of the pairs."""
     scan = PrecursorScan(ascent, grid=grid, values=values)
     distinct_images = scan.num_patterns - (len(scan.values) - 1)
     if int(np.max(init_index)) >= distinct_images:
         raise OIPGraphError(
-            f"init {int(np.max(init_index))} asks for more precursor starts than there are distinct patterns ({distinct_images})"
+            f"init {int(np.max(init_index))} asks for more precursor starts than there are distinct patterns "
+            f"({distinct_images})"
         )
     starts_per_map: dict[int, int] = {}
     for map_id, init in zip(map_index.tolist(), init_index.tolist()):
@@ -267,7 +290,9 @@ def _precursor_pass(
     repeats = len(scan.values) - 1
     scan_images, scan_maps = [], []
     for map_id, count in sorted(starts_per_map.items()):
-        best = scan.run(map_id, settings.precursor_scan_steps, min(count + repeats, scan.num_patterns), verbose=settings.verbose)
+        best = scan.run(
+            map_id, settings.precursor_scan_steps, min(count + repeats, scan.num_patterns), verbose=settings.verbose
+        )
         _, first = np.unique(best.images.reshape(len(best.images), -1), axis=0, return_index=True)
         images = best.images[np.sort(first)[:count]]
         scan_images.append(images)
@@ -431,7 +456,9 @@ def parse_maps(spec: str, num_maps: int, layer_name: str) -> list[int]:
             raise OIPGraphError(f"--maps={spec!r}: range {first}-{last} runs backwards")
         for map_index in range(first, last + 1):
             if map_index >= num_maps:
-                raise OIPGraphError(f"--maps={spec!r}: map {map_index} out of range, layer {layer_name} has maps 0..{num_maps - 1}")
+                raise OIPGraphError(
+                    f"--maps={spec!r}: map {map_index} out of range, layer {layer_name} has maps 0..{num_maps - 1}"
+                )
             if map_index not in maps:
                 maps.append(map_index)
     return maps
@@ -469,7 +496,9 @@ def create_oips(
         raise OIPGraphError("maps must name at least one map, got an empty list")
     bad = [k for k in maps if not 0 <= k < ascent.num_maps]
     if bad:
-        raise OIPGraphError(f"map index {bad[0]} out of range: layer {ascent.layer_name} has maps 0..{ascent.num_maps - 1}")
+        raise OIPGraphError(
+            f"map index {bad[0]} out of range: layer {ascent.layer_name} has maps 0..{ascent.num_maps - 1}"
+        )
     map_index = np.repeat(np.asarray(maps, np.int32), inits_per_map)
     init_index = np.tile(np.arange(inits_per_map, dtype=np.int32), len(maps))
     return STRATEGIES[strategy](ascent, map_index, init_index, seed, settings)

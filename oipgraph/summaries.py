@@ -52,7 +52,9 @@ def render_label(text: str, height: int, width: int) -> np.ndarray:
     return strip
 
 
-def labelled_grid(images: np.ndarray, labels: list[int] | None = None, columns: int | None = None, scale: int = 3) -> np.ndarray:
+def labelled_grid(
+    images: np.ndarray, labels: list[int] | None = None, columns: int | None = None, scale: int = 3
+) -> np.ndarray:
     """Tiles contrast-stretched images in a grid, each with its label above it.
 
     Args:
@@ -85,7 +87,14 @@ def png_bytes(image: np.ndarray) -> bytes:
     return tf.io.encode_png(tf.constant(image, tf.uint8)).numpy()
 
 
-def write_map_images(tag: str, start_image: np.ndarray, snapshots: np.ndarray, snapshot_steps: np.ndarray, oip: np.ndarray, variants: np.ndarray | None = None) -> None:
+def write_map_images(
+    tag: str,
+    start_image: np.ndarray,
+    snapshots: np.ndarray,
+    snapshot_steps: np.ndarray,
+    oip: np.ndarray,
+    variants: np.ndarray | None = None,
+) -> None:
     """Image summaries of one map into the default writer.
 
     Writes `TAG/start`, `TAG/snapshots` (one image per snapshot step), `TAG/oip`

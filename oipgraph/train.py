@@ -45,7 +45,9 @@ class TrainConfig:
             raise errors.OIPGraphError(f"--l2 must be >= 0, got {self.l2}")
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+def make_dataset(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
     """A `tf.data` pipeline of standardized [B, 28, 28, 1] images and int labels.
 
     Args:
@@ -57,7 +59,11 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
     dataset = tf.data.Dataset.from_tensor_slices((images[..., np.newaxis], labels.astype(np.int32)))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).map(lambda x, y: (standardize(x), y), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return (
+        dataset.batch(batch_size)
+        .map(lambda x, y: (standardize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> tuple[float, float]:
@@ -97,7 +103,9 @@ def train(
     train_set = make_dataset(*train_data, config.batch_size, shuffle_seed=config.seed)
     test_set = make_dataset(*test_data, 1000)
     steps_per_epoch = int(np.ceil(len(train_data[0]) / config.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
+    )
     optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum, nesterov=True)
     cross_entropy = keras.losses.SparseCategoricalCrossentropy()
 
@@ -116,7 +124,9 @@ def train(
     writers = {}
     if logdir:
         writers = {run: tf.summary.create_file_writer(os.path.join(logdir, run)) for run in ("train", "test")}
-    history: dict[str, list[float]] = {key: [] for key in ("loss", "l2_share", "accuracy", "test_loss", "test_accuracy", "learning_rate")}
+    history: dict[str, list[float]] = {
+        key: [] for key in ("loss", "l2_share", "accuracy", "test_loss", "test_accuracy", "learning_rate")
+    }
     for epoch in range(config.epochs):
         if verbose:
             print(f"Epoch {epoch + 1}/{config.epochs}")
@@ -155,7 +165,10 @@ def train(
                 tf.summary.scalar("loss", test_loss)
                 tf.summary.scalar("accuracy", test_accuracy)
         if verbose:
-            print(f"  train accuracy {epoch_stats['accuracy']:.4f}  test accuracy {test_accuracy:.4f}  L2 share {epoch_stats['l2_share']:.3f}")
+            print(
+                f"  train accuracy {epoch_stats['accuracy']:.4f}  test accuracy {test_accuracy:.4f}  L2 share "
+                f"{epoch_stats['l2_share']:.3f}"
+            )
     for writer in writers.values():
         writer.flush()
     return model, history

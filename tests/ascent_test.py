@@ -182,14 +182,21 @@ class ArgumentErrorsTest(tf.test.TestCase):
             ("Dense_1", "layer 'Dense_1' has output shape (None, 70)"),
             ("Flatten", "layer 'Flatten' has output shape"),
         ):
-            with self.subTest(layer_name=layer_name), self.assertRaisesRegex(OIPGraphError, message.replace("(", r"\(").replace(")", r"\)")):
+            with (
+                self.subTest(layer_name=layer_name),
+                self.assertRaisesRegex(OIPGraphError, message.replace("(", r"\(").replace(")", r"\)")),
+            ):
                 OIPAscent(self.model, layer_name)
 
     def test_bad_call_arguments(self):
         nan_images = self.images.copy()
         nan_images[1, 3, 3, 0] = np.nan
         cases = (
-            ("map out of range", dict(map_index=[0, 128]), "map index 128 out of range: layer Conv2D_3 has maps 0..127"),
+            (
+                "map out of range",
+                dict(map_index=[0, 128]),
+                "map index 128 out of range: layer Conv2D_3 has maps 0..127",
+            ),
             ("negative map", dict(map_index=[-1, 0]), "map index -1 out of range"),
             ("map count", dict(map_index=[0, 1, 2]), "one entry per image: 3 for 2 images"),
             ("zero steps", dict(steps=0), "steps must be a positive integer, got 0"),
@@ -197,7 +204,11 @@ class ArgumentErrorsTest(tf.test.TestCase):
             ("zero epsilon", dict(epsilon=0.0), "epsilon must be a finite number > 0, got 0.0"),
             ("nan epsilon", dict(epsilon=float("nan")), "epsilon must be a finite number > 0, got nan"),
             ("nan images", dict(images=nan_images), "images contain NaN or Inf"),
-            ("wrong size", dict(images=np.zeros([2, 27, 28, 1], np.float32)), r"images must have shape \[batch, 28, 28, 1\], got \[2, 27, 28, 1\]"),
+            (
+                "wrong size",
+                dict(images=np.zeros([2, 27, 28, 1], np.float32)),
+                r"images must have shape \[batch, 28, 28, 1\], got \[2, 27, 28, 1\]",
+            ),
             ("wrong rank", dict(images=np.zeros([28, 28, 1], np.float32)), r"got \[28, 28, 1\]"),
         )
         for name, overrides, message in cases:

@@ -11,9 +11,8 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator
-
 from helpers import assert_one_line_error, large_scale_model
+from tensorboard.backend.event_processing import event_accumulator
 
 OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
 
@@ -29,7 +28,9 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
 
 def folder_state(path: str) -> dict[str, float]:
     """Every file below `path` (hidden ones too) with its size and modification time."""
-    names = glob.glob(os.path.join(path, "**"), recursive=True) + glob.glob(os.path.join(path, "**", ".*"), recursive=True)
+    names = glob.glob(os.path.join(path, "**"), recursive=True) + glob.glob(
+        os.path.join(path, "**", ".*"), recursive=True
+    )
     return {name: (os.path.getsize(name), os.path.getmtime(name)) for name in names if os.path.isfile(name)}
 
 
@@ -116,7 +117,9 @@ class AutoStrategyTest(tf.test.TestCase):
         with open(os.path.join(out, "catalog.json")) as file:
             document = json.load(file)
         self.assertIsNone(document["steps"])
-        self.assertEqual([entry["strategy"] for entry in document["maps"]], ["random", "precursor", "precursor", "preactivation"])
+        self.assertEqual(
+            [entry["strategy"] for entry in document["maps"]], ["random", "precursor", "precursor", "preactivation"]
+        )
         self.assertEqual(
             [entry["start_kind"] for entry in document["maps"]],
             ["multiscale", "precursor_pattern", "precursor_pattern", "multiscale_preactivation"],
@@ -138,7 +141,9 @@ class ResumeTest(tf.test.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
 
         out = os.path.join(root, "killed")
-        process = subprocess.Popen([OIPGRAPH, *args, f"--out={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [OIPGRAPH, *args, f"--out={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 240
         while len(glob.glob(os.path.join(out, ".progress", "chunk_*.npz"))) < 2 and time.time() < deadline:
             time.sleep(0.05)
@@ -175,7 +180,8 @@ class ResumeTest(tf.test.TestCase):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            # As from a terminal: a test runner started in the background (`cmd &`) ignores SIGINT, and children inherit that.
+            # As from a terminal: a test runner started in the background (`cmd &`) ignores SIGINT, and children
+            # inherit that.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.time() + 240
@@ -231,8 +237,14 @@ class BadInvocationTest(tf.test.TestCase):
         processes = []
         for args, message in cases:
             out_args = [] if any(arg.startswith("--out") for arg in args) else [f"--out={out}"]
-            command = [OIPGRAPH, "--steps=5", *args, *out_args] if not args[0].startswith("--steps") else [OIPGRAPH, *args, *out_args]
-            processes.append((args, message, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            command = (
+                [OIPGRAPH, "--steps=5", *args, *out_args]
+                if not args[0].startswith("--steps")
+                else [OIPGRAPH, *args, *out_args]
+            )
+            processes.append(
+                (args, message, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            )
             if len(processes) % 4 == 0:
                 processes[-4][2].wait()
         self.assertGreaterEqual(len(cases), 15)

@@ -15,13 +15,13 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
+from oipgraph.export import export_savedmodel
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, STATUS_CONVERGED, OIPAscent
 from oipgraph.errors import OIPGraphError
-from oipgraph.export import export_savedmodel
 from oipgraph.model import load_model
 
 LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
@@ -106,7 +106,11 @@ def fixed_inputs() -> dict[str, dict[str, np.ndarray]]:
     inputs = {name: optimize_inputs for name in OPTIMIZE_SIGNATURES}
     inputs["initial_images"] = {"seed": np.int64(2**40 + TEST_SEED), "batch": np.int32(3)}
     for layer, map_index in PRECURSOR_MAPS.items():
-        inputs[f"precursor_{layer}"] = {"map_index": np.int32(map_index), "scan_steps": np.int32(1), "top_n": np.int32(2)}
+        inputs[f"precursor_{layer}"] = {
+            "map_index": np.int32(map_index),
+            "scan_steps": np.int32(1),
+            "top_n": np.int32(2),
+        }
     return inputs
 
 
@@ -137,7 +141,9 @@ def parse_saved_model_cli_show(text: str) -> dict[str, dict[str, dict[str, tuple
     blocks = re.split(r"^signature_def\['([^']+)'\]:$", text, flags=re.MULTILINE)
     for name, body in zip(blocks[1::2], blocks[2::2]):
         entries = {"inputs": {}, "outputs": {}}
-        for kind, key, dtype, shape in re.findall(r"(inputs|outputs)\['([^']+)'\] tensor_info:\s+dtype: (\w+)\s+shape: ([^\n]+)", body):
+        for kind, key, dtype, shape in re.findall(
+            r"(inputs|outputs)\['([^']+)'\] tensor_info:\s+dtype: (\w+)\s+shape: ([^\n]+)", body
+        ):
             entries[kind][key] = (dtype, shape.strip())
         signatures[name] = entries
     return signatures
@@ -178,10 +184,16 @@ class ExportedSavedModelTest(tf.test.TestCase):
         inputs = fixed_inputs()
         inputs_path = os.path.join(self.temp_dir, "child_inputs.npz")
         outputs_path = os.path.join(self.temp_dir, "child_outputs.npz")
-        np.savez(inputs_path, **{f"{name}/{key}": value for name, arguments in inputs.items() for key, value in arguments.items()})
+        np.savez(
+            inputs_path,
+            **{f"{name}/{key}": value for name, arguments in inputs.items() for key, value in arguments.items()},
+        )
         child = subprocess.Popen(
             [sys.executable, "-I", "-c", CHILD_SCRIPT, self.export_path, inputs_path, outputs_path],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.temp_dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.temp_dir,
         )
         try:
             # The in-process results are computed while the child runs.
@@ -202,16 +214,23 @@ class ExportedSavedModelTest(tf.test.TestCase):
             for key, value in expected.items():
                 with self.subTest(signature=name, output=key):
                     self.assertAllEqual(child_outputs[f"{name}/{key}"], value.numpy())
-            self.assertCountEqual([key for key in child_outputs.files if key.startswith(name + "/")], [f"{name}/{key}" for key in expected])
+            self.assertCountEqual(
+                [key for key in child_outputs.files if key.startswith(name + "/")],
+                [f"{name}/{key}" for key in expected],
+            )
 
     def test_optimize_signatures_equal_the_library_ascent(self):
         arguments = fixed_inputs()["serving_default"]
         for name in OPTIMIZE_SIGNATURES:
-            layer = "Conv2D_3" if name == "serving_default" else name[len("optimize_"):]
+            layer = "Conv2D_3" if name == "serving_default" else name[len("optimize_") :]
             with self.subTest(signature=name):
                 served = self.loaded.signatures[name](**as_tensors(arguments))
                 reference = OIPAscent(self.model, layer)(
-                    arguments["images"], TEST_MAPS, steps=TEST_STEPS, epsilon=TEST_EPSILON, conv_criterion=DEFAULT_CONV_CRITERION
+                    arguments["images"],
+                    TEST_MAPS,
+                    steps=TEST_STEPS,
+                    epsilon=TEST_EPSILON,
+                    conv_criterion=DEFAULT_CONV_CRITERION,
                 )
                 self.assertCountEqual(served, export_savedmodel.OPTIMIZE_OUTPUTS)
                 for key in export_savedmodel.OPTIMIZE_OUTPUTS:
@@ -226,7 +245,9 @@ class ExportedSavedModelTest(tf.test.TestCase):
     def test_initial_images_equal_multiscale_starts(self):
         for seed, batch in [(0, 1), (2**40 + TEST_SEED, 3), (-5, 2)]:
             with self.subTest(seed=seed, batch=batch):
-                images = self.loaded.signatures["initial_images"](seed=tf.constant(seed, tf.int64), batch=tf.constant(batch, tf.int32))["images"]
+                images = self.loaded.signatures["initial_images"](
+                    seed=tf.constant(seed, tf.int64), batch=tf.constant(batch, tf.int32)
+                )["images"]
                 self.assertAllEqual(images, start_images(seed, batch))
 
     def test_no_python_bound_ops(self):
@@ -249,7 +270,9 @@ class ExportedSavedModelTest(tf.test.TestCase):
     def test_saved_model_cli_show_lists_documented_signatures(self):
         show = subprocess.run(
             [os.path.join(BIN_DIR, "saved_model_cli"), "show", "--all", "--dir", self.export_path],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         self.assertEqual(show.returncode, 0, msg=show.stderr[-3000:])
         listed = parse_saved_model_cli_show(show.stdout)
@@ -277,7 +300,11 @@ class ExportedSavedModelTest(tf.test.TestCase):
         }
         for name in PRECURSOR_SIGNATURES:
             expected[name] = {
-                "inputs": {"map_index": ("DT_INT32", "()"), "scan_steps": ("DT_INT32", "()"), "top_n": ("DT_INT32", "()")},
+                "inputs": {
+                    "map_index": ("DT_INT32", "()"),
+                    "scan_steps": ("DT_INT32", "()"),
+                    "top_n": ("DT_INT32", "()"),
+                },
                 "outputs": {"images": ("DT_FLOAT", "(-1, 28, 28, 1)"), "scores": ("DT_FLOAT", "(-1)")},
             }
         self.assertEqual(listed, expected)
@@ -289,11 +316,24 @@ class ExportedSavedModelTest(tf.test.TestCase):
         np.save(images_path, images)
         run = subprocess.run(
             [
-                os.path.join(BIN_DIR, "saved_model_cli"), "run", "--dir", self.export_path, "--tag_set", "serve",
-                "--signature_def", "serving_default", "--inputs", f"images={images_path}",
-                "--input_exprs", "map_index=[0];steps=3;epsilon=0.01", "--outdir", outdir,
+                os.path.join(BIN_DIR, "saved_model_cli"),
+                "run",
+                "--dir",
+                self.export_path,
+                "--tag_set",
+                "serve",
+                "--signature_def",
+                "serving_default",
+                "--inputs",
+                f"images={images_path}",
+                "--input_exprs",
+                "map_index=[0];steps=3;epsilon=0.01",
+                "--outdir",
+                outdir,
             ],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         self.assertEqual(run.returncode, 0, msg=run.stderr[-3000:])
         expected = self.loaded.signatures["serving_default"](
@@ -308,7 +348,9 @@ class ExportedSavedModelTest(tf.test.TestCase):
         # fetches by tensor name. Variables that only the TF2 object graph
         # restores would fail here ("Could not find variable").
         inputs = fixed_inputs()
-        names = [name for name in ALL_SIGNATURES if name not in ("precursor_Conv2D_2", "precursor_Conv2D_3")]  # Runtime.
+        names = [
+            name for name in ALL_SIGNATURES if name not in ("precursor_Conv2D_2", "precursor_Conv2D_3")
+        ]  # Runtime.
         with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
             meta_graph = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], self.export_path)
             session_outputs = {}
@@ -344,7 +386,7 @@ class ExportedSavedModelTest(tf.test.TestCase):
         config = (resources.files("oipgraph.export") / "models.config").read_text()
         body = "\n".join(line for line in config.splitlines() if not line.lstrip().startswith("#"))
         self.assertEqual(body.count("{"), body.count("}"))
-        self.assertRegex(body, r'model_config_list\s*{\s*config\s*{')
+        self.assertRegex(body, r"model_config_list\s*{\s*config\s*{")
         self.assertRegex(body, r'\bname:\s*"oipgraph"')
         self.assertRegex(body, r'\bbase_path:\s*"/models/oipgraph"')
         self.assertRegex(body, r'\bmodel_platform:\s*"tensorflow"')
@@ -355,15 +397,27 @@ class ExportedSavedModelTest(tf.test.TestCase):
         nan_images = images.copy()
         nan_images[1, 3, 4, 0] = np.nan
         for name in OPTIMIZE_SIGNATURES:
-            num_maps = NUM_MAPS["Conv2D_3" if name == "serving_default" else name[len("optimize_"):]]
+            num_maps = NUM_MAPS["Conv2D_3" if name == "serving_default" else name[len("optimize_") :]]
             cases = [
-                ("map index too large", {"map_index": np.array([0, 1, num_maps, 2], np.int32)}, rf"map_index must be < {num_maps}"),
+                (
+                    "map index too large",
+                    {"map_index": np.array([0, 1, num_maps, 2], np.int32)},
+                    rf"map_index must be < {num_maps}",
+                ),
                 ("map index negative", {"map_index": np.array([0, -1, 2, 3], np.int32)}, r"map_index must be >= 0"),
                 ("map index per image", {"map_index": maps[:2]}, r"map_index needs one entry per image"),
                 ("rank 3 images", {"images": images[0]}, r"images must have shape \[batch, 28, 28, 1\]"),
                 ("rank 5 images", {"images": images[None]}, r"images must have shape \[batch, 28, 28, 1\]"),
-                ("wrong image size", {"images": np.zeros([4, 27, 28, 1], np.float32)}, r"images must have shape \[batch, 28, 28, 1\]"),
-                ("wrong channels", {"images": np.zeros([4, 28, 28, 3], np.float32)}, r"images must have shape \[batch, 28, 28, 1\]"),
+                (
+                    "wrong image size",
+                    {"images": np.zeros([4, 27, 28, 1], np.float32)},
+                    r"images must have shape \[batch, 28, 28, 1\]",
+                ),
+                (
+                    "wrong channels",
+                    {"images": np.zeros([4, 28, 28, 3], np.float32)},
+                    r"images must have shape \[batch, 28, 28, 1\]",
+                ),
                 ("NaN pixels", {"images": nan_images}, r"images contain NaN"),
                 ("zero steps", {"steps": np.int32(0)}, r"steps must be > 0"),
                 ("negative steps", {"steps": np.int32(-3)}, r"steps must be > 0"),
@@ -392,7 +446,9 @@ class ExportedSavedModelTest(tf.test.TestCase):
             for case, changes, message in cases:
                 with self.subTest(signature=name, case=case):
                     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
-                        self.loaded.signatures[name](**{key: tf.constant(value, tf.int32) for key, value in {**good, **changes}.items()})
+                        self.loaded.signatures[name](
+                            **{key: tf.constant(value, tf.int32) for key, value in {**good, **changes}.items()}
+                        )
 
 
 class WriteSavedModelTest(tf.test.TestCase):
@@ -430,7 +486,9 @@ class WriteSavedModelTest(tf.test.TestCase):
         existing = os.path.join(self.export_dir, "2")
         os.mkdir(existing)
         with self.assertRaisesRegex(OIPGraphError, re.escape(f"version directory already exists: {existing}")):
-            export_savedmodel.write_savedmodel(mock.Mock(spec=export_savedmodel.OIPServable), self.export_dir, version=2)
+            export_savedmodel.write_savedmodel(
+                mock.Mock(spec=export_savedmodel.OIPServable), self.export_dir, version=2
+            )
         self.assertEqual(os.listdir(existing), [])
 
     def test_version_created_during_save_is_not_replaced(self):
@@ -443,7 +501,9 @@ class WriteSavedModelTest(tf.test.TestCase):
 
         with mock.patch.object(tf.saved_model, "save", side_effect=racing_save):
             with self.assertRaises(OIPGraphError):
-                export_savedmodel.write_savedmodel(mock.Mock(spec=export_savedmodel.OIPServable), self.export_dir, version=5)
+                export_savedmodel.write_savedmodel(
+                    mock.Mock(spec=export_savedmodel.OIPServable), self.export_dir, version=5
+                )
         self.assertEqual(os.listdir(self.export_dir), ["5"])
         self.assertEqual(os.listdir(final), [])
 
@@ -465,7 +525,8 @@ class OtherModelExportTest(tf.test.TestCase):
         loaded = tf.saved_model.load(export_savedmodel.write_savedmodel(servable, export_dir, version=7))
 
         self.assertCountEqual(
-            loaded.signatures, ["serving_default", "optimize_low", "optimize_high", "initial_images", "precursor_low", "precursor_high"]
+            loaded.signatures,
+            ["serving_default", "optimize_low", "optimize_high", "initial_images", "precursor_low", "precursor_high"],
         )
         images = loaded.signatures["initial_images"](seed=tf.constant(3, tf.int64), batch=tf.constant(2))["images"]
         self.assertAllEqual(images, starts.multiscale(starts.start_seeds(3, range(2)), (12, 10, 3)))
@@ -498,7 +559,9 @@ class ExportCommandTest(tf.test.TestCase):
         super().tearDownClass()
 
     def run_export(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([os.path.join(BIN_DIR, "oipgraph-export"), *args], capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [os.path.join(BIN_DIR, "oipgraph-export"), *args], capture_output=True, text=True, timeout=300
+        )
 
     def assertUsageError(self, result: subprocess.CompletedProcess, message: str) -> None:
         self.assertEqual(result.returncode, 2, msg=result.stderr[-3000:])

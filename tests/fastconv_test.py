@@ -27,12 +27,16 @@ class PatchesTest(tf.test.TestCase):
                     out_shape = [2, 9 - kernel_height + 1, 8 - kernel_width + 1]
 
                     def reference(x):
-                        patches = tf.image.extract_patches(x, [1, kernel_height, kernel_width, 1], [1] * 4, [1] * 4, "VALID")
+                        patches = tf.image.extract_patches(
+                            x, [1, kernel_height, kernel_width, 1], [1] * 4, [1] * 4, "VALID"
+                        )
                         # extract_patches orders each patch (row, col, channel); make it tap-major like image_patches.
                         return tf.transpose(tf.reshape(patches, [*out_shape, taps, channels]), [3, 0, 1, 2, 4])
 
                     upstream = tf.constant(rng.normal(size=[taps, *out_shape, channels]), tf.float32)
-                    patches, gradient = input_gradient(lambda x: fastconv.image_patches(x, kernel_size), images, upstream)
+                    patches, gradient = input_gradient(
+                        lambda x: fastconv.image_patches(x, kernel_size), images, upstream
+                    )
                     expected, expected_gradient = input_gradient(reference, images, upstream)
                     self.assertAllEqual(patches, expected)
                     self.assertAllClose(gradient, expected_gradient, atol=1e-5)
@@ -45,8 +49,12 @@ class PatchesTest(tf.test.TestCase):
                 kernel = tf.constant(rng.normal(size=kernel_shape), tf.float32)
                 out_shape = [3, 10 - kernel_shape[0] + 1, 11 - kernel_shape[1] + 1, kernel_shape[3]]
                 upstream = tf.constant(rng.normal(size=out_shape), tf.float32)
-                outputs, gradient = input_gradient(lambda x: fastconv.conv2d_col2im_gradient(x, kernel), images, upstream)
-                expected, expected_gradient = input_gradient(lambda x: tf.nn.conv2d(x, kernel, 1, "VALID"), images, upstream)
+                outputs, gradient = input_gradient(
+                    lambda x: fastconv.conv2d_col2im_gradient(x, kernel), images, upstream
+                )
+                expected, expected_gradient = input_gradient(
+                    lambda x: tf.nn.conv2d(x, kernel, 1, "VALID"), images, upstream
+                )
                 self.assertAllEqual(outputs, expected)
                 self.assertAllClose(gradient, expected_gradient, atol=1e-5)
 

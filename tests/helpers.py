@@ -9,7 +9,13 @@ import tensorflow as tf
 from oipgraph import mnist
 
 # TensorFlow's C++ runtime logs these at start-up, beyond the reach of TF_CPP_MIN_LOG_LEVEL in TF 2.21.
-TF_LOG_PREFIXES = ("I0000 ", "W0000 ", "E0000 ", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")
+TF_LOG_PREFIXES = (
+    "I0000 ",
+    "W0000 ",
+    "E0000 ",
+    "WARNING: All log messages before absl::InitializeLog()",
+    "To enable the following instructions",
+)
 
 
 def mnist_or_skip(test: tf.test.TestCase):

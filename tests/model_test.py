@@ -8,9 +8,9 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+from helpers import assert_one_line_error, mnist_or_skip, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
-from helpers import assert_one_line_error, mnist_or_skip, write_npz
 from oipgraph import mnist, train
 from oipgraph.model import ModelError, build_cnn, conv_layer_names, load_model, shipped_model_path
 
@@ -68,7 +68,9 @@ class MnistLoadingTest(tf.test.TestCase):
         with tempfile.TemporaryDirectory() as directory:
             path = write_npz(directory)
             (x_train, y_train), (x_test, y_test) = mnist.load_mnist(path)
-            self.assertEqual((x_train.shape, y_train.shape, x_test.shape, y_test.shape), ((256, 28, 28), (256,), (64, 28, 28), (64,)))
+            self.assertEqual(
+                (x_train.shape, y_train.shape, x_test.shape, y_test.shape), ((256, 28, 28), (256,), (64, 28, 28), (64,))
+            )
             os.environ[mnist.ENV_VAR] = path
             try:
                 self.assertAllEqual(mnist.load_mnist()[1][0], x_test)
@@ -84,10 +86,26 @@ class MnistLoadingTest(tf.test.TestCase):
                 ("missing", os.path.join(directory, "nope.npz"), "MNIST file not found: .*nope.npz"),
                 ("not npz", text_file, "MNIST file .*text.npz is not an .npz archive"),
                 ("missing key", write_npz(directory, "a.npz", y_test=None), "lacks key\\(s\\) y_test"),
-                ("float images", write_npz(directory, "b.npz", x_train=np.zeros([256, 28, 28], np.float32)), "x_train has dtype float32, expected uint8"),
-                ("wrong shape", write_npz(directory, "c.npz", x_test=np.zeros([64, 28, 27], np.uint8)), r"x_test has shape \(64, 28, 27\), expected \[N, 28, 28\]"),
-                ("label shape", write_npz(directory, "d.npz", y_train=np.zeros([256, 1], np.uint8)), r"y_train has shape \(256, 1\), expected \[N\]"),
-                ("count mismatch", write_npz(directory, "e.npz", y_test=np.zeros([63], np.uint8)), "64 test images but 63 labels"),
+                (
+                    "float images",
+                    write_npz(directory, "b.npz", x_train=np.zeros([256, 28, 28], np.float32)),
+                    "x_train has dtype float32, expected uint8",
+                ),
+                (
+                    "wrong shape",
+                    write_npz(directory, "c.npz", x_test=np.zeros([64, 28, 27], np.uint8)),
+                    r"x_test has shape \(64, 28, 27\), expected \[N, 28, 28\]",
+                ),
+                (
+                    "label shape",
+                    write_npz(directory, "d.npz", y_train=np.zeros([256, 1], np.uint8)),
+                    r"y_train has shape \(256, 1\), expected \[N\]",
+                ),
+                (
+                    "count mismatch",
+                    write_npz(directory, "e.npz", y_test=np.zeros([63], np.uint8)),
+                    "64 test images but 63 labels",
+                ),
             )
             for name, path, message in cases:
                 with self.subTest(name), self.assertRaisesRegex(mnist.DataError, message):
@@ -112,7 +130,9 @@ class TrainingTest(tf.test.TestCase):
         shares = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors("l2_share")]
         self.assertNotEmpty(shares)
         self.assertTrue(all(0.0 < share < 1.0 for share in shares))
-        self.assertContainsSubset({"l2_share", "batch_loss", "learning_rate", "loss", "accuracy"}, events.Tags()["tensors"])
+        self.assertContainsSubset(
+            {"l2_share", "batch_loss", "learning_rate", "loss", "accuracy"}, events.Tags()["tensors"]
+        )
         test_events = event_accumulator.EventAccumulator(os.path.join(logdir, "test"))
         test_events.Reload()
         self.assertContainsSubset({"loss", "accuracy"}, test_events.Tags()["tensors"])
@@ -137,7 +157,13 @@ class TrainCommandTest(tf.test.TestCase):
     def test_trains_and_saves_a_loadable_model(self):
         directory = self.get_temp_dir()
         out = os.path.join(directory, "small.keras")
-        done = self.run_train(f"--mnist={write_npz(directory)}", "--epochs=1", "--batch_size=64", f"--out={out}", f"--logdir={directory}/logs")
+        done = self.run_train(
+            f"--mnist={write_npz(directory)}",
+            "--epochs=1",
+            "--batch_size=64",
+            f"--out={out}",
+            f"--logdir={directory}/logs",
+        )
         self.assertEqual(done.returncode, 0, done.stderr[-2000:])
         self.assertEqual(load_model(out).count_params(), 174_092)
         self.assertEqual(glob.glob(os.path.join(directory, ".tmp-*")), [])

@@ -39,7 +39,9 @@ class PairMapLossTest(tf.test.TestCase):
         images = starts.multiscale(starts.start_seeds(0, range(len(map_index))), shape[1:])
         map_index = tf.constant(map_index, tf.int32)
         loss, gradient = loss_and_gradient(lambda x: loss_fn(x, map_index), images)
-        expected, expected_gradient = loss_and_gradient(lambda x: plain_loss(feature_model, x, map_index.numpy()), images)
+        expected, expected_gradient = loss_and_gradient(
+            lambda x: plain_loss(feature_model, x, map_index.numpy()), images
+        )
         self.assertGreater(float(tf.reduce_max(tf.abs(expected_gradient))), 0.0)
         self.assertAllClose(loss, expected, atol=1e-6, rtol=1e-5)
         self.assertAllClose(gradient, expected_gradient, atol=1e-6 * float(tf.reduce_max(tf.abs(expected_gradient))))
@@ -69,7 +71,11 @@ class PairMapLossTest(tf.test.TestCase):
 
     def test_shipped_model_every_conv_layer(self):
         model = load_model()
-        for layer_name, maps in (("Conv2D_1", [0, 31, 7, 7]), ("Conv2D_2", [63, 0, 12, 40]), ("Conv2D_3", [0, 127, 9, 77])):
+        for layer_name, maps in (
+            ("Conv2D_1", [0, 31, 7, 7]),
+            ("Conv2D_2", [63, 0, 12, 40]),
+            ("Conv2D_3", [0, 127, 9, 77]),
+        ):
             with self.subTest(layer=layer_name):
                 self.assertTrue(can_slice_per_pair(model.get_layer(layer_name)))
                 self.assert_equals_plain(model, layer_name, maps, sliced=True)

@@ -12,7 +12,9 @@ class OneDnnDefaultTest(tf.test.TestCase):
         env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
         env.update(env_overrides)
         code = f"import os; {imports}; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
-        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def test_importing_oipgraph_first_turns_onednn_on_unless_the_user_chose(self):
         expected = "1" if os.uname().machine.lower() in ("x86_64", "amd64") else "None"

@@ -32,7 +32,9 @@ def hidden_pattern_model() -> keras.Model:
 
 
 def random_starts(count: int, seed: int = 0) -> np.ndarray:
-    return starts.multiscale(starts.start_seeds(seed, range(count)), (SIZE, SIZE, 1), cells=(3, 5, 10), factors=(0.5, 0.5, 0.5)).numpy()
+    return starts.multiscale(
+        starts.start_seeds(seed, range(count)), (SIZE, SIZE, 1), cells=(3, 5, 10), factors=(0.5, 0.5, 0.5)
+    ).numpy()
 
 
 def eager_wake_up(model: keras.Model, image: np.ndarray, map_index: int, steps: int) -> tuple[np.ndarray, int]:
@@ -124,7 +126,10 @@ class PreActivationWakeUpTest(tf.test.TestCase):
             (dict(steps=0), "steps must be a positive integer, got 0"),
             (dict(epsilon=-0.5), "epsilon must be a finite number > 0, got -0.5"),
             (dict(images=np.full([2, SIZE, SIZE, 1], np.nan, np.float32)), "images contain NaN or Inf values"),
-            (dict(images=np.zeros([2, 8, 8, 1], np.float32)), "images must have shape [batch, 10, 10, 1], got [2, 8, 8, 1]"),
+            (
+                dict(images=np.zeros([2, 8, 8, 1], np.float32)),
+                "images must have shape [batch, 10, 10, 1], got [2, 8, 8, 1]",
+            ),
         ]
         for overrides, message in cases:
             with self.subTest(overrides=list(overrides)):

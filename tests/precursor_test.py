@@ -62,7 +62,9 @@ class PatternTest(tf.test.TestCase):
         images = scan.patterns(index).numpy()
         self.assertEqual(images.shape, (4, 10, 10, 1))
         cells = scan.cell_values(index)[..., None]
-        expected = tf.image.per_image_standardization(tf.image.resize(cells, [10, 10], method="bicubic", antialias=True))
+        expected = tf.image.per_image_standardization(
+            tf.image.resize(cells, [10, 10], method="bicubic", antialias=True)
+        )
         self.assertAllClose(images, expected)
         self.assertAllClose(images[1:].mean(axis=(1, 2, 3)), np.zeros(3), atol=1e-5)
         self.assertAllClose(images[1:].std(axis=(1, 2, 3)), np.ones(3), atol=1e-3)
@@ -95,7 +97,9 @@ class ScanTest(tf.test.TestCase):
     def test_chunked_scan_equals_one_unchunked_scan(self):
         whole = PrecursorScan(self.ascent, grid=2, chunk_size=81, halving_steps=0)
         self.assertEqual(whole.chunk_size, 81)
-        chunked_scans = {size: PrecursorScan(self.ascent, grid=2, chunk_size=size, halving_steps=0) for size in (1, 7, 40)}
+        chunked_scans = {
+            size: PrecursorScan(self.ascent, grid=2, chunk_size=size, halving_steps=0) for size in (1, 7, 40)
+        }
         for map_index in range(self.ascent.num_maps):
             want = whole.scan(map_index, 5, 6)
             expected = reference_scores(self.ascent, whole.patterns(tf.range(81)), map_index, 5)

@@ -6,13 +6,6 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
-
-from oipgraph import results, starts, strategies
-from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
-from oipgraph.errors import OIPGraphError
-from oipgraph.precursor import PrecursorScan
-from oipgraph.strategies import OIPRun, StrategySettings, create_oips
-
 from helpers import (
     CHECKERBOARD_4X4_PATTERN,
     CHECKERBOARD_PATTERN,
@@ -21,6 +14,13 @@ from helpers import (
     THRESHOLD,
     large_scale_model,
 )
+
+from oipgraph import results, starts, strategies
+from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
+from oipgraph.errors import OIPGraphError
+from oipgraph.precursor import PrecursorScan
+from oipgraph.strategies import OIPRun, StrategySettings, create_oips
+
 
 def fast_settings(**overrides) -> StrategySettings:
     settings = StrategySettings(
@@ -175,7 +175,9 @@ class CoarseToFineTest(tf.test.TestCase):
             seeds, self.ascent.image_shape, 6, 1
         )
         stage_result = second_stage.args[0](second_stage.args[1], second_stage.args[2], 20, settings.epsilon, 0.0)
-        expected = starts.add_scale(stage_result.images, raw, 0.5 * starts.scale_noise(seeds, self.ascent.image_shape, 12, 2))
+        expected = starts.add_scale(
+            stage_result.images, raw, 0.5 * starts.scale_noise(seeds, self.ascent.image_shape, 12, 2)
+        )
         self.assertAllClose(wrapped.call_args_list[2].args[1], expected, atol=1e-5)
 
     def test_same_seed_same_result(self):
@@ -241,13 +243,21 @@ class AutoEscalationTest(tf.test.TestCase):
 
             return run
 
-        with mock.patch.dict(strategies.STRATEGIES, {name: stand_in(name) for name in steps}), mock.patch.object(
-            strategies, "can_wake", return_value=True
+        with (
+            mock.patch.dict(strategies.STRATEGIES, {name: stand_in(name) for name in steps}),
+            mock.patch.object(strategies, "can_wake", return_value=True),
         ):
-            run = strategies.auto_strategy(None, np.arange(5, dtype=np.int32), np.zeros(5, np.int32), 0, StrategySettings())
+            run = strategies.auto_strategy(
+                None, np.arange(5, dtype=np.int32), np.zeros(5, np.int32), 0, StrategySettings()
+            )
         self.assertEqual(
             calls,
-            [("random", [0, 1, 2, 3, 4]), ("coarse_to_fine", [1, 2, 3, 4]), ("precursor", [2, 3, 4]), ("preactivation", [3, 4])],
+            [
+                ("random", [0, 1, 2, 3, 4]),
+                ("coarse_to_fine", [1, 2, 3, 4]),
+                ("precursor", [2, 3, 4]),
+                ("preactivation", [3, 4]),
+            ],
         )
         self.assertEqual(run.strategy, ["random", "coarse_to_fine", "precursor", "preactivation", "preactivation"])
         self.assertEqual(run.result.status_names, ["completed"] * 4 + ["no_activation"])
@@ -268,7 +278,9 @@ class AutoEscalationTest(tf.test.TestCase):
         never = fake_result([0], [0.0], [STATUS_NO_ACTIVATION], 10)
 
         def stand_in(ascent, map_index, init_index, seed, settings):
-            return OIPRun(never, never.images, init_index, seed, starts.pair_stream(map_index, init_index), ["stand-in"])
+            return OIPRun(
+                never, never.images, init_index, seed, starts.pair_stream(map_index, init_index), ["stand-in"]
+            )
 
         wake = mock.Mock()
         stand_ins = {"random": stand_in, "coarse_to_fine": stand_in, "precursor": stand_in, "preactivation": wake}
