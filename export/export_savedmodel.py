@@ -12,6 +12,9 @@ frames, `<Layer>` = each Conv2D layer of the model, e.g. `Conv2D_1`,
 
 `optimize_<Layer>`: the OIP ascent on the maps of `<Layer>`, one (image, map)
 pair per batch entry, with the default convergence stop (criterion 5e-4).
+Also for every Dense layer (e.g. `optimize_Dense_2` for the shipped CNN's
+classes), with the unit objective: `map_index` is then the unit, and after a
+softmax or sigmoid the loss is the unit's pre-activation logit.
 
     Inputs:
         images     float32 [B, H, W, C]  start images, standardized per image
@@ -23,8 +26,9 @@ pair per batch entry, with the default convergence stop (criterion 5e-4).
                                          of the tool: 0.01).
     Outputs:
         images        float32 [B, H, W, C]     final images (the OIPs).
-        loss          float32 [B]              mean activation of the map at
-                                               the final image.
+        loss          float32 [B]              the objective at the final image:
+                                               the map's mean activation (a unit
+                                               or logit for a Dense layer).
         loss_history  float32 [B, steps]       loss at every step; pairs that
                                                stopped early repeat their final
                                                loss.
@@ -132,14 +136,13 @@ class OIPServable(tf.Module):
         if not layer_names:
             raise ModelError(f"model {model.name!r} has no Conv2D layer to export")
         self.layer_names = tuple(layer_names)
+        dense_names = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         # A read-only mapping is not tracked: the Keras objects stay out of the
         # SavedModel, which holds only the serving functions and the variables.
         self.ascents = types.MappingProxyType(
-            {name: OIPAscent(model, name, num_snapshots=num_snapshots) for name in layer_names}
+            {name: OIPAscent(model, name, num_snapshots=num_snapshots) for name in [*layer_names, *dense_names]}
         )
-        self.precursor_scans = types.MappingProxyType(
-            {name: PrecursorScan(ascent) for name, ascent in self.ascents.items()}
-        )
+        self.precursor_scans = types.MappingProxyType({name: PrecursorScan(self.ascents[name]) for name in layer_names})
         self.optimize_functions = {name: _optimize_function(ascent) for name, ascent in self.ascents.items()}
         self.precursor_functions = {name: _precursor_function(scan) for name, scan in self.precursor_scans.items()}
         self.initial_images = tf.function(
@@ -197,7 +200,10 @@ def _optimize_function(ascent: OIPAscent) -> tf.types.experimental.PolymorphicFu
     """The serving form of `ascent.optimize`: fixed convergence criterion, batch-major outputs only."""
 
     def optimize(images: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, epsilon: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = ascent.optimize(images, map_index, steps, epsilon, tf.constant(DEFAULT_CONV_CRITERION, tf.float32))
+        seeds = tf.zeros([tf.size(map_index), 2], tf.int64)  # Unused: the served ascent has no transforms.
+        outputs = ascent.optimize(
+            images, map_index, steps, epsilon, tf.constant(DEFAULT_CONV_CRITERION, tf.float32), seeds
+        )
         # `snapshot_steps` [F] is not served (SPEC §5 lists the outputs); it
         # follows from `steps`, see the module docstring.
         return {key: outputs[key] for key in OPTIMIZE_OUTPUTS}

@@ -11,19 +11,21 @@ continues with the same command plus `--resume`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
 
 import keras
-import numpy as np
 from absl import flags
 
 from oipgraph import catalog, errors, outputs
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import load_model
-from oipgraph.strategies import DEFAULT_BATCH_SIZE, STRATEGIES, OIPRun, StrategySettings, create_oips, parse_maps
+from oipgraph.objectives import OBJECTIVES
+from oipgraph.strategies import DEFAULT_BATCH_SIZE, STRATEGIES, StrategySettings, create_oips, parse_maps
+from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
@@ -45,6 +47,17 @@ flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Pairs (map, start image)
 flags.DEFINE_string("out", "oips", "Output folder.")
 flags.DEFINE_string("logdir", None, "TensorBoard log folder; default OUT/tensorboard.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
+flags.DEFINE_enum(
+    "objective",
+    None,
+    list(OBJECTIVES),
+    "What to maximize: channel (a map's mean), neuron (one position of a map) or unit (one unit of a Dense or other"
+    " non-spatial layer; after softmax/sigmoid its logit); default: channel for spatial layers, unit otherwise.",
+)
+flags.DEFINE_list("neuron", None, "ROW,COL of the neuron objective; default: the centre of the map.")
+flags.DEFINE_bool("minimize", False, "Minimize the objective instead of maximizing it.")
+flags.DEFINE_integer("jitter", 0, f"Shift what the model sees by up to this many pixels per step (0..{MAX_JITTER}).")
+flags.DEFINE_float("scale", 0.0, f"Scale what the model sees by up to this fraction per step (0..{MAX_SCALE}).")
 RUN_FLAGS = (
     "model",
     "layer",
@@ -56,6 +69,11 @@ RUN_FLAGS = (
     "seed",
     "inits_per_map",
     "batch_size",
+    "objective",
+    "neuron",
+    "minimize",
+    "jitter",
+    "scale",
     "out",
     "logdir",
 )
@@ -87,30 +105,35 @@ def check_flags() -> StrategySettings:
     )
 
 
-def run_arrays(run: OIPRun) -> dict[str, np.ndarray]:
-    """Per-pair arrays of one chunk, as saved for `--resume` and merged into `oips.npz`."""
-    result = run.result
-    return {
-        "map_index": result.map_index,
-        "init_index": run.init_index,
-        "seed_stream": run.streams,
-        "strategy": np.asarray(run.strategy),
-        "start_images": run.start_images,
-        "images": result.images,
-        "loss": result.loss,
-        "loss_history": result.loss_history,
-        "steps_run": result.steps_run,
-        "status": result.status,
-        "snapshots": result.snapshots,
-        "snapshot_steps": np.stack([result.pair_snapshot_steps(pair) for pair in range(len(result))]),
-    }
+def neuron_position() -> tuple[int, int] | None:
+    """The checked --neuron flag as (row, col), or None."""
+    if FLAGS.neuron is None:
+        return None
+    try:
+        row, col = (int(value) for value in FLAGS.neuron)
+    except ValueError:
+        raise OIPGraphError(f"--neuron must be two integers ROW,COL, got {','.join(FLAGS.neuron)!r}") from None
+    if FLAGS.objective not in (None, "neuron"):
+        raise OIPGraphError(f"--neuron={row},{col} needs --objective=neuron, not --objective={FLAGS.objective}")
+    return row, col
+
+
+def build_ascent() -> OIPAscent:
+    """The compiled ascent that the flags ask for (model, layer, objective, transforms)."""
+    transforms = Transforms(FLAGS.jitter, FLAGS.scale)
+    neuron = neuron_position()
+    objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
+    model = load_model(FLAGS.model)
+    return OIPAscent(
+        model, FLAGS.layer, objective=objective, neuron=neuron, minimize=FLAGS.minimize, transforms=transforms
+    )
 
 
 def main(argv: list[str]) -> None:
     del argv
     settings = check_flags()
-    ascent = OIPAscent(load_model(FLAGS.model), FLAGS.layer)
-    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer)
+    ascent = build_ascent()
+    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
     inits = FLAGS.inits_per_map
     out = FLAGS.out
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
@@ -130,18 +153,31 @@ def main(argv: list[str]) -> None:
         "seed": FLAGS.seed,
         "inits_per_map": inits,
         "batch_size": FLAGS.batch_size,
+        **ascent.objective.describe(),
+        **ascent.transforms.describe(),
     }
     progress = catalog.RunProgress(out)
     finished = progress.begin(header, FLAGS.resume)
     progbar = keras.utils.Progbar(len(maps), unit_name="map")
-    progbar.update(sum(len(chunks[chunk]) for chunk in finished if chunk < len(chunks)))
+    done = sum(len(chunks[chunk]) for chunk in finished if chunk < len(chunks))
+    progbar.update(done)
     try:
         for chunk, chunk_maps in enumerate(chunks):
             if chunk in finished:
                 continue
-            run = create_oips(ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, settings)
-            progress.save_chunk(chunk, run_arrays(run))
-            progbar.add(len(chunk_maps))
+            # Within a chunk the bar moves with the ascent's steps; later stages of `auto` may not move it.
+            chunk_start, reached = done, [0.0]
+
+            def report(share: float, chunk_start: int = chunk_start, size: int = len(chunk_maps), reached=reached):
+                reached[0] = max(reached[0], min(share, 0.99))
+                progbar.update(chunk_start + reached[0] * size)
+
+            run = create_oips(
+                ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, dataclasses.replace(settings, progress=report)
+            )
+            progress.save_chunk(chunk, run.arrays())
+            done += len(chunk_maps)
+            progbar.update(done)
     except KeyboardInterrupt:
         done = sum(len(chunks[chunk]) for chunk in progress_chunks(progress, len(chunks)))
         sys.stderr.write(
@@ -149,14 +185,16 @@ def main(argv: list[str]) -> None:
         )
         sys.exit(130)
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
+    pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
     command = " ".join(
         ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]
     )
     document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command})
     progress.finish()
-    fired = sum(entry["status"] != "no_activation" and entry["loss"] > 0 for entry in document["maps"])
+    fired = sum(entry["fired"] for entry in document["maps"])
     print(
-        f"{fired} of {len(maps)} maps of {FLAGS.layer} have an OIP; wrote {out}/grid.png, {out}/catalog.json, "
+        f"{fired} of {len(maps)} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
+        f" wrote {out}/grid.png, {out}/catalog.json, "
         f"{out}/oips.npz; TensorBoard: {logdir}"
     )
 

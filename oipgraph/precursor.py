@@ -24,8 +24,12 @@ Speed (the default scan of one Conv2D_3 map of the shipped CNN takes ~11 s on
 a shared 2-core CPU, 2.6x to 3.2x faster than scoring every pattern with
 `OIPAscent.optimize`; see benchmarks/precursor_benchmark.py):
 
-- Only the chosen map is computed (`oipgraph.objective.SingleMapLoss`: the
-  model up to a Conv2D layer's input, then the kernel sliced to one channel).
+- Only the chosen map is computed (`Objective.shared_target`; for a Conv2D
+  layer: the model up to the layer's input, then the kernel sliced to one channel).
+- The steps are the ascent's own (`step.AscentStep` with one target shared by
+  the batch), for any objective, in the ascent's domain; the scan's few steps
+  run without the ascent's transforms, so that a pattern's score does not
+  depend on random draws.
 - A start whose loss and gradient are both exactly zero is dropped from its
   chunk: its image can no longer change, so its score stays 0.
 - Successive halving: when `scan_steps > halving_steps` (default 2), every
@@ -41,16 +45,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, compiled_step, loss_and_gradient
+from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
-from oipgraph.objective import SingleMapLoss
+from oipgraph.step import AscentStep, never_single
 
 DEFAULT_GRID = 3
 DEFAULT_VALUES = (0.2, 0.5, 0.8)
@@ -96,19 +99,6 @@ def activation_bytes_per_image(model: keras.Model) -> int:
         for output in tf.nest.flatten(layer.output):
             floats += math.prod(int(dim or 1) for dim in output.shape[1:])
     return floats * 4 * _FLOATS_PER_ACTIVATION
-
-
-def never_single(fn: Callable[[tf.Tensor], Any], images: tf.Tensor) -> Any:
-    """`fn(images)`, but a batch of one image is computed as a pair (the image twice).
-
-    oneDNN computes a batch of one with other kernels than larger batches; their
-    rounding differs by ~1e-7, which a max-pool tie can turn into a visible
-    difference. Computing a lone image as a pair keeps a pattern's score
-    independent of how many other patterns share its chunk.
-    """
-    count = tf.shape(images)[0]
-    padded = tf.cond(tf.equal(count, 1), lambda: tf.concat([images, images], axis=0), lambda: images)
-    return tf.nest.map_structure(lambda output: output[:count], fn(padded))
 
 
 class PrecursorScan(tf.Module):
@@ -184,7 +174,7 @@ class PrecursorScan(tf.Module):
         self.halving_steps = int(halving_steps)
         self.halving_keep = check_positive_int("halving_keep", halving_keep)
         self.halving_keep_per_result = check_positive_int("halving_keep_per_result", halving_keep_per_result)
-        self.map_loss = SingleMapLoss(ascent)
+        self.ascent_step = AscentStep(ascent.objective, ascent.image_shape, domain=ascent.domain, shared_target=True)
         self._values = tf.constant(self.values, tf.float32)
         cells = self.grid * self.grid
         base = len(self.values)
@@ -192,12 +182,6 @@ class PrecursorScan(tf.Module):
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
             self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
-        )
-        self.loss_and_gradient = compiled_step(
-            lambda images, map_index: never_single(
-                lambda batch: loss_and_gradient(lambda b: self.map_loss(b, map_index), batch), images
-            ),
-            [tf.TensorSpec([None, *ascent.image_shape], tf.float32), scalar("map_index")],
         )
         self._score_chunk = tf.function(
             self._checked_score_chunk,
@@ -250,7 +234,10 @@ class PrecursorScan(tf.Module):
         return tf.reshape(tf.gather(self._values, self.digits(pattern_index)), [-1, self.grid, self.grid])
 
     def patterns(self, pattern_index: tf.Tensor) -> tf.Tensor:
-        """float32 [B, H, W, C]: the standardized start images of patterns `pattern_index` (int32 [B]).
+        """float32 [B, H, W, C]: the start images of patterns `pattern_index` (int32 [B]), in the ascent's domain.
+
+        Standardized per image (the constant patterns are exactly 0), then
+        mapped into the ascent's domain (`Domain.from_standardized`).
 
         Raises:
             InvalidArgumentError: an index outside [0, num_patterns).
@@ -274,7 +261,8 @@ class PrecursorScan(tf.Module):
         # A constant pattern standardizes to exactly 0; computed, it is resize and rounding noise
         # of size 1e-7 whose direction would decide where its first ascent step jumps.
         constant = tf.reduce_all(tf.equal(digits, digits[:, :1]), axis=1)
-        return tf.where(constant[:, None, None, None], tf.zeros_like(images), images)
+        images = tf.where(constant[:, None, None, None], tf.zeros_like(images), images)
+        return self.ascent.domain.from_standardized(images)
 
     def pool_size(self, top_n: tf.Tensor | int) -> tf.Tensor:
         """How many patterns survive the halving for a scan that returns `top_n`."""
@@ -300,8 +288,9 @@ class PrecursorScan(tf.Module):
         count = tf.shape(images)[0]
 
         def body(step, x, position):
-            loss, gradient = self.loss_and_gradient(x, map_index)
-            x = ascent_update(x, gradient, self.epsilon)
+            no_seeds = tf.zeros([tf.shape(x)[0], 2], tf.int64)
+            loss, gradient = self.ascent_step.loss_and_gradient(x, map_index, no_seeds, step)
+            x = self.ascent_step.update(x, gradient, self.epsilon)
             # Zero loss and zero gradient: the image never moves again, so its score stays 0.
             moving = tf.not_equal(loss, 0.0) | tf.reduce_any(tf.not_equal(gradient, 0.0), axis=[1, 2, 3])
             return step + 1, tf.boolean_mask(x, moving), tf.boolean_mask(position, moving)
@@ -320,7 +309,7 @@ class PrecursorScan(tf.Module):
         # oneDNN convolutions fail on empty batches, so a chunk without moving images skips the model.
         final_loss = tf.cond(
             tf.size(position) > 0,
-            lambda: never_single(lambda batch: self.map_loss(batch, map_index), images),
+            lambda: never_single(lambda batch: self.ascent.objective.shared_target(batch, map_index), images),
             lambda: tf.zeros([0], tf.float32),
         )
         return tf.scatter_nd(position[:, None], final_loss, [count])
