@@ -15,8 +15,11 @@ of the chosen layer), step j:
 4. Otherwise x <- project(x + epsilon * step_scale * g / (rms(g) + 1e-7)),
    per-image standardization for standardized images (`domain`).
 
-A stopped pair is frozen (its image no longer changes); the loop ends when every
-pair stopped or `steps` steps ran. `loss` is the objective at the returned
+A stopped pair is frozen (its image no longer changes) and leaves the
+computation: each step gathers the pairs still running, computes only them and
+scatters their new state back, so pairs that stop early (a map that never
+fires stops at step 11) cost nothing afterwards. The loop ends when every pair
+stopped or `steps` steps ran. `loss` is the objective at the returned
 image (without transforms); `loss_history[b, j]` is loss_j (frozen pairs
 repeat their final loss); `steps_run` counts the gradient evaluations of a pair
 (11 for a map that never fires); snapshots are the images after 0, n, 2n, 4n,
@@ -39,7 +42,7 @@ from oipgraph.model import check_image_model, load_model
 from oipgraph.objectives import Objective, build_objective
 from oipgraph.objectives.base import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NAMES, STATUS_NO_ACTIVATION
 from oipgraph.results import AscentResult
-from oipgraph.step import GRADIENT_EPS, AscentStep, ascent_update, compiled_step, loss_and_gradient
+from oipgraph.step import GRADIENT_EPS, AscentStep, ascent_update, compiled_step, loss_and_gradient, never_single
 from oipgraph.transforms import Transforms
 
 __all__ = [
@@ -273,33 +276,43 @@ class OIPAscent(tf.Module):
             )
 
         def body(state, history):
-            step, x = state["step"], state["images"]
-            snapshots = record(step, x, state["snapshots"])
-            loss, grad = self.loss_and_gradient(x, map_index, seeds, step)
-            history = history.write(step - start_step, loss)
-            relative_change = (loss - state["loss_prev"]) / (tf.abs(loss) + LOSS_EPS)
+            step, all_images = state["step"], state["images"]
+            snapshots = record(step, all_images, state["snapshots"])
+            # Only the pairs still running are computed; stopped ones keep their frozen state.
+            rows = tf.where(state["active"])[:, 0]
+            at_rows = rows[:, None]
+
+            def running(key):
+                return tf.gather(state[key], rows)
+
+            x = tf.gather(all_images, rows)
+            loss, grad = self.loss_and_gradient(x, tf.gather(map_index, rows), tf.gather(seeds, rows), step)
+            relative_change = (loss - running("loss_prev")) / (tf.abs(loss) + LOSS_EPS)
             streak = tf.where(
-                (step > CONVERGENCE_AFTER_STEP) & (relative_change < conv_criterion), state["streak"] + 1, 0
+                (step > CONVERGENCE_AFTER_STEP) & (relative_change < conv_criterion), running("streak") + 1, 0
             )
             converged = use_convergence & (streak >= CONVERGENCE_STREAK)
             zero = tf.equal(loss, 0.0) & tf.equal(tf.reduce_mean(grad, axis=[1, 2, 3]), 0.0)
-            zero_steps = state["zero_steps"] + tf.cast(zero, tf.int32)
-            dead = zero_steps > ZERO_STEP_LIMIT
-            active = state["active"]
-            stopping = active & (converged | dead)
-            status = tf.where(stopping, tf.where(converged, STATUS_CONVERGED, STATUS_NO_ACTIVATION), state["status"])
-            steps_run = tf.where(active, step + 1, state["steps_run"])
-            active &= ~stopping
-            x = tf.where(active[:, None, None, None], self.ascent_step.update(x, grad, epsilon), x)
+            zero_steps = running("zero_steps") + tf.cast(zero, tf.int32)
+            stopping = converged | (zero_steps > ZERO_STEP_LIMIT)
+            status = tf.where(stopping, tf.where(converged, STATUS_CONVERGED, STATUS_NO_ACTIVATION), running("status"))
+            x = tf.where(stopping[:, None, None, None], x, self.ascent_step.update(x, grad, epsilon))
+
+            def scatter(key, values):
+                return tf.tensor_scatter_nd_update(state[key], at_rows, values)
+
+            # A stopped pair's history repeats its last loss, which stays in loss_prev.
+            loss_prev = scatter("loss_prev", loss)
+            history = history.write(step - start_step, loss_prev)
             new_state = {
                 "step": step + 1,
-                "images": x,
-                "loss_prev": loss,
-                "zero_steps": zero_steps,
-                "streak": streak,
-                "status": status,
-                "active": active,
-                "steps_run": steps_run,
+                "images": scatter("images", x),
+                "loss_prev": loss_prev,
+                "zero_steps": scatter("zero_steps", zero_steps),
+                "streak": scatter("streak", streak),
+                "status": scatter("status", status),
+                "active": scatter("active", ~stopping),
+                "steps_run": scatter("steps_run", tf.fill(tf.shape(rows), step + 1)),
                 "snapshots": snapshots,
             }
             return new_state, history
@@ -317,7 +330,7 @@ class OIPAscent(tf.Module):
         """Everything but the loss history, from the state after the loop."""
         frames = snapshot_steps(steps, self.num_snapshots)
         x = state["images"]
-        final_loss = self.map_loss(x, map_index)
+        final_loss = never_single(self.map_loss, x, map_index)
         snapshots = tf.where((frames >= state["step"])[:, None, None, None, None], x[None], state["snapshots"])
         return {
             "images": x,

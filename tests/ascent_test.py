@@ -95,6 +95,37 @@ class AscentMatchesEagerReferenceTest(tf.test.TestCase):
             self.assertEqual(batch.status[pair], alone.status[0])
             self.assertEqual(batch.steps_run[pair], alone.steps_run[0])
 
+    def test_a_pair_gives_the_same_result_alone_and_in_any_batch(self):
+        # A batch of one runs other oneDNN kernels; the ascent computes it as a pair (step.never_single),
+        # so that map 4's OIP is bit for bit the same from `--maps=4` and from `--maps=0-255`.
+        ascent = OIPAscent(self.model, "Conv2D_3")
+        maps = np.roll(np.arange(256) % 128, -4).astype(np.int32)
+        streams = starts.pair_stream(maps, np.arange(256) // 128)
+        images = starts.multiscale(starts.start_seeds(0, streams), ascent.image_shape).numpy()
+        whole = ascent(images, maps, steps=200, conv_criterion=0.0)
+        for batch in (1, 7, 16):
+            part = ascent(images[:batch], maps[:batch], steps=200, conv_criterion=0.0)
+            with self.subTest(batch=batch):
+                self.assertAllEqual(part.images, whole.images[:batch])
+                self.assertAllEqual(part.loss_history, whole.loss_history[:batch])
+                self.assertAllEqual(part.status, whole.status[:batch])
+
+    def test_stopped_pairs_leave_the_batch_without_changing_any_result(self):
+        # Pairs that stop at different steps (no_activation at 11, converged, completed), in two orders:
+        # each equals the same pair run alone, where nothing is ever dropped from its batch.
+        ascent = OIPAscent(self.model, "Conv2D_3")
+        maps = np.array([3, 0, 5, 77, 9, 46, 3, 127], np.int32)
+        images = starts.multiscale(starts.start_seeds(4, range(len(maps))), ascent.image_shape).numpy()
+        run = lambda images, maps: ascent(images, maps, steps=120, conv_criterion=4e-3)  # noqa: E731
+        alone = [run(images[pair : pair + 1], maps[pair : pair + 1]) for pair in range(len(maps))]
+        self.assertContainsSubset({0, 1, 2}, {int(result.status[0]) for result in alone})
+        for order in (np.arange(len(maps)), np.array([7, 2, 5, 0, 3, 6, 1, 4])):
+            batch = run(images[order], maps[order])
+            for position, pair in enumerate(order):
+                with self.subTest(order=order.tolist(), pair=pair):
+                    for field in ("images", "loss", "loss_history", "status", "steps_run", "snapshots"):
+                        self.assertAllEqual(getattr(batch, field)[position], getattr(alone[pair], field)[0])
+
     def test_output_shapes_and_snapshots(self):
         ascent = OIPAscent(self.model, "Conv2D_1", num_snapshots=8)
         images = starts.multiscale(starts.start_seeds(0, range(3)), ascent.image_shape).numpy()
