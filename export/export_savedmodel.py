@@ -17,7 +17,9 @@ classes), with the unit objective: `map_index` is then the unit, and after a
 softmax or sigmoid the loss is the unit's pre-activation logit.
 
     Inputs:
-        images     float32 [B, H, W, C]  start images, standardized per image
+        images     float32 [B, H, W, C]  start images in the model's input domain
+                                         (standardized per image, or LOW..HIGH
+                                         with `--input_range`, kept there)
                                          (any rank is accepted by the signature
                                          and checked in the graph).
         map_index  int32   [B]           map of each pair, 0 <= map_index < maps.
@@ -49,7 +51,8 @@ softmax or sigmoid the loss is the unit's pre-activation logit.
     Outputs:
         images  float32 [batch, H, W, C]  image b equals
                 `starts.multiscale(starts.start_seeds(seed, range(batch)),
-                (H, W, C))[b]`.
+                (H, W, C))[b]`, mapped into the input domain
+                (`Domain.from_standardized`).
 
 `precursor_<Layer>`: the precursor scan of `oipgraph.precursor` for one map
 of `<Layer>`: all 3^9 = 19,683 patterns of a 3x3 grid with cell values
@@ -92,6 +95,7 @@ from absl import flags, logging
 
 from oipgraph import errors, starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
+from oipgraph.domain import Domain, infer_domain, parse_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import ModelError, check_image_model, conv_layer_names, load_model
 from oipgraph.precursor import PrecursorScan
@@ -119,19 +123,22 @@ class OIPServable(tf.Module):
         tf.saved_model.save(servable, path, signatures=servable.signatures())
     """
 
-    def __init__(self, model: keras.Model, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS):
+    def __init__(self, model: keras.Model, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS, domain: Domain | None = None):
         """Builds the ascents and serving functions for every conv layer of `model`.
 
         Args:
             model: A Keras model with one fixed-size NHWC image input (1 or 3
                 channels) and at least one Conv2D layer.
             num_snapshots: Frames in the `snapshots` output (>= 2).
+            domain: The model's input domain (`oipgraph.domain`); None reads it
+                off the model (`domain.infer_domain`), else standardized images.
 
         Raises:
             OIPGraphError: the model is unsuitable or has no Conv2D layer.
         """
         super().__init__(name="oipgraph")
         self.image_shape = check_image_model(model)
+        self.domain = infer_domain(model)[0] if domain is None else domain
         layer_names = conv_layer_names(model)
         if not layer_names:
             raise ModelError(f"model {model.name!r} has no Conv2D layer to export")
@@ -140,7 +147,10 @@ class OIPServable(tf.Module):
         # A read-only mapping is not tracked: the Keras objects stay out of the
         # SavedModel, which holds only the serving functions and the variables.
         self.ascents = types.MappingProxyType(
-            {name: OIPAscent(model, name, num_snapshots=num_snapshots) for name in [*layer_names, *dense_names]}
+            {
+                name: OIPAscent(model, name, num_snapshots=num_snapshots, domain=self.domain)
+                for name in [*layer_names, *dense_names]
+            }
         )
         self.precursor_scans = types.MappingProxyType({name: PrecursorScan(self.ascents[name]) for name in layer_names})
         self.optimize_functions = {name: _optimize_function(ascent) for name, ascent in self.ascents.items()}
@@ -164,7 +174,7 @@ class OIPServable(tf.Module):
         # The same per-image seeds as starts.start_seeds(seed, range(batch)).
         streams = tf.range(tf.cast(batch, tf.int64), dtype=tf.int64)
         seeds = tf.stack([tf.fill([batch], seed), streams], axis=1)
-        return {"images": starts.multiscale(seeds, self.image_shape)}
+        return {"images": self.domain.from_standardized(starts.multiscale(seeds, self.image_shape))}
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """The serving signatures, keyed by signature name (see the module docstring)."""
@@ -324,13 +334,14 @@ def _umask() -> int:
     return mask
 
 
-def export(model_path: str | None, export_dir: str, version: int | None = None) -> str:
+def export(model_path: str | None, export_dir: str, version: int | None = None, domain: Domain | None = None) -> str:
     """Exports the OIP SavedModel of a Keras model file.
 
     Args:
         model_path: A `.keras` file; None for the shipped MNIST CNN.
         export_dir: TF Serving's base path for the model.
         version: Version number; default the next free one.
+        domain: The model's input domain; None reads it off the model.
 
     Returns:
         The path of the new version directory.
@@ -339,7 +350,7 @@ def export(model_path: str | None, export_dir: str, version: int | None = None) 
         OIPGraphError: unusable model, bad export directory or existing version.
     """
     check_export_dir(export_dir, version)
-    return write_savedmodel(OIPServable(load_model(model_path)), export_dir, version)
+    return write_savedmodel(OIPServable(load_model(model_path), domain=domain), export_dir, version)
 
 
 def directory_size(path: str) -> int:
@@ -351,6 +362,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras .keras model to export; default: the shipped MNIST CNN.")
 flags.DEFINE_string(
     "export_dir", None, "Required. TF Serving base path of the model; the SavedModel goes to EXPORT_DIR/<version>/."
+)
+flags.DEFINE_string(
+    "input_range",
+    None,
+    "The model's input domain: 'standardized' or LOW,HIGH such as 0,255; default: read off a leading"
+    " Rescaling/Normalization layer, else standardized.",
 )
 flags.DEFINE_integer(
     "version",
@@ -371,7 +388,8 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
         tf.get_logger().setLevel("WARNING")
     started = time.perf_counter()
-    path = export(FLAGS.model, FLAGS.export_dir, FLAGS.version)
+    domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
+    path = export(FLAGS.model, FLAGS.export_dir, FLAGS.version, domain)
     print(f"exported {path} ({directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s")
 
 

@@ -21,6 +21,7 @@ from absl import flags
 
 from oipgraph import catalog, errors, outputs
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, OIPAscent
+from oipgraph.domain import parse_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import load_model
 from oipgraph.objectives import OBJECTIVES
@@ -58,6 +59,12 @@ flags.DEFINE_list("neuron", None, "ROW,COL of the neuron objective; default: the
 flags.DEFINE_bool("minimize", False, "Minimize the objective instead of maximizing it.")
 flags.DEFINE_integer("jitter", 0, f"Shift what the model sees by up to this many pixels per step (0..{MAX_JITTER}).")
 flags.DEFINE_float("scale", 0.0, f"Scale what the model sees by up to this fraction per step (0..{MAX_SCALE}).")
+flags.DEFINE_string(
+    "input_range",
+    None,
+    "The model's input domain: 'standardized' (per-image standardized images, the shipped CNN's) or LOW,HIGH"
+    " such as 0,255; default: read off a leading Rescaling/Normalization layer, else standardized.",
+)
 RUN_FLAGS = (
     "model",
     "layer",
@@ -74,6 +81,7 @@ RUN_FLAGS = (
     "minimize",
     "jitter",
     "scale",
+    "input_range",
     "out",
     "logdir",
 )
@@ -123,10 +131,20 @@ def build_ascent() -> OIPAscent:
     transforms = Transforms(FLAGS.jitter, FLAGS.scale)
     neuron = neuron_position()
     objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
+    domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
     model = load_model(FLAGS.model)
-    return OIPAscent(
-        model, FLAGS.layer, objective=objective, neuron=neuron, minimize=FLAGS.minimize, transforms=transforms
+    ascent = OIPAscent(
+        model,
+        FLAGS.layer,
+        objective=objective,
+        neuron=neuron,
+        minimize=FLAGS.minimize,
+        transforms=transforms,
+        domain=domain,
     )
+    if FLAGS.model is not None and FLAGS.input_range is None:
+        print(ascent.domain_reason)
+    return ascent
 
 
 def main(argv: list[str]) -> None:
@@ -155,6 +173,7 @@ def main(argv: list[str]) -> None:
         "batch_size": FLAGS.batch_size,
         **ascent.objective.describe(),
         **ascent.transforms.describe(),
+        "input_range": ascent.domain.name,
     }
     progress = catalog.RunProgress(out)
     finished = progress.begin(header, FLAGS.resume)

@@ -221,6 +221,8 @@ class BadInvocationTest(tf.test.TestCase):
             (["--objective=channel", "--neuron=1,1"], "--neuron=1,1 needs --objective=neuron"),
             (["--jitter=-1"], "jitter must be an integer number of pixels in [0, 1024], got -1"),
             (["--scale=2"], "scale must be a fraction in [0, 0.9], got 2.0"),
+            (["--input_range=5,1"], "input range must be two finite numbers LOW < HIGH, got 5.0, 1.0"),
+            (["--input_range=grey"], "input range must be 'standardized' or LOW,HIGH like 0,255; got 'grey'"),
             (["--layer=Dense_2", "--maps=10"], "unit 10 out of range, layer Dense_2 has units 0..9"),
             (["--maps=128"], "map 128 out of range, layer Conv2D_3 has maps 0..127"),
             (["--maps=0-200"], "map 128 out of range"),
