@@ -300,7 +300,7 @@ def _precursor_pass(
 ) -> tuple[AscentResult, np.ndarray]:
     """One precursor pass on one pattern grid: the full-ascent results and start patterns of the pairs."""
     scan = PrecursorScan(ascent, grid=grid, values=values)
-    distinct_images = scan.num_patterns - (len(scan.values) - 1)
+    distinct_images = scan.num_patterns - scan.repeated_patterns
     if int(np.max(init_index)) >= distinct_images:
         raise OIPGraphError(
             f"init {int(np.max(init_index))} asks for more precursor starts than there are distinct patterns "
@@ -311,7 +311,7 @@ def _precursor_pass(
         starts_per_map[map_id] = max(starts_per_map.get(map_id, settings.precursor_top_n), init + 1)
     # The |V| constant patterns all standardize to the zero image: ask for enough extra patterns
     # to drop the repeats, so that N full ascents start from N different images.
-    repeats = len(scan.values) - 1
+    repeats = scan.repeated_patterns
     scan_images, scan_maps = [], []
     for map_id, count in sorted(starts_per_map.items()):
         best = scan.run(
