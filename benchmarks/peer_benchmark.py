@@ -54,6 +54,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -163,6 +164,7 @@ def timed(run: Callable[[], tuple[np.ndarray, np.ndarray]]) -> tuple[float, np.n
 
 def main(argv: list[str]) -> None:
     del argv
+    sys.stdout.reconfigure(line_buffering=True)  # Show each round as it ends, also when piped to a file.
     unknown = [tool for tool in FLAGS.tools if tool not in TOOLS]
     if unknown or FLAGS.maps <= 0 or FLAGS.steps <= 0 or FLAGS.rounds <= 0:
         raise app.UsageError(
