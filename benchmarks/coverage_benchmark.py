@@ -14,6 +14,10 @@ the background with a log file.
 
 from __future__ import annotations
 
+# First: importing oipgraph turns on TensorFlow's oneDNN kernels, which TensorFlow reads when it loads.
+import oipgraph  # noqa: F401
+
+# isort: split
 import collections
 import json
 import time

@@ -12,6 +12,10 @@ again), then the SavedModel's size on disk, its load time with plain
 
 from __future__ import annotations
 
+# First: importing oipgraph turns on TensorFlow's oneDNN kernels, which TensorFlow reads when it loads.
+import oipgraph  # noqa: F401
+
+# isort: split
 import os
 import statistics
 import tempfile

@@ -20,13 +20,16 @@ Usage:
 
 from __future__ import annotations
 
+# First: importing oipgraph turns on TensorFlow's oneDNN kernels, which TensorFlow reads when it loads.
+import oipgraph  # noqa: F401
+
+# isort: split
 import time
 
 import keras
 import numpy as np
 from absl import app, flags
 
-# oipgraph first: importing it chooses TensorFlow's oneDNN kernels before TensorFlow loads.
 from oipgraph import starts
 from oipgraph.ascent import STATUS_NO_ACTIVATION, OIPAscent
 from oipgraph.precursor import PrecursorScan
