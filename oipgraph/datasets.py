@@ -133,7 +133,8 @@ def _load_npz(path: str, image_shape: tuple[int, int, int]) -> Dataset:
             )
         _check_bytes(path, key, shape[0], shape[1:], dtype.itemsize)
     _check_count(path, sum(shape[0] for shape, _ in headers.values()))
-    _check_bytes(path, "the converted images", sum(s[0] for s, _ in headers.values()), image_shape, 4)
+    converted_size = 1 if all(dtype == np.uint8 for _, dtype in headers.values()) else 4  # uint8 stays uint8.
+    _check_bytes(path, "the converted images", sum(s[0] for s, _ in headers.values()), image_shape, converted_size)
     parts, names = [], []
     try:
         with np.load(path, allow_pickle=False) as archive:
