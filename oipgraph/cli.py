@@ -172,7 +172,9 @@ def main(argv: list[str]) -> None:
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
     found = None
     if dataset is not None:
-        found = examples.find_examples(dataset, *examples.feature_scores(ascent.feature_model))
+        scores, num_maps = examples.feature_scores(ascent.feature_model)
+        batch_size = examples.batch_size_for(ascent.feature_model)
+        found = examples.find_examples(dataset, scores, num_maps, batch_size=batch_size)
         del dataset
     command = " ".join(
         ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]

@@ -30,6 +30,8 @@ DEFAULT_TOP_K = 9
 MAX_TOP_K = 100
 DEFAULT_BATCH_SIZE = 1024
 MAX_BATCH_SIZE = 65536
+# `batch_size_for` keeps every layer output of a batch below this many values (128 MiB of float32).
+MAX_BATCH_VALUES = 2**25
 
 Scores = Callable[[tf.Tensor], tf.Tensor]
 Preprocess = Callable[[tf.Tensor], tf.Tensor]
@@ -68,6 +70,25 @@ def feature_scores(feature_model: keras.Model) -> tuple[Scores, int]:
     if len(shape) == 2:
         return unit_scores(feature_model), int(shape[1])
     raise OIPGraphError(f"layer output shape {shape} is neither [B, h, w, C] nor [B, units]; no dataset scores")
+
+
+def batch_size_for(feature_model: keras.Model) -> int:
+    """Images per batch: `DEFAULT_BATCH_SIZE`, fewer where a layer's output for a batch would exceed `MAX_BATCH_VALUES`.
+
+    batch = max(1, min(DEFAULT_BATCH_SIZE, MAX_BATCH_VALUES // largest per-image layer output)); 1024 for the
+    shipped CNN (largest output 26x26x32), 10 for a 224x224x64 convolution.
+    """
+    largest = 1
+    for layer in feature_model.layers:
+        try:
+            outputs = tf.nest.flatten(layer.output)
+        except (AttributeError, ValueError):  # A layer used several times has no single output.
+            continue
+        for output in outputs:
+            dims = tuple(output.shape)[1:]
+            if all(dim is not None for dim in dims):
+                largest = max(largest, int(np.prod(dims, dtype=np.int64)))
+    return max(1, min(DEFAULT_BATCH_SIZE, MAX_BATCH_VALUES // largest))
 
 
 @dataclasses.dataclass
@@ -187,11 +208,13 @@ class Comparison:
             best_dataset_loss <= 0 (no dataset image drives the map above 0: a ratio would not say
             how good the OIP is, and its sign would flip for negative values).
         beats: bool [M], whether the map has an OIP (`has_oip`) with oip_loss > best_dataset_loss.
+        has_oip: bool [M], whether the map has an OIP at all.
     """
 
     best_dataset_loss: np.ndarray
     ratio: np.ndarray
     beats: np.ndarray
+    has_oip: np.ndarray
 
     @property
     def num_beating(self) -> int:
@@ -199,8 +222,8 @@ class Comparison:
         return int(np.sum(self.beats))
 
     def median_ratio(self) -> float | None:
-        """The median of the defined ratios; None if none is defined."""
-        defined = self.ratio[np.isfinite(self.ratio)]
+        """The median ratio over the maps with an OIP and a defined ratio; None if there are none."""
+        defined = self.ratio[self.has_oip & np.isfinite(self.ratio)]
         return float(np.median(defined)) if len(defined) else None
 
 
@@ -210,7 +233,8 @@ def compare(oip_loss: np.ndarray, best_dataset_loss: np.ndarray, has_oip: np.nda
     Args:
         oip_loss: float [M], each map's OIP loss.
         best_dataset_loss: float [M], `DatasetExamples.best_values` of the same maps.
-        has_oip: bool [M], False for maps whose ascent never fired (they beat nothing); default all True.
+        has_oip: bool [M], False for maps without an OIP (the ascent never fired): they beat nothing and
+            take no part in the median ratio; default all True.
     """
     oip_loss = np.asarray(oip_loss, np.float64)
     best = np.asarray(best_dataset_loss, np.float32)
@@ -219,7 +243,7 @@ def compare(oip_loss: np.ndarray, best_dataset_loss: np.ndarray, has_oip: np.nda
         raise ValueError(f"shapes differ: oip_loss {oip_loss.shape}, best {best.shape}, has_oip {has_oip.shape}")
     positive = best > 0
     ratio = np.where(positive, oip_loss / np.where(positive, best, 1.0), np.nan)
-    return Comparison(best_dataset_loss=best, ratio=ratio, beats=has_oip & (oip_loss > best))
+    return Comparison(best_dataset_loss=best, ratio=ratio, beats=has_oip & (oip_loss > best), has_oip=has_oip)
 
 
 def run_fields(
@@ -236,7 +260,8 @@ def run_fields(
     Returns:
         (entries, summary, arrays): entries[m] = {best_dataset_loss, ratio (`compare`; None where
         best_dataset_loss <= 0), beats_best_dataset_image, dataset_top_indices, dataset_top_losses,
-        dataset_top_names}; summary = {path, num_images, oips_beating_best, median_ratio}; arrays =
+        dataset_top_names}; summary = {path, num_images, oips_beating_best, maps_with_oip,
+        median_ratio (over the maps with an OIP)}; arrays =
         best_dataset_loss [M], dataset_ratio [M] (NaN for None), dataset_top_indices [M, k],
         dataset_top_losses [M, k], dataset_top_images [M, k, H, W, C].
     """
@@ -256,6 +281,7 @@ def run_fields(
         "path": found.source,
         "num_images": found.num_images,
         "oips_beating_best": comparison.num_beating,
+        "maps_with_oip": int(np.sum(has_oip)),
         "median_ratio": comparison.median_ratio(),
     }
     arrays = {
@@ -269,14 +295,15 @@ def run_fields(
 
 
 def run_summary_text(document: dict) -> str:
-    """The end-of-run line's dataset part: '; N of M OIPs beat the best of D dataset images (median ratio R)'."""
+    """The end-of-run line's dataset part: '; N of M OIPs beat the best of D dataset images (median ratio ...)'."""
     summary = document.get("dataset_examples")
     if summary is None:
         return ""
     median = "none" if summary["median_ratio"] is None else f"{summary['median_ratio']:.2f}"
     return (
         f"; {summary['oips_beating_best']} of {len(document['maps'])} OIPs beat the best of "
-        f"{summary['num_images']} dataset images (median ratio oip_loss / best_dataset_loss {median})"
+        f"{summary['num_images']} dataset images (median oip_loss / best_dataset_loss {median} over the "
+        f"{summary['maps_with_oip']} maps with an OIP)"
     )
 
 

@@ -139,7 +139,7 @@ def write_outputs(
     catalog.atomic_write_bytes(os.path.join(out, "grid.png"), summaries.png_bytes(grid))
     strips = None
     if found is not None:
-        has_oip = arrays["status"][rows, best] != STATUS_NO_ACTIVATION
+        has_oip = (arrays["status"][rows, best] != STATUS_NO_ACTIVATION) & (arrays["loss"][rows, best] > 0)
         fields, dataset_summary, dataset_arrays = examples.run_fields(
             found, map_indices, arrays["loss"][rows, best], has_oip
         )
