@@ -9,7 +9,9 @@ the batch into a running top-k per target with `tf.math.top_k`. Nothing of size
 
 `compare` says per map how an OIP's loss relates to the best dataset image's
 value for the same objective (both images in the same input domain, e.g. both
-standardized for the shipped CNN, so the comparison is fair).
+standardized for the shipped CNN, so the comparison is fair). `run_fields`,
+`run_summary_text` and `example_strip` put both into a run's `catalog.json`,
+`oips.npz`, end-of-run line and pictures (`outputs.write_outputs`).
 """
 
 from __future__ import annotations
