@@ -17,11 +17,12 @@ import os
 import sys
 
 import keras
+import numpy as np
 from absl import flags
 
-from oipgraph import catalog, errors, outputs
+from oipgraph import catalog, datasets, errors, examples, mnist, outputs
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, OIPAscent
-from oipgraph.domain import parse_domain
+from oipgraph.domain import parse_domain, pixels_to_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import load_model
 from oipgraph.objectives import OBJECTIVES
@@ -47,6 +48,12 @@ flags.DEFINE_integer("inits_per_map", 1, "Start images (OIPs) per map; > 1 also 
 flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Pairs (map, start image) optimized at once.")
 flags.DEFINE_string("out", "oips", "Output folder.")
 flags.DEFINE_string("logdir", None, "TensorBoard log folder; default OUT/tensorboard.")
+flags.DEFINE_string(
+    "dataset",
+    None,
+    "Images to compare the OIPs with (top 9 per map, ratio oip_loss / best dataset value): a Keras-format .npz "
+    f"or a folder of PNG/JPEG images; default for the shipped model: ${mnist.ENV_VAR} when set; '' for none.",
+)
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
 flags.DEFINE_enum(
     "objective",
@@ -84,6 +91,7 @@ RUN_FLAGS = (
     "input_range",
     "out",
     "logdir",
+    "dataset",
 )
 
 
@@ -147,11 +155,24 @@ def build_ascent() -> OIPAscent:
     return ascent
 
 
+def dataset_path() -> str | None:
+    """`--dataset`, else `$OIPGRAPH_MNIST` for the shipped model, else None ('' turns it off)."""
+    if FLAGS.dataset is not None:
+        return FLAGS.dataset or None
+    if FLAGS.model is None:
+        return os.environ.get(mnist.ENV_VAR) or None
+    return None
+
+
 def main(argv: list[str]) -> None:
     del argv
     settings = check_flags()
     ascent = build_ascent()
     maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
+    dataset_file = dataset_path()
+    dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
+    if dataset is None:
+        print("oipgraph: no --dataset: the OIPs are not compared with dataset images")
     inits = FLAGS.inits_per_map
     out = FLAGS.out
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
@@ -174,6 +195,7 @@ def main(argv: list[str]) -> None:
         **ascent.objective.describe(),
         **ascent.transforms.describe(),
         "input_range": ascent.domain.name,
+        "dataset": os.path.abspath(dataset_file) if dataset_file else None,
     }
     progress = catalog.RunProgress(out)
     finished = progress.begin(header, FLAGS.resume)
@@ -205,16 +227,27 @@ def main(argv: list[str]) -> None:
         sys.exit(130)
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
     pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
+    found = None
+    if dataset is not None:
+        # The objective itself scores the dataset (all maps or units at once), on images in the model's domain.
+        found = examples.find_examples(
+            dataset,
+            ascent.objective.all_targets,
+            ascent.num_maps,
+            batch_size=examples.batch_size_for(ascent.feature_model),
+            preprocess=pixels_to_domain(ascent.domain, from_uint8=dataset.images.dtype == np.uint8),
+        )
+        del dataset
     command = " ".join(
         ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]
     )
-    document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command})
+    document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command}, found)
     progress.finish()
     fired = sum(entry["fired"] for entry in document["maps"])
     print(
         f"{fired} of {len(maps)} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
         f" wrote {out}/grid.png, {out}/catalog.json, "
-        f"{out}/oips.npz; TensorBoard: {logdir}"
+        f"{out}/oips.npz; TensorBoard: {logdir}" + examples.run_summary_text(document)
     )
 
 

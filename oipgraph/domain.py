@@ -150,3 +150,22 @@ def infer_domain(model: keras.Model) -> tuple[Domain, str]:
         "input range: standardized images (the model states no range; pass --input_range=LOW,HIGH for a model"
         " that takes raw pixel values such as 0,1 or 0,255)"
     )
+
+
+def pixels_to_domain(domain: Domain, from_uint8: bool):
+    """The function that turns a dataset's stored pixel values into images of `domain`.
+
+    Args:
+        domain: The model's input domain.
+        from_uint8: Whether the values were stored as uint8 (0..255).
+
+    Returns:
+        float32 [B, H, W, C] -> float32 [B, H, W, C]: per-image standardization for
+        standardized images; for a range, 0..255 mapped linearly onto [low, high]
+        where the data was uint8, else the values clipped to the range.
+    """
+    if not isinstance(domain, ValueRange):
+        return domain.project
+    if from_uint8:
+        return lambda images: domain.low + (domain.high - domain.low) / 255 * images
+    return domain.project
