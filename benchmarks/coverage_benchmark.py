@@ -151,7 +151,8 @@ def main(argv: list[str]) -> None:
         )
         for stage in run.stages:
             print(
-                f"  stage {stage.name}: {stage.fired} of {stage.pairs} pairs got an OIP in {stage.seconds:.1f} s",
+                f"  stage {stage.name}: {stage.fired} of {stage.pairs} pairs got an OIP in {stage.seconds:.1f} s"
+                f" ({stage.cpu_seconds:.1f} s CPU)",
                 flush=True,
             )
         if reference is not None:

@@ -19,7 +19,7 @@ the escalation stops as soon as every pair has one:
 
 `OIPRun.strategy` names the stage that produced each pair's result (the last
 one it ran), and `OIPRun.stages` records per stage the pairs it ran, the OIPs
-it found and its wall time.
+it found and its wall and CPU time.
 
 Compared with running the `precursor` strategy as a stage (a scan of all
 19,683 patterns per map, 2 then 10 steps, 8 starts of 1200 steps, a 65,536
@@ -122,14 +122,15 @@ def auto_strategy(
                 break
         if name == "preactivation" and not can_wake(ascent):
             break
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         covered, attempt = STAGE_FUNCTIONS[name](ascent, map_index[rows], init_index[rows], seed, settings)
         fired = (
             0 if attempt is None else int(np.sum(ascent.objective.fired(attempt.result.loss, attempt.result.status)))
         )
         if attempt is not None:
             run = attempt if run is None else _replace_run_pairs(run, rows[covered], attempt)
-        records.append(StageRecord(name, len(rows), fired, time.perf_counter() - started))
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        records.append(StageRecord(name, len(rows), fired, seconds, cpu_seconds))
     return dataclasses.replace(run, stages=records)
 
 

@@ -157,12 +157,14 @@ class StageRecord:
         pairs: Pairs the stage was run for.
         fired: Pairs it gave an OIP (`Objective.fired`).
         seconds: Wall time of the stage.
+        cpu_seconds: CPU time of the process during the stage (all threads).
     """
 
     name: str
     pairs: int
     fired: int
     seconds: float
+    cpu_seconds: float
 
 
 @dataclasses.dataclass
