@@ -5,27 +5,31 @@ OIP (`Objective.fired`: not `no_activation` and, for a ReLU map, loss > 0), and
 the escalation stops as soon as every pair has one:
 
 1. `random`: every pair, the full ascent (`settings.steps`, default 600).
-2. `coarse_to_fine`: the same seeds built up scale by scale (default 20, 40
-   and 80 steps, then 400).
-3. `precursor`: one shared screening of the 3x3 grid patterns for all maps
+2. `precursor`: one shared screening of the 3x3 grid patterns for all maps
    still without an OIP (`screening.SharedScreen`: one forward pass per
-   pattern for every map, `settings.auto_screen_keep` patterns per map get the
-   scan's 10 ascent steps in one mixed batch); the best
-   `settings.auto_precursor_starts` distinct patterns per map (at least one per
-   init) run the full ascent (default 1200 steps) together, and init i of a
-   map takes its i-th best result. Maps on which no pattern fires skip it.
-4. `preactivation`: the random start woken up on the map's pre-activation,
+   pattern for every map; per map the `settings.auto_screen_keep` (32)
+   patterns with the highest loss get the scan's 10 ascent steps, all maps in
+   one batch); the best `settings.auto_precursor_starts` (3) distinct patterns
+   per map (at least one per init) run the full ascent (default 1200 steps)
+   together, and init i of a map takes its i-th best result. Maps on which no
+   pattern fires skip it.
+3. `preactivation`: the random start woken up on the map's pre-activation,
    then the full ascent (600); only for layers with a pre-activation.
 
 `OIPRun.strategy` names the stage that produced each pair's result (the last
 one it ran), and `OIPRun.stages` records per stage the pairs it ran, the OIPs
 it found and its wall and CPU time.
 
-Compared with running the `precursor` strategy as a stage (a scan of all
-19,683 patterns per map, 2 then 10 steps, 8 starts of 1200 steps, a 65,536
-pattern 4x4 scan for maps still dark), the shared screening costs one pass
-over the patterns for all maps together, and the maps on which no 3x3
-pattern fires go to the pre-activation wake-up instead of the 4x4 scan.
+Measured on the 35 `Conv2D_3` maps of the shipped CNN that random leaves dark
+(BENCHMARKS.md): the shared screening finds the starts of the per-map
+`precursor` scan (8 starts: the same best OIP on 9 of 11 maps checked, one
+better, one 0.7% lower) for one pass over the patterns instead of one scan
+per map; 3 starts keep a median 99.9% of the best of 8. On all 13 maps that
+`coarse_to_fine` gave an OIP when it ran before the precursor, the precursor's
+OIPs have a higher loss, and on the others coarse_to_fine fires none, so auto
+no longer runs it (it stays a strategy of its own). The 4x4 precursor scan
+(65,536 patterns) is left out too: the wake-up fires every map that no 3x3
+pattern fires, at a fraction of the cost, though on 4 maps with a lower loss.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from oipgraph.screening import SharedScreen
 from oipgraph.strategies import OIPRun, StageRecord, StrategySettings
 
 # The order of auto's stages.
-AUTO_STAGES = ("random", "coarse_to_fine", "precursor", "preactivation")
+AUTO_STAGES = ("random", "precursor", "preactivation")
 
 
 def precursor_stage(
@@ -102,7 +106,6 @@ def _whole_strategy(name: str) -> Callable[..., tuple[np.ndarray, OIPRun]]:
 # name -> fn(ascent, map_index [B], init_index [B], seed, settings) -> (rows [R], OIPRun of those R pairs)
 STAGE_FUNCTIONS: dict[str, Callable[..., tuple[np.ndarray, OIPRun | None]]] = {
     "random": _whole_strategy("random"),
-    "coarse_to_fine": _whole_strategy("coarse_to_fine"),
     "precursor": precursor_stage,
     "preactivation": _whole_strategy("preactivation"),
 }

@@ -17,9 +17,9 @@ compiled ascent, and says per pair which strategy produced the result.
   `settings.wake_steps` steps), then the full ascent (`settings.steps`,
   default 600). For maps that no start image excites.
 - `auto` (`oipgraph.auto`): random for every pair; pairs without an OIP go
-  on to coarse_to_fine, then to a precursor stage that screens the patterns
-  once for all their maps, then to preactivation (where the layer has a
-  pre-activation: a Conv2D); it stops once every pair has an OIP.
+  on to a precursor stage that screens the patterns once for all their maps,
+  then to preactivation (where the layer has a pre-activation: a Conv2D); it
+  stops once every pair has an OIP.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ DEFAULT_PRECURSOR_FALLBACKS = ((4, (0.2, 0.8)),)
 # auto's precursor stage: patterns per map that get the scan steps after the shared screening,
 # and starts per map that get the full ascent.
 DEFAULT_AUTO_SCREEN_KEEP = 32
-DEFAULT_AUTO_PRECURSOR_STARTS = 2
+DEFAULT_AUTO_PRECURSOR_STARTS = 3
 
 
 @dataclasses.dataclass

@@ -65,13 +65,12 @@ class LargeScaleMapTest(tf.test.TestCase):
             # map 0 fires for random starts: nothing escalates.
             ([0], [("random", [0, 0])]),
             # map 1 needs the 3x3 checkerboard: the precursor stage is the last.
-            ([0, 1], [("random", [0, 0, 1, 1]), ("coarse_to_fine", [1, 1]), ("precursor", [1, 1])]),
+            ([0, 1], [("random", [0, 0, 1, 1]), ("precursor", [1, 1])]),
             # maps 2 (a 4x4 checkerboard, no 3x3 pattern fires it) and 3 (single pixels) need the wake-up.
             (
                 [0, 1, 2, 3],
                 [
                     ("random", [0, 0, 1, 1, 2, 2, 3, 3]),
-                    ("coarse_to_fine", [1, 1, 2, 2, 3, 3]),
                     ("precursor", [1, 1, 2, 2, 3, 3]),
                     ("preactivation", [2, 2, 3, 3]),
                 ],
@@ -245,10 +244,10 @@ class AutoEscalationTest(tf.test.TestCase):
     """The escalation logic with stand-in stages: which pairs go where, and how results merge."""
 
     def test_pairs_escalate_only_while_without_an_oip(self):
-        # random fires for map 0; coarse_to_fine for map 1; precursor for map 2 and has no start
-        # for map 4; preactivation for map 3; map 4 never fires.
-        fires = {"random": {0}, "coarse_to_fine": {1}, "precursor": {2}, "preactivation": {3}}
-        steps = {"random": 10, "coarse_to_fine": 20, "precursor": 40, "preactivation": 30}
+        # random fires for maps 0 and 1; precursor for map 2 and has no start for map 4;
+        # preactivation for map 3; map 4 never fires.
+        fires = {"random": {0, 1}, "precursor": {2}, "preactivation": {3}}
+        steps = {"random": 10, "precursor": 40, "preactivation": 30}
         calls = []
 
         def stand_in(name):
@@ -267,29 +266,22 @@ class AutoEscalationTest(tf.test.TestCase):
         ascent = OIPAscent(large_scale_model(), "conv")
         with mock.patch.dict(auto.STAGE_FUNCTIONS, {name: stand_in(name) for name in steps}):
             run = auto.auto_strategy(ascent, np.arange(5, dtype=np.int32), np.zeros(5, np.int32), 0, fast_settings())
-        self.assertEqual(
-            calls,
-            [
-                ("random", [0, 1, 2, 3, 4]),
-                ("coarse_to_fine", [1, 2, 3, 4]),
-                ("precursor", [2, 3, 4]),
-                ("preactivation", [3, 4]),
-            ],
-        )
-        self.assertEqual(run.strategy, ["random", "coarse_to_fine", "precursor", "preactivation", "preactivation"])
+        self.assertEqual(calls, [("random", [0, 1, 2, 3, 4]), ("precursor", [2, 3, 4]), ("preactivation", [3, 4])])
+        # Map 4 had no precursor start: it keeps random's result until the wake-up replaces it.
+        self.assertEqual(run.strategy, ["random", "random", "precursor", "preactivation", "preactivation"])
         self.assertEqual(run.result.status_names, ["completed"] * 4 + ["no_activation"])
         self.assertAllClose(run.result.loss, [1.0, 2.0, 3.0, 4.0, 0.0])
-        self.assertAllEqual(run.result.steps_run, [10, 20, 40, 30, 30])
-        self.assertAllClose(run.start_images[:, 0, 0, 0], [10, 20, 40, 30, 30])
+        self.assertAllEqual(run.result.steps_run, [10, 10, 40, 30, 30])
+        self.assertAllClose(run.start_images[:, 0, 0, 0], [10, 10, 40, 30, 30])
         self.assertEqual(
             [(stage.name, stage.pairs, stage.fired) for stage in run.stages],
-            [("random", 5, 1), ("coarse_to_fine", 4, 1), ("precursor", 3, 1), ("preactivation", 2, 1)],
+            [("random", 5, 2), ("precursor", 3, 1), ("preactivation", 2, 1)],
         )
         # Histories are widened to the longest run, repeating each pair's final loss.
         self.assertEqual(run.result.loss_history.shape, (5, 40))
         self.assertAllClose(run.result.loss_history[0], np.full(40, 1.0))
         # Different step budgets: snapshot steps per pair.
-        self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 10, 20], [0, 20, 40], [0, 15, 30], [0, 15, 30]])
+        self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 5, 10], [0, 20, 40], [0, 15, 30], [0, 15, 30]])
 
     def test_layers_without_a_pre_activation_stop_after_the_precursor(self):
         inputs = keras.Input((SIZE, SIZE, 1))
@@ -302,12 +294,12 @@ class AutoEscalationTest(tf.test.TestCase):
             return np.arange(1), OIPRun(never, never.images, init_index, seed, streams, ["stand-in"])
 
         wake = mock.Mock()
-        stand_ins = {"random": stand_in, "coarse_to_fine": stand_in, "precursor": stand_in, "preactivation": wake}
+        stand_ins = {"random": stand_in, "precursor": stand_in, "preactivation": wake}
         with mock.patch.dict(auto.STAGE_FUNCTIONS, stand_ins):
             run = create_oips(ascent, [0], "auto", settings=fast_settings())
         wake.assert_not_called()
         self.assertEqual(run.result.status_names, ["no_activation"])
-        self.assertEqual([stage.name for stage in run.stages], ["random", "coarse_to_fine", "precursor"])
+        self.assertEqual([stage.name for stage in run.stages], ["random", "precursor"])
         with self.assertRaisesRegex(OIPGraphError, "layer pool has no pre-activation to ascend"):
             create_oips(ascent, [0], "preactivation", settings=fast_settings())
 
