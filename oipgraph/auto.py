@@ -54,13 +54,14 @@ AUTO_STAGES = ("random", "precursor", "preactivation")
 
 def precursor_stage(
     ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
-) -> tuple[np.ndarray, OIPRun]:
+) -> tuple[np.ndarray, OIPRun | None]:
     """auto's precursor stage for pairs (map_index[b], init_index[b]) (int32 [B]).
 
     Returns:
         (rows, run): the positions (int64 [R]) of the pairs whose map got
         enough firing patterns for their init, and their results (R pairs, in
-        the order of `rows`); `start_images` holds each pair's pattern.
+        the order of `rows`), None where no pair got one; `start_images`
+        holds each pair's pattern.
     """
     scan = PrecursorScan(ascent, grid=settings.precursor_grid, values=settings.precursor_values)
     maps = np.unique(map_index)
