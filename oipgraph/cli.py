@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
 flags.DEFINE_string("layer", "Conv2D_3", "Layer whose feature maps get OIPs.")
 flags.DEFINE_string("maps", "all", "Maps to optimize: 'all' or a list like '0-7,12'.")
-flags.DEFINE_string("strategy", "random", f"Start strategy: {', '.join(STRATEGIES)}.")
+flags.DEFINE_string("strategy", "auto", f"Start strategy: {', '.join(STRATEGIES)}.")
 flags.DEFINE_integer(
     "steps",
     None,

@@ -42,7 +42,14 @@ class LayerRunTest(tf.test.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.root = tempfile.mkdtemp()
-        cls.args = ["--layer=Conv2D_3", "--maps=0-2,7", "--steps=40", "--inits_per_map=2", "--seed=3"]
+        cls.args = [
+            "--layer=Conv2D_3",
+            "--maps=0-2,7",
+            "--strategy=random",
+            "--steps=40",
+            "--inits_per_map=2",
+            "--seed=3",
+        ]
         cls.out = os.path.join(cls.root, "run")
         cls.done = run_oipgraph(*cls.args, f"--out={cls.out}")
 
@@ -114,22 +121,25 @@ class AutoStrategyTest(tf.test.TestCase):
         model_path = os.path.join(root, "tiny.keras")
         large_scale_model().save(model_path)
         out = os.path.join(root, "run")
-        done = run_oipgraph(f"--model={model_path}", "--layer=conv", "--strategy=auto", f"--out={out}")
+        # auto is the default strategy.
+        done = run_oipgraph(f"--model={model_path}", "--layer=conv", f"--out={out}")
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         self.assertIn("4 of 4 maps of conv have an OIP", done.stdout)
         with open(os.path.join(out, "catalog.json")) as file:
             document = json.load(file)
         self.assertIsNone(document["steps"])
+        self.assertEqual(document["strategy"], "auto")
+        # Map 2 (a 4x4 checkerboard) fires for no 3x3 pattern: auto wakes it up instead.
         self.assertEqual(
-            [entry["strategy"] for entry in document["maps"]], ["random", "precursor", "precursor", "preactivation"]
+            [entry["strategy"] for entry in document["maps"]], ["random", "precursor", "preactivation", "preactivation"]
         )
         self.assertEqual(
             [entry["start_kind"] for entry in document["maps"]],
-            ["multiscale", "precursor_pattern", "precursor_pattern", "multiscale_preactivation"],
+            ["multiscale", "precursor_pattern", "multiscale_preactivation", "multiscale_preactivation"],
         )
         arrays = load_arrays(os.path.join(out, "oips.npz"))
         # Without --steps every strategy runs its own final ascent: precursor 1200 steps, the others 600.
-        self.assertAllEqual(arrays["snapshot_steps"][:, 0, -1], [600, 1200, 1200, 600])
+        self.assertAllEqual(arrays["snapshot_steps"][:, 0, -1], [600, 1200, 600, 600])
         self.assertEqual(arrays["loss_history"].shape, (4, 1, 1200))
         self.assertAllGreater(arrays["loss"], 0.0)
 
@@ -138,7 +148,7 @@ class ResumeTest(tf.test.TestCase):
     def test_killed_run_resumes_to_the_same_outputs(self):
         root = self.get_temp_dir()
         # Enough steps that the 8 chunks take seconds: the kill must land mid-way.
-        args = ["--maps=0-15", "--steps=400", "--batch_size=2", "--conv_criterion=0"]
+        args = ["--maps=0-15", "--strategy=random", "--steps=400", "--batch_size=2", "--conv_criterion=0"]
         reference = os.path.join(root, "reference")
         done = run_oipgraph(*args, f"--out={reference}")
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
@@ -179,7 +189,15 @@ class ResumeTest(tf.test.TestCase):
     def test_interrupt_says_how_to_resume(self):
         out = os.path.join(self.get_temp_dir(), "interrupted")
         process = subprocess.Popen(
-            [OIPGRAPH, "--maps=0-15", "--steps=400", "--conv_criterion=0", "--batch_size=2", f"--out={out}"],
+            [
+                OIPGRAPH,
+                "--maps=0-15",
+                "--strategy=random",
+                "--steps=400",
+                "--conv_criterion=0",
+                "--batch_size=2",
+                f"--out={out}",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
