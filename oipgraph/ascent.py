@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from oipgraph import limits
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import check_image_model, load_model, spatial_layer
 from oipgraph.objective import PairMapLoss
@@ -67,15 +68,19 @@ def compiled_step(function: Callable, input_signature: Sequence[tf.TensorSpec]) 
     return tf.function(function, input_signature=input_signature, experimental_attributes={"_noinline": True})
 
 
-def checked_steps(steps: tf.Tensor, epsilon: tf.Tensor, conv_criterion: tf.Tensor | None = None) -> tf.Tensor:
-    """In-graph validation of an ascent loop's step arguments; returns `steps` behind the checks."""
-    checks = [
-        tf.debugging.assert_positive(steps, message="steps must be > 0; got steps"),
-        tf.debugging.assert_positive(epsilon, message="epsilon must be > 0; got epsilon"),
-        tf.debugging.assert_all_finite(epsilon, message="epsilon must be finite"),
-    ]
+def checked_steps(
+    steps: tf.Tensor, epsilon: tf.Tensor, conv_criterion: tf.Tensor | None = None, batch: tf.Tensor | None = None
+) -> tf.Tensor:
+    """In-graph validation of an ascent loop's step arguments; returns `steps` behind the checks.
+
+    steps in [1, limits.MAX_STEPS], epsilon in (0, limits.MAX_EPSILON], conv_criterion finite and, given
+    the batch, batch x steps <= limits.MAX_STEP_PAIRS. Size every allocation from the returned `steps`.
+    """
+    checks = limits.assert_steps(steps) + limits.assert_epsilon(epsilon)
     if conv_criterion is not None:
         checks.append(tf.debugging.assert_all_finite(conv_criterion, message="conv_criterion must be finite"))
+    if batch is not None:
+        checks += limits.assert_step_pairs(steps, batch)
     with tf.control_dependencies(checks):
         return tf.identity(steps)
 
@@ -237,22 +242,30 @@ class OIPAscent(tf.Module):
         # Pad before comparing so that a wrong rank reaches the assertion instead of a broadcast error.
         padded_shape = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
         shape_ok = tf.equal(tf.size(shape), 4) & tf.reduce_all(tf.equal(padded_shape[1:], [height, width, channels]))
+        # The range checks reduce over axis 0: a scalar map_index must meet the rank check first.
+        map_rank_check = tf.debugging.Assert(
+            tf.equal(tf.rank(map_index), 1), ["map_index must be a vector [batch]; got shape", tf.shape(map_index)]
+        )
+        with tf.control_dependencies([map_rank_check]):
+            map_vector = tf.identity(map_index)
         checks = [
             tf.debugging.Assert(
                 shape_ok, [f"images must have shape [batch, {height}, {width}, {channels}]; got shape", shape]
             ),
+            *limits.assert_batch(padded_shape[0], self.image_shape, name="images batch (pairs per request)"),
+            map_rank_check,
             tf.debugging.assert_equal(
                 tf.size(map_index),
                 padded_shape[0],
                 message="map_index needs one entry per image; map_index length vs batch",
             ),
-            tf.debugging.assert_non_negative(map_index, message="map_index must be >= 0; got map_index"),
+            tf.debugging.assert_non_negative(map_vector, message="map_index must be >= 0; got map_index"),
             tf.debugging.assert_less(
-                map_index,
+                map_vector,
                 self.num_maps,
                 message=f"map_index must be < {self.num_maps} (maps of {self.layer_name}); got map_index",
             ),
-            tf.debugging.assert_all_finite(images, message="images contain NaN or Inf"),
+            *limits.assert_pixels(images),
         ]
         with tf.control_dependencies(checks):
             return tf.ensure_shape(tf.identity(images), [None, height, width, channels]), tf.identity(map_index)
@@ -262,8 +275,8 @@ class OIPAscent(tf.Module):
 
     def _optimize(self, images, map_index, steps, epsilon, conv_criterion) -> dict[str, tf.Tensor]:
         images, map_index = self.check_inputs(images, map_index)
-        steps = checked_steps(steps, epsilon, conv_criterion)
         batch = tf.shape(images)[0]
+        steps = checked_steps(steps, epsilon, conv_criterion, batch)
         frames = snapshot_steps(steps, self.num_snapshots)
         use_convergence = conv_criterion > 0
 
@@ -347,12 +360,13 @@ class OIPAscent(tf.Module):
             raise OIPGraphError(
                 f"map index {bad[0]} out of range: layer {self.layer_name} has maps 0..{self.num_maps - 1}"
             )
-        if not np.all(np.isfinite(images)):
-            raise OIPGraphError("images contain NaN or Inf values")
-        if isinstance(steps, bool) or int(steps) != steps or steps <= 0:
-            raise OIPGraphError(f"steps must be a positive integer, got {steps!r}")
-        if not (math.isfinite(epsilon) and epsilon > 0):
-            raise OIPGraphError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+        limits.check_batch("images batch (pairs per request)", images.shape[0], self.image_shape)
+        limits.check_pixels("images", images)
+        if isinstance(steps, float) and steps.is_integer():
+            steps = int(steps)
+        limits.check_steps("steps", steps)
+        limits.check_step_pairs(steps, images.shape[0])
+        limits.check_epsilon("epsilon", epsilon)
         if not math.isfinite(conv_criterion):
             raise OIPGraphError(f"conv_criterion must be finite (<= 0 disables convergence), got {conv_criterion!r}")
 
