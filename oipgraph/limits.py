@@ -21,7 +21,9 @@ Why these values (a real user never reaches them; the defaults are far below):
   request's compute: about an hour at the shipped model's ~5,000 pair-steps/s on 2 cores.
 - `MAX_SCAN_STEPS` = 1000 steps per precursor pattern: the default and the article use 10.
 - `MAX_TOP_N` = 1024 best precursor starts: the default is 8 (the strategies use 8 to 16).
-- `MAX_INITS_PER_MAP` = 1024 start images per map: the uniqueness question needs a handful (2 to 16).
+- `MAX_INITS_PER_MAP` = 1000 start images per map: the uniqueness question needs a handful (2 to 16).
+  Below `MAX_TOP_N`, so that the precursor strategy's scans (inits plus the repeats of the constant
+  patterns, which all standardize to the zero image) stay within it.
 - `MAX_RUN_LOSS_VALUES` = 2^25 = maps x inits_per_map x steps of one command-line run: every pair's loss
   history is kept until the run's `oips.npz` is written (128 MiB), and the best ones go to TensorBoard.
   All 128 maps of the shipped CNN with 16 inits and 1200 steps need 2.5M.
@@ -51,7 +53,7 @@ MAX_BATCH_FLOATS = 2**26
 MAX_STEP_PAIRS = 2**24
 MAX_SCAN_STEPS = 1000
 MAX_TOP_N = 1024
-MAX_INITS_PER_MAP = 1024
+MAX_INITS_PER_MAP = 1000
 MAX_RUN_LOSS_VALUES = 2**25
 MAX_EPSILON = 100.0
 MAX_PIXEL_MAGNITUDE = 1e6

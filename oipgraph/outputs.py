@@ -66,13 +66,25 @@ def catalog_entries(
 
 
 def write_tensorboard(
-    logdir: str, run_name: str, arrays: dict[str, np.ndarray], best: np.ndarray, grid: np.ndarray, flag_text: str
+    logdir: str,
+    run_name: str,
+    arrays: dict[str, np.ndarray],
+    best: np.ndarray,
+    grid: np.ndarray,
+    flag_text: str,
+    out: str,
 ) -> None:
-    """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME."""
+    """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME.
+
+    The run folder records its owner, the real path of `out` (`catalog.TENSORBOARD_OWNER`); an existing
+    LOGDIR/RUN_NAME is replaced only if it is this `out`'s own.
+    """
     os.makedirs(logdir, exist_ok=True)
     final = os.path.join(logdir, run_name)
     temp = tempfile.mkdtemp(dir=logdir, prefix=".tmp-")
     try:
+        catalog.make_private_temp_public(temp, directory=True)
+        catalog.atomic_write_bytes(os.path.join(temp, catalog.TENSORBOARD_OWNER), os.path.realpath(out).encode())
         writer = tf.summary.create_file_writer(temp)
         with writer.as_default():
             tf.summary.text("run/flags", flag_text, step=0)
@@ -91,7 +103,8 @@ def write_tensorboard(
                 )
             summaries.write_loss_curves([f"{tag}/loss" for tag in tags], arrays["loss_history"][rows, best])
         writer.close()
-        if os.path.exists(final):  # Only a resumed run gets here (checked up front).
+        if os.path.lexists(final):  # The run's own (checked up front; again here against a racing run).
+            catalog.check_tensorboard_run(logdir, run_name, out)
             shutil.rmtree(final)
         os.rename(temp, final)
     finally:
@@ -111,7 +124,7 @@ def write_outputs(out: str, logdir: str, run_name: str, pairs: dict[str, np.ndar
     map_indices = [int(k) for k in arrays["map_index"][:, 0]]
     grid = summaries.labelled_grid(arrays["images"][rows, best], labels=map_indices, scale=GRID_SCALE)
     catalog.atomic_write_bytes(os.path.join(out, "grid.png"), summaries.png_bytes(grid))
-    os.makedirs(os.path.join(out, "maps"), exist_ok=True)
+    os.makedirs(os.path.join(out, catalog.MAPS_DIR), exist_ok=True)
     for row, map_index in enumerate(map_indices):
         variants = summaries.labelled_grid(arrays["images"][row], columns=inits, scale=MAP_PNG_SCALE)
         catalog.atomic_write_bytes(os.path.join(out, "maps", f"map_{map_index:03d}.png"), summaries.png_bytes(variants))
@@ -122,7 +135,7 @@ def write_outputs(out: str, logdir: str, run_name: str, pairs: dict[str, np.ndar
         uniqueness=np.array([np.nan if s is None else s for s in scores]),
     )
     catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
-    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"])
+    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"], out)
     document = {**header, "maps": catalog_entries(arrays, best, scores, header["seed"])}
     catalog.atomic_write_json(os.path.join(out, catalog.CATALOG), document)
     return document
