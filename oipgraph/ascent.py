@@ -242,9 +242,14 @@ class OIPAscent(tf.Module):
         # Pad before comparing so that a wrong rank reaches the assertion instead of a broadcast error.
         padded_shape = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
         shape_ok = tf.equal(tf.size(shape), 4) & tf.reduce_all(tf.equal(padded_shape[1:], [height, width, channels]))
-        # The range checks reduce over axis 0: a scalar map_index must meet the rank check first.
+        # The range checks reduce over axis 0: a scalar map_index must meet the rank check first. A loaded
+        # signature does not enforce its [None] spec, and the graph optimizer folds tf.rank of a tensor of
+        # known rank to a constant: the serialize/parse round trip drops the static shape, so the rank is
+        # measured at run time.
+        runtime_map_index = tf.io.parse_tensor(tf.io.serialize_tensor(map_index), tf.int32)
         map_rank_check = tf.debugging.Assert(
-            tf.equal(tf.rank(map_index), 1), ["map_index must be a vector [batch]; got shape", tf.shape(map_index)]
+            tf.equal(tf.rank(runtime_map_index), 1),
+            ["map_index must be a vector [batch]; got shape", tf.shape(runtime_map_index)],
         )
         with tf.control_dependencies([map_rank_check]):
             map_vector = tf.identity(map_index)
