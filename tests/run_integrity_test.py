@@ -20,10 +20,13 @@ import numpy as np
 import tensorflow as tf
 from helpers import assert_one_line_error
 
+from oipgraph.outlock import OutputLock
+
 OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
 NUM_MAPS = 16
-# 16 chunks of one map, ~1-2 s each: long enough to interrupt a run mid-way and to start a second writer.
-RUN_ARGS = ["--layer=conv", "--maps=all", "--steps=2000", "--conv_criterion=0", "--batch_size=1"]
+# 8 chunks of one map, about a second each: a run can be stopped mid-way.
+RUN_MAPS = 8
+RUN_ARGS = ["--layer=conv", f"--maps=0-{RUN_MAPS - 1}", "--steps=1500", "--conv_criterion=0", "--batch_size=1"]
 
 
 def tiny_model(seed: int) -> keras.Model:
@@ -90,7 +93,7 @@ class RunIntegrityTest(tf.test.TestCase):
         folders = [out, os.path.join(out, "maps"), os.path.join(out, "tensorboard"), run_dir]
         files = [os.path.join(out, name) for name in ("catalog.json", "oips.npz", "grid.png")]
         files += glob.glob(os.path.join(out, "maps", "*.png")) + glob.glob(os.path.join(run_dir, "*"))
-        self.assertLen(glob.glob(os.path.join(out, "maps", "*.png")), NUM_MAPS)
+        self.assertLen(glob.glob(os.path.join(out, "maps", "*.png")), RUN_MAPS)
         for folder in folders:
             self.assertEqual(stat.S_IMODE(os.stat(folder).st_mode), 0o750, folder)
         for file in files:
@@ -102,23 +105,28 @@ class RunIntegrityTest(tf.test.TestCase):
         progress = os.path.join(out, ".progress")
         chunks = lambda: sorted(glob.glob(os.path.join(progress, "chunk_*.npz")))  # noqa: E731
         first = start(*self.args, f"--out={out}")
-        wait_for(lambda: os.path.exists(os.path.join(progress, "run.json")), "the first run to start")
 
-        # A second writer, while the first one works: refused at once, nothing touched.
-        code, stderr = finish(start(*self.args, f"--out={out}", "--resume"))
-        self.assertIsNone(first.poll(), "the first run ended before the second writer was refused: inconclusive")
-        self.assertEqual(code, 2, stderr[-2000:])
-        assert_one_line_error(self, stderr, "oipgraph", f"--out={out} is in use by another oipgraph process")
-        self.assertIn(f"(pid {first.pid})", stderr)
+        # A second writer while another process holds --out (here this test, at the same time as the first
+        # run starts elsewhere): refused at once, naming the holder, and nothing written.
+        busy = os.path.join(self.root, "busy")
+        with OutputLock(busy):
+            before = sorted(os.listdir(busy))
+            writers = [start(*self.args, f"--out={busy}", *extra) for extra in ([], ["--resume"])]
+            for writer in writers:
+                code, stderr = finish(writer)
+                self.assertEqual(code, 2, stderr[-2000:])
+                assert_one_line_error(self, stderr, "oipgraph", f"--out={busy} is in use by another oipgraph process")
+                self.assertIn(f"(pid {os.getpid()})", stderr)
+            self.assertEqual(sorted(os.listdir(busy)), before)
 
         # SIGTERM as Ctrl-C: a message, exit 143, the finished chunks kept, no lock left.
         wait_for(lambda: len(chunks()) >= 1, "a finished chunk")
         first.send_signal(signal.SIGTERM)
         code, stderr = finish(first)
         self.assertEqual(code, 143, stderr[-2000:])
-        self.assertRegex(stderr, rf"oipgraph: terminated with \d+ of {NUM_MAPS} maps saved; rerun with --resume")
+        self.assertRegex(stderr, rf"oipgraph: terminated with \d+ of {RUN_MAPS} maps saved; rerun with --resume")
         saved = len(chunks())
-        self.assertBetween(saved, 1, NUM_MAPS - 1, "the run was not terminated mid-way")
+        self.assertBetween(saved, 1, RUN_MAPS - 1, "the run was not terminated mid-way")
         self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
         self.assertFalse(os.path.exists(os.path.join(out, ".lock")))
 
