@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sys
+from typing import Any
 
 import keras
 import numpy as np
@@ -181,7 +182,28 @@ def run_arrays(run: OIPRun) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str]) -> None:
+    """Runs the layer; Ctrl-C (SIGINT) and `kill` (SIGTERM) end it with one line and exit code 130 / 143."""
     del argv
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    run: dict[str, Any] = {}
+    try:
+        run_layer(run)
+    except (KeyboardInterrupt, Terminated) as interruption:
+        terminated = isinstance(interruption, Terminated)
+        what = "terminated" if terminated else "interrupted"
+        if "progress" in run:
+            chunks = run["chunks"]
+            done = sum(len(chunks[chunk]) for chunk in progress_chunks(run["progress"], len(chunks)))
+            total = sum(len(chunk) for chunk in chunks)
+            message = f"{what} with {done} of {total} maps saved; rerun with --resume to continue"
+        else:
+            message = f"{what} before anything was written"
+        sys.stderr.write(f"\noipgraph: {message}\n")
+        sys.exit(143 if terminated else 130)
+
+
+def run_layer(run: dict[str, Any]) -> None:
+    """Checks everything, then computes and writes the run; fills `run` with its progress and chunks."""
     settings = check_flags()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
     ascent = OIPAscent(load_model(FLAGS.model), FLAGS.layer)
@@ -211,24 +233,15 @@ def main(argv: list[str]) -> None:
         "batch_size": FLAGS.batch_size,
     }
     # Everything is checked: from here on the run writes into --out, holding its lock.
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with OutputLock(out):
-            if FLAGS.overwrite and os.path.lexists(os.path.join(logdir, run_name)):
-                shutil.rmtree(os.path.join(logdir, run_name))  # The run's own (checked above).
-            saved = progress.begin(header, FLAGS.resume, FLAGS.overwrite)
-            finished = progress.verified_chunks(
-                saved, RUN_ARRAYS, lambda chunk: np.repeat(chunks[chunk], inits), print_warning
-            )
-            compute_and_write(progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps))
-    except (KeyboardInterrupt, Terminated) as interruption:
-        terminated = isinstance(interruption, Terminated)
-        done = sum(len(chunks[chunk]) for chunk in progress_chunks(progress, len(chunks)))
-        sys.stderr.write(
-            f"\noipgraph: {'terminated' if terminated else 'interrupted'} with {done} of {len(maps)} maps saved;"
-            " rerun with --resume to continue\n"
+    run.update(progress=progress, chunks=chunks)
+    with OutputLock(out):
+        if FLAGS.overwrite and os.path.lexists(os.path.join(logdir, run_name)):
+            shutil.rmtree(os.path.join(logdir, run_name))  # The run's own (checked above).
+        saved = progress.begin(header, FLAGS.resume, FLAGS.overwrite)
+        finished = progress.verified_chunks(
+            saved, RUN_ARRAYS, lambda chunk: np.repeat(chunks[chunk], inits), print_warning
         )
-        sys.exit(143 if terminated else 130)
+        compute_and_write(progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps))
 
 
 def print_warning(line: str) -> None:

@@ -12,7 +12,7 @@ tensor that sizes an allocation).
 Why these values (a real user never reaches them; the defaults are far below):
 
 - `MAX_STEPS` = 100,000 ascent steps: the defaults are 600 (random) and 1200 (precursor); the articles'
-  runs converge within a few hundred. 100,000 steps of one pair take about 2 minutes on a 2-core CPU.
+  runs converge within a few hundred. 100,000 steps of one pair take a few minutes on a 2-core CPU.
 - `MAX_BATCH` = 4096 pairs (or start images) per request: the CLI's default batch is 256 and the ascent's
   throughput stops growing above 256-512 pairs (BENCHMARKS.md). For models with larger images the bound
   shrinks so that a request's images hold at most `MAX_BATCH_FLOATS` floats (`max_batch`).
