@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
     print(
         f"{FLAGS.layer} map {FLAGS.map}: {scan.num_patterns} patterns ({scan.grid}x{scan.grid}, values {scan.values}),"
         f" {FLAGS.scan_steps} scan steps, top {FLAGS.top_n}, chunk {scan.chunk_size}, sliced kernel "
-        f"{scan.map_loss.sliced}"
+        f"{scan.ascent.objective.shared_sliced}"
     )
     _, trace_wall, _ = timed(lambda: scan.scan.get_concrete_function())
     print(f"trace scan graph: {trace_wall:.1f} s")

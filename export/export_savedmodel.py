@@ -12,9 +12,14 @@ frames, `<Layer>` = each Conv2D layer of the model, e.g. `Conv2D_1`,
 
 `optimize_<Layer>`: the OIP ascent on the maps of `<Layer>`, one (image, map)
 pair per batch entry, with the default convergence stop (criterion 5e-4).
+Also for every Dense layer (e.g. `optimize_Dense_2` for the shipped CNN's
+classes), with the unit objective: `map_index` is then the unit, and after a
+softmax or sigmoid the loss is the unit's pre-activation logit.
 
     Inputs:
-        images     float32 [B, H, W, C]  start images, standardized per image
+        images     float32 [B, H, W, C]  start images in the model's input domain
+                                         (standardized per image, or LOW..HIGH
+                                         with `--input_range`, kept there)
                                          (any rank is accepted by the signature
                                          and checked in the graph); 1 <= B <=
                                          4096 (fewer for images above 16,384
@@ -26,8 +31,9 @@ pair per batch entry, with the default convergence stop (criterion 5e-4).
                                          of the tool: 0.01).
     Outputs:
         images        float32 [B, H, W, C]     final images (the OIPs).
-        loss          float32 [B]              mean activation of the map at
-                                               the final image.
+        loss          float32 [B]              the objective at the final image:
+                                               the map's mean activation (a unit
+                                               or logit for a Dense layer).
         loss_history  float32 [B, steps]       loss at every step; pairs that
                                                stopped early repeat their final
                                                loss.
@@ -48,7 +54,8 @@ pair per batch entry, with the default convergence stop (criterion 5e-4).
     Outputs:
         images  float32 [batch, H, W, C]  image b equals
                 `starts.multiscale(starts.start_seeds(seed, range(batch)),
-                (H, W, C))[b]`.
+                (H, W, C))[b]`, mapped into the input domain
+                (`Domain.from_standardized`).
 
 `precursor_<Layer>`: the precursor scan of `oipgraph.precursor` for one map
 of `<Layer>`: all 3^9 = 19,683 patterns of a 3x3 grid with cell values
@@ -95,6 +102,7 @@ from absl import flags, logging
 
 from oipgraph import errors, limits, starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
+from oipgraph.domain import Domain, infer_domain, parse_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import ModelError, check_image_model, conv_layer_names, load_model
 from oipgraph.precursor import PrecursorScan
@@ -122,31 +130,36 @@ class OIPServable(tf.Module):
         tf.saved_model.save(servable, path, signatures=servable.signatures())
     """
 
-    def __init__(self, model: keras.Model, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS):
+    def __init__(self, model: keras.Model, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS, domain: Domain | None = None):
         """Builds the ascents and serving functions for every conv layer of `model`.
 
         Args:
             model: A Keras model with one fixed-size NHWC image input (1 or 3
                 channels) and at least one Conv2D layer.
             num_snapshots: Frames in the `snapshots` output (>= 2).
+            domain: The model's input domain (`oipgraph.domain`); None reads it
+                off the model (`domain.infer_domain`), else standardized images.
 
         Raises:
             OIPGraphError: the model is unsuitable or has no Conv2D layer.
         """
         super().__init__(name="oipgraph")
         self.image_shape = check_image_model(model)
+        self.domain = infer_domain(model)[0] if domain is None else domain
         layer_names = conv_layer_names(model)
         if not layer_names:
             raise ModelError(f"model {model.name!r} has no Conv2D layer to export")
         self.layer_names = tuple(layer_names)
+        dense_names = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)]
         # A read-only mapping is not tracked: the Keras objects stay out of the
         # SavedModel, which holds only the serving functions and the variables.
         self.ascents = types.MappingProxyType(
-            {name: OIPAscent(model, name, num_snapshots=num_snapshots) for name in layer_names}
+            {
+                name: OIPAscent(model, name, num_snapshots=num_snapshots, domain=self.domain)
+                for name in [*layer_names, *dense_names]
+            }
         )
-        self.precursor_scans = types.MappingProxyType(
-            {name: PrecursorScan(ascent) for name, ascent in self.ascents.items()}
-        )
+        self.precursor_scans = types.MappingProxyType({name: PrecursorScan(self.ascents[name]) for name in layer_names})
         self.optimize_functions = {name: _optimize_function(ascent) for name, ascent in self.ascents.items()}
         self.precursor_functions = {name: _precursor_function(scan) for name, scan in self.precursor_scans.items()}
         self.initial_images = tf.function(
@@ -168,7 +181,7 @@ class OIPServable(tf.Module):
         # The same per-image seeds as starts.start_seeds(seed, range(batch)).
         streams = tf.range(tf.cast(batch, tf.int64), dtype=tf.int64)
         seeds = tf.stack([tf.fill([batch], seed), streams], axis=1)
-        return {"images": starts.multiscale(seeds, self.image_shape)}
+        return {"images": self.domain.from_standardized(starts.multiscale(seeds, self.image_shape))}
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """The serving signatures, keyed by signature name (see the module docstring)."""
@@ -204,7 +217,10 @@ def _optimize_function(ascent: OIPAscent) -> tf.types.experimental.PolymorphicFu
     """The serving form of `ascent.optimize`: fixed convergence criterion, batch-major outputs only."""
 
     def optimize(images: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, epsilon: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = ascent.optimize(images, map_index, steps, epsilon, tf.constant(DEFAULT_CONV_CRITERION, tf.float32))
+        seeds = tf.zeros([tf.size(map_index), 2], tf.int64)  # Unused: the served ascent has no transforms.
+        outputs = ascent.optimize(
+            images, map_index, steps, epsilon, tf.constant(DEFAULT_CONV_CRITERION, tf.float32), seeds
+        )
         # `snapshot_steps` [F] is not served (SPEC §5 lists the outputs); it
         # follows from `steps`, see the module docstring.
         return {key: outputs[key] for key in OPTIMIZE_OUTPUTS}
@@ -325,13 +341,14 @@ def _umask() -> int:
     return mask
 
 
-def export(model_path: str | None, export_dir: str, version: int | None = None) -> str:
+def export(model_path: str | None, export_dir: str, version: int | None = None, domain: Domain | None = None) -> str:
     """Exports the OIP SavedModel of a Keras model file.
 
     Args:
         model_path: A `.keras` file; None for the shipped MNIST CNN.
         export_dir: TF Serving's base path for the model.
         version: Version number; default the next free one.
+        domain: The model's input domain; None reads it off the model.
 
     Returns:
         The path of the new version directory.
@@ -340,7 +357,7 @@ def export(model_path: str | None, export_dir: str, version: int | None = None) 
         OIPGraphError: unusable model, bad export directory or existing version.
     """
     check_export_dir(export_dir, version)
-    return write_savedmodel(OIPServable(load_model(model_path)), export_dir, version)
+    return write_savedmodel(OIPServable(load_model(model_path), domain=domain), export_dir, version)
 
 
 def directory_size(path: str) -> int:
@@ -352,6 +369,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras .keras model to export; default: the shipped MNIST CNN.")
 flags.DEFINE_string(
     "export_dir", None, "Required. TF Serving base path of the model; the SavedModel goes to EXPORT_DIR/<version>/."
+)
+flags.DEFINE_string(
+    "input_range",
+    None,
+    "The model's input domain: 'standardized' or LOW,HIGH such as 0,255; default: read off a leading"
+    " Rescaling/Normalization layer, else standardized.",
 )
 flags.DEFINE_integer(
     "version",
@@ -372,7 +395,8 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
         tf.get_logger().setLevel("WARNING")
     started = time.perf_counter()
-    path = export(FLAGS.model, FLAGS.export_dir, FLAGS.version)
+    domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
+    path = export(FLAGS.model, FLAGS.export_dir, FLAGS.version, domain)
     print(f"exported {path} ({directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s")
 
 

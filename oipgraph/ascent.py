@@ -1,26 +1,35 @@
-"""The compiled OIP ascent: one `tf.Module`, one `tf.while_loop`, many (image, map) pairs.
+"""The compiled OIP ascent: one `tf.Module`, one `tf.while_loop`, many (image, target) pairs.
 
-For every pair b (start image x_b, feature map k_b of the chosen layer), step j:
+For every pair b (start image x_b, target t_b of the objective: a map or unit
+of the chosen layer), step j:
 
-1. loss_j = mean over positions of the activation of map k_b, g = d loss_j / d x.
+1. loss_j = objective(transform(x), t_b), g = d loss_j / d x (`step.AscentStep`;
+   the transforms are the identity unless jitter or scale is on).
 2. Convergence (if `conv_criterion` > 0): for j > 10, a relative change
-   (loss_j - loss_{j-1}) / (loss_j + 1e-7) below `conv_criterion` in 4
-   successive steps stops the pair as `converged`.
+   (loss_j - loss_{j-1}) / (|loss_j| + 1e-7) below `conv_criterion` in 4
+   successive steps stops the pair as `converged`. Dividing by |loss|, not
+   loss, keeps a rising negative loss (a linear layer, a logit) from counting
+   as converged; for the articles' ReLU maps loss >= 0 and both agree.
 3. Zero activation: a step with loss_j == 0 and mean(g) == 0 counts; more than
    10 such steps stop the pair as `no_activation`.
-4. Otherwise x <- per_image_standardization(x + epsilon * g / (rms(g) + 1e-7)).
+4. Otherwise x <- project(x + epsilon * step_scale * g / (rms(g) + 1e-7)),
+   per-image standardization for standardized images (`domain`).
 
-A stopped pair is frozen (its image no longer changes); the loop ends when every
-pair stopped or `steps` steps ran. `loss` is the objective at the returned
-image; `loss_history[b, j]` is loss_j (frozen pairs repeat their final loss);
-`steps_run` counts the gradient evaluations of a pair (11 for a map that never
-fires); snapshots are the images after 0, n, 2n, 4n, ... and all steps.
+A stopped pair is frozen (its image no longer changes) and leaves the
+computation: each step gathers the pairs still running, computes only them and
+scatters their new state back, so pairs that stop early (a map that never
+fires stops at step 11) cost nothing afterwards. The loop ends when every pair
+stopped or `steps` steps ran. `loss` is the objective at the returned
+image (without transforms); `loss_history[b, j]` is loss_j (frozen pairs
+repeat their final loss); `steps_run` counts the gradient evaluations of a pair
+(11 for a map that never fires); snapshots are the images after 0, n, 2n, 4n,
+... and all steps.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import keras
@@ -28,12 +37,30 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import limits
+from oipgraph.domain import Domain, infer_domain
 from oipgraph.errors import OIPGraphError
-from oipgraph.model import check_image_model, load_model, spatial_layer
-from oipgraph.objective import PairMapLoss
+from oipgraph.model import check_image_model, load_model
+from oipgraph.objectives import Objective, build_objective
+from oipgraph.objectives.base import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NAMES, STATUS_NO_ACTIVATION
+from oipgraph.results import AscentResult
+from oipgraph.step import GRADIENT_EPS, AscentStep, ascent_update, compiled_step, loss_and_gradient, never_single
+from oipgraph.transforms import Transforms
 
-STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION = 0, 1, 2
-STATUS_NAMES = ("completed", "converged", "no_activation")
+__all__ = [
+    "GRADIENT_EPS",
+    "STATUS_COMPLETED",
+    "STATUS_CONVERGED",
+    "STATUS_NAMES",
+    "STATUS_NO_ACTIVATION",
+    "AscentResult",
+    "OIPAscent",
+    "ascent_update",
+    "checked_steps",
+    "compiled_step",
+    "loss_and_gradient",
+    "snapshot_steps",
+]
+
 DEFAULT_STEPS = 600
 DEFAULT_EPSILON = 0.01
 DEFAULT_CONV_CRITERION = 5e-4
@@ -41,8 +68,12 @@ DEFAULT_NUM_SNAPSHOTS = 8
 ZERO_STEP_LIMIT = 10
 CONVERGENCE_AFTER_STEP = 10
 CONVERGENCE_STREAK = 4
-GRADIENT_EPS = 1e-7
 LOSS_EPS = 1e-7
+# The Python entry point runs the loop in segments of about this many seconds, so that progress
+# moves and Ctrl-C is answered within a segment; the results do not depend on the segmentation.
+SEGMENT_SECONDS = 0.5
+FIRST_SEGMENT_STEPS = 5
+STATE_KEYS = ("step", "images", "loss_prev", "zero_steps", "streak", "status", "active", "steps_run", "snapshots")
 
 
 def snapshot_steps(steps: tf.Tensor | int, num_snapshots: int) -> tf.Tensor:
@@ -52,20 +83,6 @@ def snapshot_steps(steps: tf.Tensor | int, num_snapshots: int) -> tf.Tensor:
     doublings = tf.constant([2**j for j in range(num_snapshots - 2)], tf.int32)
     middle = tf.minimum(spacing * doublings, steps)
     return tf.concat([[0], middle, [steps]], axis=0)
-
-
-def compiled_step(function: Callable, input_signature: Sequence[tf.TensorSpec]) -> Callable:
-    """`tf.function(function)` that TensorFlow keeps as a function call instead of inlining it.
-
-    Every ascent loop calls its loss-and-gradient step through this. Inlined
-    into a `tf.while_loop` body, the step's max-pool gradients only sometimes
-    get TensorFlow's oneDNN kernel (the graph pass that swaps it in needs to
-    visit the forward max-pool first, and in a loop body that depends on the
-    node order): in about one process in three they ran on the Eigen kernel,
-    8x slower, which made the whole loop 1.4-1.6x slower. A function that is not
-    inlined is optimized as its own acyclic graph, where the swap always happens.
-    """
-    return tf.function(function, input_signature=input_signature, experimental_attributes={"_noinline": True})
 
 
 def checked_steps(
@@ -85,84 +102,19 @@ def checked_steps(
         return tf.identity(steps)
 
 
-def loss_and_gradient(loss_fn: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Per-image loss [B] = loss_fn(images) and its gradient with respect to each image [B, H, W, C]."""
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        loss = loss_fn(images)
-        # Images are independent, so the gradient of the sum is every image's own gradient.
-        total = tf.reduce_sum(loss)
-    return loss, tape.gradient(total, images)
-
-
-def ascent_update(images: tf.Tensor, gradient: tf.Tensor, epsilon: tf.Tensor | float) -> tf.Tensor:
-    """One normalized ascent step: standardize(x + epsilon * g / (rms(g) + 1e-7)), per image.
-
-    Shared by `OIPAscent` and the precursor scan so that both follow the same formula.
-
-    Args:
-        images: float32 [B, H, W, C], the current images.
-        gradient: float32 [B, H, W, C], the gradient of each image's loss.
-        epsilon: Step size.
-
-    Returns:
-        float32 [B, H, W, C], the stepped images, standardized per image.
-    """
-    rms = tf.sqrt(tf.reduce_mean(tf.square(gradient), axis=[1, 2, 3], keepdims=True))
-    return tf.image.per_image_standardization(images + epsilon * gradient / (rms + GRADIENT_EPS))
-
-
-@dataclasses.dataclass
-class AscentResult:
-    """Results of an ascent for B pairs, as NumPy arrays.
-
-    Attributes:
-        map_index: int32 [B], the map of each pair.
-        images: float32 [B, H, W, C], the final (standardized) images.
-        loss: float32 [B], the objective at `images`.
-        loss_history: float32 [B, steps], the loss at each step.
-        steps_run: int32 [B], gradient evaluations per pair.
-        status: int32 [B], 0 completed, 1 converged, 2 no_activation.
-        snapshots: float32 [B, F, H, W, C], images at `snapshot_steps`.
-        snapshot_steps: int32 [F] when every pair ran with the same step
-            budget; int32 [B, F] (one row per pair) in results that join pairs
-            run with different budgets (the auto strategy). Use
-            `pair_snapshot_steps(b)` to read either form.
-    """
-
-    map_index: np.ndarray
-    images: np.ndarray
-    loss: np.ndarray
-    loss_history: np.ndarray
-    steps_run: np.ndarray
-    status: np.ndarray
-    snapshots: np.ndarray
-    snapshot_steps: np.ndarray
-
-    def pair_snapshot_steps(self, pair: int) -> np.ndarray:
-        """int32 [F]: the steps at which the snapshots of pair `pair` were taken."""
-        steps = np.asarray(self.snapshot_steps)
-        return steps[pair] if steps.ndim == 2 else steps
-
-    @property
-    def status_names(self) -> list[str]:
-        return [STATUS_NAMES[code] for code in self.status]
-
-    def __len__(self) -> int:
-        return len(self.map_index)
-
-
 class OIPAscent(tf.Module):
-    """Normalized gradient ascent on input images for the maps of one layer.
+    """Normalized gradient ascent on input images for the targets (maps or units) of one layer.
 
     `optimize` is a `tf.function` with a fixed input signature: any batch size
     and step count run without retracing, and every step runs inside one
-    `tf.while_loop`. Call the module itself for checked NumPy results.
+    `tf.while_loop`. Call the module itself for checked NumPy results, with
+    progress.
 
     Example:
-        ascent = OIPAscent.from_file(None, "Conv2D_3")  # the shipped MNIST CNN
+        ascent = OIPAscent.from_file(None, "Conv2D_3")  # the shipped MNIST CNN, channel objective
         starts = multiscale(start_seeds(0, range(8)), ascent.image_shape)
         result = ascent(starts, map_index=range(8), steps=400)
+        classes = OIPAscent.from_file(None, "Dense_2")  # unit objective: the class logits
     """
 
     def __init__(
@@ -172,48 +124,82 @@ class OIPAscent(tf.Module):
         num_snapshots: int = DEFAULT_NUM_SNAPSHOTS,
         name: str | None = None,
         fast: bool = True,
+        *,
+        objective: str | Objective | None = None,
+        neuron: Sequence[int] | None = None,
+        minimize: bool = False,
+        transforms: Transforms | None = None,
+        domain: Domain | None = None,
     ):
         """Builds the ascent for `layer_name` of `model`.
 
         Args:
             model: A Keras model with one fixed-size NHWC image input (1 or 3 channels).
-            layer_name: A layer with spatial [B, H, W, C] output, e.g. a Conv2D.
+            layer_name: The layer the objective reads.
             num_snapshots: Frames recorded per pair (>= 2).
             name: Module name; defaults to `oip_ascent_<layer_name>`.
-            fast: Compute each pair's map alone and the first convolution's input
-                gradient as col2im where that is exact (`objective.PairMapLoss`);
-                False runs the plain Keras layer output (same results up to float
-                rounding, slower; for comparison).
+            fast: Allow the exact fast formulations of the objective (see
+                `objectives.spatial`); False runs the plain Keras layer (same
+                results up to float rounding, slower; for comparison).
+            objective: `channel`, `neuron`, `unit`, a ready `Objective`, or None
+                for the layer's default (`objectives.build_objective`).
+            neuron: (row, col) of the `neuron` objective; None for the centre.
+            minimize: Minimize the objective instead.
+            transforms: Jitter and scale applied to what the model sees (default none).
+            domain: Where the images live: `domain.Standardized()` or a
+                `domain.ValueRange`; None reads it off the model
+                (`domain.infer_domain`: a leading Rescaling or Normalization
+                layer), else standardized images.
 
         Raises:
-            OIPGraphError: unsuitable model or layer, or num_snapshots < 2.
+            OIPGraphError: unsuitable model, layer or objective, or num_snapshots < 2.
         """
         super().__init__(name=name or f"oip_ascent_{layer_name}")
         if num_snapshots < 2:
             raise OIPGraphError(f"num_snapshots must be >= 2, got {num_snapshots}")
         self.image_shape = check_image_model(model)
-        layer = spatial_layer(model, layer_name)
+        if not isinstance(objective, Objective):
+            objective = build_objective(model, layer_name, objective, neuron, minimize, fast)
+        self.objective = objective
         self.layer_name = layer_name
-        self.num_maps = int(layer.output.shape[-1])
+        self.num_maps = objective.num_targets
         self.num_snapshots = num_snapshots
-        self.feature_model = keras.Model(model.inputs[0], layer.output, name=f"features_{layer_name}")
-        self.pair_loss = PairMapLoss(self.feature_model, layer_name, fast=fast)
+        self.feature_model = objective.feature_model
+        if domain is None:
+            domain, self.domain_reason = infer_domain(model)
+        else:
+            self.domain_reason = f"input range {domain.name}, as given"
+        self.ascent_step = AscentStep(objective, self.image_shape, transforms, domain)
+        self.transforms, self.domain = self.ascent_step.transforms, domain
+        self.loss_and_gradient = self.ascent_step.loss_and_gradient
         image_spec = tf.TensorSpec(None, tf.float32, name="images")
         map_spec = tf.TensorSpec([None], tf.int32, name="map_index")
-        self.optimize = tf.function(
-            self._optimize,
-            input_signature=[
-                image_spec,
-                map_spec,
-                tf.TensorSpec([], tf.int32, name="steps"),
-                tf.TensorSpec([], tf.float32, name="epsilon"),
-                tf.TensorSpec([], tf.float32, name="conv_criterion"),
-            ],
-        )
+        scalar_specs = [
+            tf.TensorSpec([], tf.int32, name="steps"),
+            tf.TensorSpec([], tf.float32, name="epsilon"),
+            tf.TensorSpec([], tf.float32, name="conv_criterion"),
+        ]
+        seed_spec = tf.TensorSpec([None, 2], tf.int64, name="seeds")
+        self.optimize = tf.function(self._optimize, input_signature=[image_spec, map_spec, *scalar_specs, seed_spec])
         self.loss = tf.function(self._checked_loss, input_signature=[image_spec, map_spec])
-        self.loss_and_gradient = compiled_step(
-            self._loss_and_gradient, [tf.TensorSpec([None, *self.image_shape], tf.float32), map_spec]
+        height, width, channels = self.image_shape
+        state_spec = {
+            "step": tf.TensorSpec([], tf.int32),
+            "images": tf.TensorSpec([None, height, width, channels], tf.float32),
+            "loss_prev": tf.TensorSpec([None], tf.float32),
+            "zero_steps": tf.TensorSpec([None], tf.int32),
+            "streak": tf.TensorSpec([None], tf.int32),
+            "status": tf.TensorSpec([None], tf.int32),
+            "active": tf.TensorSpec([None], tf.bool),
+            "steps_run": tf.TensorSpec([None], tf.int32),
+            "snapshots": tf.TensorSpec([num_snapshots, None, height, width, channels], tf.float32),
+        }
+        self._start = tf.function(self._checked_start, input_signature=[image_spec, map_spec, *scalar_specs, seed_spec])
+        self._advance = tf.function(
+            self._run_segment,
+            input_signature=[state_spec, map_spec, *scalar_specs, seed_spec, tf.TensorSpec([], tf.int32)],
         )
+        self._finish = tf.function(self._final_outputs, input_signature=[state_spec, map_spec, scalar_specs[0]])
 
     @classmethod
     def from_file(cls, model_path: str | None, layer_name: str, **kwargs) -> OIPAscent:
@@ -223,12 +209,8 @@ class OIPAscent(tf.Module):
     # -- graph pieces ---------------------------------------------------------
 
     def map_loss(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
-        """Mean activation of map `map_index[b]` for image b: float32 [B]."""
-        return self.pair_loss(images, map_index)
-
-    def _loss_and_gradient(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Per-pair loss [B] and its gradient with respect to each image [B, H, W, C] (as `self.loss_and_gradient`)."""
-        return loss_and_gradient(lambda x: self.map_loss(x, map_index), images)
+        """float32 [B]: the objective of image b for target `map_index[b]` (no transforms)."""
+        return self.objective(images, map_index)
 
     def check_inputs(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """In-graph validation (raises InvalidArgumentError).
@@ -264,12 +246,7 @@ class OIPAscent(tf.Module):
                 padded_shape[0],
                 message="map_index needs one entry per image; map_index length vs batch",
             ),
-            tf.debugging.assert_non_negative(map_vector, message="map_index must be >= 0; got map_index"),
-            tf.debugging.assert_less(
-                map_vector,
-                self.num_maps,
-                message=f"map_index must be < {self.num_maps} (maps of {self.layer_name}); got map_index",
-            ),
+            *self.objective.graph_checks(map_vector),
             *limits.assert_pixels(images),
         ]
         with tf.control_dependencies(checks):
@@ -278,12 +255,44 @@ class OIPAscent(tf.Module):
     def _checked_loss(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
         return self.map_loss(*self.check_inputs(images, map_index))
 
-    def _optimize(self, images, map_index, steps, epsilon, conv_criterion) -> dict[str, tf.Tensor]:
-        images, map_index = self.check_inputs(images, map_index)
+    def _checked_start(self, images, map_index, steps, epsilon, conv_criterion, seeds) -> dict[str, tf.Tensor]:
+        """The loop state before step 0, behind the checks of all arguments."""
+        return self._initial_state(*self.check_inputs(images, map_index), steps, epsilon, conv_criterion, seeds)
+
+    def _initial_state(self, images, map_index, steps, epsilon, conv_criterion, seeds) -> dict[str, tf.Tensor]:
+        """The loop state before step 0 of checked `images` and `map_index`."""
+        steps = checked_steps(steps, epsilon, conv_criterion, tf.shape(images)[0])
+        seed_check = tf.debugging.assert_equal(
+            tf.shape(seeds)[0], tf.shape(map_index)[0], message="seeds needs one [2] seed per image; seeds vs batch"
+        )
+        with tf.control_dependencies([seed_check, steps]):
+            images = tf.identity(images)
+            # The loop's history (TensorArray) is sized from this step: it must wait for the step checks.
+            first_step = tf.identity(tf.constant(0))
         batch = tf.shape(images)[0]
-        steps = checked_steps(steps, epsilon, conv_criterion, batch)
+        zeros = tf.zeros([batch], tf.int32)
+        return {
+            "step": first_step,
+            "images": images,
+            "loss_prev": tf.zeros([batch]),
+            "zero_steps": zeros,
+            "streak": zeros,
+            "status": zeros + STATUS_COMPLETED,
+            "active": tf.ones([batch], tf.bool),
+            "steps_run": zeros,
+            "snapshots": tf.zeros(tf.concat([[self.num_snapshots], tf.shape(images)], axis=0)),
+        }
+
+    def _run_segment(self, state, map_index, steps, epsilon, conv_criterion, seeds, end_step):
+        """Runs steps state["step"] .. min(end_step, steps) - 1 of the loop (fewer once every pair stopped).
+
+        Returns:
+            (the state after them, float32 [steps run now, B] loss history).
+        """
         frames = snapshot_steps(steps, self.num_snapshots)
         use_convergence = conv_criterion > 0
+        start_step = state["step"]
+        end_step = tf.minimum(end_step, steps)
 
         def record(step, x, snapshots):
             hit = tf.equal(frames, step)
@@ -293,56 +302,80 @@ class OIPAscent(tf.Module):
                 lambda: snapshots,
             )
 
-        def body(step, x, loss_prev, zero_steps, streak, status, active, steps_run, history, snapshots):
-            snapshots = record(step, x, snapshots)
-            loss, grad = self.loss_and_gradient(x, map_index)
-            history = history.write(step, loss)
-            relative_change = (loss - loss_prev) / (loss + LOSS_EPS)
-            streak = tf.where((step > CONVERGENCE_AFTER_STEP) & (relative_change < conv_criterion), streak + 1, 0)
+        def body(state, history):
+            step, all_images = state["step"], state["images"]
+            snapshots = record(step, all_images, state["snapshots"])
+            # Only the pairs still running are computed; stopped ones keep their frozen state.
+            rows = tf.where(state["active"])[:, 0]
+            at_rows = rows[:, None]
+
+            def running(key):
+                return tf.gather(state[key], rows)
+
+            x = tf.gather(all_images, rows)
+            loss, grad = self.loss_and_gradient(x, tf.gather(map_index, rows), tf.gather(seeds, rows), step)
+            relative_change = (loss - running("loss_prev")) / (tf.abs(loss) + LOSS_EPS)
+            streak = tf.where(
+                (step > CONVERGENCE_AFTER_STEP) & (relative_change < conv_criterion), running("streak") + 1, 0
+            )
             converged = use_convergence & (streak >= CONVERGENCE_STREAK)
             zero = tf.equal(loss, 0.0) & tf.equal(tf.reduce_mean(grad, axis=[1, 2, 3]), 0.0)
-            zero_steps += tf.cast(zero, tf.int32)
-            dead = zero_steps > ZERO_STEP_LIMIT
-            stopping = active & (converged | dead)
-            status = tf.where(stopping, tf.where(converged, STATUS_CONVERGED, STATUS_NO_ACTIVATION), status)
-            steps_run = tf.where(active, step + 1, steps_run)
-            active &= ~stopping
-            x = tf.where(active[:, None, None, None], ascent_update(x, grad, epsilon), x)
-            return step + 1, x, loss, zero_steps, streak, status, active, steps_run, history, snapshots
+            zero_steps = running("zero_steps") + tf.cast(zero, tf.int32)
+            stopping = converged | (zero_steps > ZERO_STEP_LIMIT)
+            status = tf.where(stopping, tf.where(converged, STATUS_CONVERGED, STATUS_NO_ACTIVATION), running("status"))
+            x = tf.where(stopping[:, None, None, None], x, self.ascent_step.update(x, grad, epsilon))
 
-        zeros_int = tf.zeros([batch], tf.int32)
-        loop_vars = (
-            tf.constant(0),
-            images,
-            tf.zeros([batch]),
-            zeros_int,
-            zeros_int,
-            zeros_int + STATUS_COMPLETED,
-            tf.ones([batch], tf.bool),
-            zeros_int,
-            tf.TensorArray(tf.float32, size=steps, element_shape=[None]),
-            tf.zeros(tf.concat([[self.num_snapshots], tf.shape(images)], axis=0)),
-        )
-        end_step, x, _, _, _, status, _, steps_run, history, snapshots = tf.while_loop(
-            lambda step, *rest: (step < steps) & tf.reduce_any(rest[5]),
+            def scatter(key, values):
+                return tf.tensor_scatter_nd_update(state[key], at_rows, values)
+
+            # A stopped pair's history repeats its last loss, which stays in loss_prev.
+            loss_prev = scatter("loss_prev", loss)
+            history = history.write(step - start_step, loss_prev)
+            new_state = {
+                "step": step + 1,
+                "images": scatter("images", x),
+                "loss_prev": loss_prev,
+                "zero_steps": scatter("zero_steps", zero_steps),
+                "streak": scatter("streak", streak),
+                "status": scatter("status", status),
+                "active": scatter("active", ~stopping),
+                "steps_run": scatter("steps_run", tf.fill(tf.shape(rows), step + 1)),
+                "snapshots": snapshots,
+            }
+            return new_state, history
+
+        history = tf.TensorArray(tf.float32, size=tf.maximum(end_step - start_step, 0), element_shape=[None])
+        state, history = tf.while_loop(
+            lambda state, history: (state["step"] < end_step) & tf.reduce_any(state["active"]),
             body,
-            loop_vars,
+            (state, history),
             parallel_iterations=1,
         )
-        final_loss = self.map_loss(x, map_index)
-        snapshots = tf.where((frames >= end_step)[:, None, None, None, None], x[None], snapshots)
-        loss_history = tf.concat(
-            [history.gather(tf.range(end_step)), tf.tile(final_loss[None], [steps - end_step, 1])], axis=0
-        )
+        return state, history.gather(tf.range(state["step"] - start_step))
+
+    def _final_outputs(self, state, map_index, steps) -> dict[str, tf.Tensor]:
+        """Everything but the loss history, from the state after the loop."""
+        frames = snapshot_steps(steps, self.num_snapshots)
+        x = state["images"]
+        final_loss = never_single(self.map_loss, x, map_index)
+        snapshots = tf.where((frames >= state["step"])[:, None, None, None, None], x[None], state["snapshots"])
         return {
             "images": x,
             "loss": final_loss,
-            "loss_history": tf.transpose(loss_history),
-            "status": status,
-            "steps_run": steps_run,
+            "status": state["status"],
+            "steps_run": state["steps_run"],
             "snapshots": tf.transpose(snapshots, [1, 0, 2, 3, 4]),
             "snapshot_steps": frames,
         }
+
+    def _optimize(self, images, map_index, steps, epsilon, conv_criterion, seeds) -> dict[str, tf.Tensor]:
+        # Everything below reads the checked map_index, so that no gather sees a bad index first.
+        images, map_index = self.check_inputs(images, map_index)
+        state = self._initial_state(images, map_index, steps, epsilon, conv_criterion, seeds)
+        state, history = self._run_segment(state, map_index, steps, epsilon, conv_criterion, seeds, steps)
+        outputs = self._final_outputs(state, map_index, steps)
+        padding = tf.tile(outputs["loss"][None], [steps - state["step"], 1])
+        return {**outputs, "loss_history": tf.transpose(tf.concat([history, padding], axis=0))}
 
     # -- checked Python entry point ------------------------------------------
 
@@ -360,11 +393,7 @@ class OIPAscent(tf.Module):
                 f"map_index needs one entry per image: {map_index.shape[0] if map_index.ndim else 1} for "
                 f"{images.shape[0]} images"
             )
-        bad = [int(k) for k in map_index if not 0 <= k < self.num_maps]
-        if bad:
-            raise OIPGraphError(
-                f"map index {bad[0]} out of range: layer {self.layer_name} has maps 0..{self.num_maps - 1}"
-            )
+        self.objective.check_targets(map_index)
         limits.check_batch("images batch (pairs per request)", images.shape[0], self.image_shape)
         limits.check_pixels("images", images)
         if isinstance(steps, float) and steps.is_integer():
@@ -401,16 +430,26 @@ class OIPAscent(tf.Module):
         steps: int = DEFAULT_STEPS,
         epsilon: float = DEFAULT_EPSILON,
         conv_criterion: float = DEFAULT_CONV_CRITERION,
+        seeds: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> AscentResult:
         """Runs the ascent for pairs (images[b], map_index[b]).
 
+        The loop runs in segments of about `SEGMENT_SECONDS` (the same steps
+        `optimize` runs in one call, so the same results), which lets
+        `progress` report and Ctrl-C stop it between segments.
+
         Args:
-            images: float [B, H, W, C] start images (standardized per image).
-            map_index: B map indices, or one index for every image.
+            images: float [B, H, W, C] start images, in the ascent's domain.
+            map_index: B targets (maps or units), or one for every image.
             steps: Maximum number of ascent steps (> 0).
             epsilon: Step size (> 0).
             conv_criterion: Relative-change threshold of the convergence stop;
                 <= 0 runs every pair for all `steps` unless it has no activation.
+            seeds: int64 [B, 2], the stateless seed of each pair's transforms;
+                None for zeros (all pairs draw the same transforms). Unused
+                without transforms.
+            progress: Called with (steps done, steps) after every segment.
 
         Returns:
             An `AscentResult` with NumPy arrays.
@@ -419,7 +458,27 @@ class OIPAscent(tf.Module):
             OIPGraphError: bad shapes, map indices, steps, epsilon or non-finite images.
         """
         images, map_index = self.checked_pairs(images, map_index, steps, epsilon, conv_criterion)
-        outputs = self.optimize(
-            images, map_index, tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion))
+        seeds = np.zeros([len(map_index), 2], np.int64) if seeds is None else np.asarray(seeds, np.int64)
+        if seeds.shape != (len(map_index), 2):
+            raise OIPGraphError(f"seeds must have shape [{len(map_index)}, 2], got {list(seeds.shape)}")
+        arguments = (tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion)))
+        state = self._start(images, map_index, *arguments, seeds)
+        histories, segment = [], FIRST_SEGMENT_STEPS
+        while int(state["step"]) < steps and bool(tf.reduce_any(state["active"])):
+            started = time.perf_counter()
+            end = min(int(state["step"]) + segment, int(steps))
+            state, history = self._advance(state, map_index, *arguments, seeds, tf.constant(end))
+            histories.append(history.numpy())
+            elapsed = time.perf_counter() - started
+            segment = max(1, min(4 * segment, round(segment * SEGMENT_SECONDS / max(elapsed, 1e-3))))
+            if progress is not None:
+                progress(int(state["step"]), int(steps))
+        outputs = {key: value.numpy() for key, value in self._finish(state, map_index, arguments[0]).items()}
+        history = np.concatenate(histories, axis=0).T if histories else np.zeros([len(map_index), 0], np.float32)
+        outputs["loss_history"] = np.concatenate(
+            [history, np.repeat(outputs["loss"][:, None], int(steps) - history.shape[1], axis=1)], axis=1
         )
-        return AscentResult(map_index=map_index, **{key: value.numpy() for key, value in outputs.items()})
+        outputs["snapshot_steps"] = np.tile(outputs["snapshot_steps"], (len(map_index), 1))
+        if progress is not None:
+            progress(int(steps), int(steps))
+        return AscentResult(map_index=map_index, **outputs)

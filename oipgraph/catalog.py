@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from oipgraph.errors import OIPGraphError
+from oipgraph.results import pad_history
 
 PROGRESS_DIR = ".progress"
 RUN_CONFIG = "run.json"
@@ -298,9 +299,6 @@ def merge_pairs(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     for key in chunks[0]:
         parts = [chunk[key] for chunk in chunks]
         if key == "loss_history":
-            parts = [
-                np.concatenate([history, np.repeat(chunk["loss"][:, None], longest - history.shape[1], axis=1)], axis=1)
-                for history, chunk in zip(parts, chunks)
-            ]
+            parts = [pad_history(chunk["loss_history"], chunk["loss"], longest) for chunk in chunks]
         merged[key] = np.concatenate(parts)
     return merged

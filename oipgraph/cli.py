@@ -11,6 +11,7 @@ continues with the same command plus `--resume`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -24,18 +25,21 @@ from absl import flags
 
 from oipgraph import catalog, errors, limits, outputs
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
+from oipgraph.domain import parse_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import load_model, shipped_model_path
+from oipgraph.objectives import OBJECTIVES
 from oipgraph.outlock import OutputLock
+from oipgraph.results import AscentResult
 from oipgraph.strategies import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_PRECURSOR_STEPS,
     STRATEGIES,
-    OIPRun,
     StrategySettings,
     create_oips,
     parse_maps,
 )
+from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
@@ -58,6 +62,23 @@ flags.DEFINE_string("out", "oips", "Output folder.")
 flags.DEFINE_string("logdir", None, "TensorBoard log folder; default OUT/tensorboard.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
 flags.DEFINE_bool("overwrite", False, "Replace the run in --out (finished or interrupted) and its own TensorBoard run.")
+flags.DEFINE_enum(
+    "objective",
+    None,
+    list(OBJECTIVES),
+    "What to maximize: channel (a map's mean), neuron (one position of a map) or unit (one unit of a Dense or other"
+    " non-spatial layer; after softmax/sigmoid its logit); default: channel for spatial layers, unit otherwise.",
+)
+flags.DEFINE_list("neuron", None, "ROW,COL of the neuron objective; default: the centre of the map.")
+flags.DEFINE_bool("minimize", False, "Minimize the objective instead of maximizing it.")
+flags.DEFINE_integer("jitter", 0, f"Shift what the model sees by up to this many pixels per step (0..{MAX_JITTER}).")
+flags.DEFINE_float("scale", 0.0, f"Scale what the model sees by up to this fraction per step (0..{MAX_SCALE}).")
+flags.DEFINE_string(
+    "input_range",
+    None,
+    "The model's input domain: 'standardized' (per-image standardized images, the shipped CNN's) or LOW,HIGH"
+    " such as 0,255; default: read off a leading Rescaling/Normalization layer, else standardized.",
+)
 RUN_FLAGS = (
     "model",
     "layer",
@@ -69,8 +90,23 @@ RUN_FLAGS = (
     "seed",
     "inits_per_map",
     "batch_size",
+    "objective",
+    "neuron",
+    "minimize",
+    "jitter",
+    "scale",
+    "input_range",
     "out",
     "logdir",
+)
+
+# The arrays every saved chunk holds (`OIPRun.arrays`), checked when --resume loads it.
+RUN_ARRAYS = (
+    *(field.name for field in dataclasses.fields(AscentResult)),
+    "init_index",
+    "seed_stream",
+    "strategy",
+    "start_images",
 )
 
 
@@ -146,39 +182,38 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-RUN_ARRAYS = (
-    "map_index",
-    "init_index",
-    "seed_stream",
-    "strategy",
-    "start_images",
-    "images",
-    "loss",
-    "loss_history",
-    "steps_run",
-    "status",
-    "snapshots",
-    "snapshot_steps",
-)
+def neuron_position() -> tuple[int, int] | None:
+    """The checked --neuron flag as (row, col), or None."""
+    if FLAGS.neuron is None:
+        return None
+    try:
+        row, col = (int(value) for value in FLAGS.neuron)
+    except ValueError:
+        raise OIPGraphError(f"--neuron must be two integers ROW,COL, got {','.join(FLAGS.neuron)!r}") from None
+    if FLAGS.objective not in (None, "neuron"):
+        raise OIPGraphError(f"--neuron={row},{col} needs --objective=neuron, not --objective={FLAGS.objective}")
+    return row, col
 
 
-def run_arrays(run: OIPRun) -> dict[str, np.ndarray]:
-    """Per-pair arrays of one chunk, as saved for `--resume` and merged into `oips.npz`."""
-    result = run.result
-    return {
-        "map_index": result.map_index,
-        "init_index": run.init_index,
-        "seed_stream": run.streams,
-        "strategy": np.asarray(run.strategy),
-        "start_images": run.start_images,
-        "images": result.images,
-        "loss": result.loss,
-        "loss_history": result.loss_history,
-        "steps_run": result.steps_run,
-        "status": result.status,
-        "snapshots": result.snapshots,
-        "snapshot_steps": np.stack([result.pair_snapshot_steps(pair) for pair in range(len(result))]),
-    }
+def build_ascent() -> OIPAscent:
+    """The compiled ascent that the flags ask for (model, layer, objective, transforms)."""
+    transforms = Transforms(FLAGS.jitter, FLAGS.scale)
+    neuron = neuron_position()
+    objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
+    domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
+    model = load_model(FLAGS.model)
+    ascent = OIPAscent(
+        model,
+        FLAGS.layer,
+        objective=objective,
+        neuron=neuron,
+        minimize=FLAGS.minimize,
+        transforms=transforms,
+        domain=domain,
+    )
+    if FLAGS.model is not None and FLAGS.input_range is None:
+        print(ascent.domain_reason)
+    return ascent
 
 
 def main(argv: list[str]) -> None:
@@ -206,8 +241,8 @@ def run_layer(run: dict[str, Any]) -> None:
     """Checks everything, then computes and writes the run; fills `run` with its progress and chunks."""
     settings = check_flags()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
-    ascent = OIPAscent(load_model(FLAGS.model), FLAGS.layer)
-    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer)
+    ascent = build_ascent()
+    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
     check_run_size(ascent, maps)
     inits = FLAGS.inits_per_map
     out = FLAGS.out
@@ -231,6 +266,9 @@ def run_layer(run: dict[str, Any]) -> None:
         "seed": FLAGS.seed,
         "inits_per_map": inits,
         "batch_size": FLAGS.batch_size,
+        **ascent.objective.describe(),
+        **ascent.transforms.describe(),
+        "input_range": ascent.domain.name,
     }
     # Everything is checked: from here on the run writes into --out, holding its lock.
     run.update(progress=progress, chunks=chunks)
@@ -264,22 +302,35 @@ def compute_and_write(
     """Computes the chunks not in `finished` (saving each), then writes the run's outputs."""
     inits = header["inits_per_map"]
     progbar = keras.utils.Progbar(num_maps, unit_name="map")
-    progbar.update(sum(len(chunks[chunk]) for chunk in finished))
+    done = sum(len(chunks[chunk]) for chunk in finished)
+    progbar.update(done)
     for chunk, chunk_maps in enumerate(chunks):
         if chunk in finished:
             continue
-        run = create_oips(ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, settings)
-        progress.save_chunk(chunk, run_arrays(run))
-        progbar.add(len(chunk_maps))
+        # Within a chunk the bar moves with the ascent's steps; later stages of `auto` may not move it.
+        chunk_start, reached = done, [0.0]
+
+        def report(share: float, chunk_start: int = chunk_start, size: int = len(chunk_maps), reached=reached):
+            reached[0] = max(reached[0], min(share, 0.99))
+            progbar.update(chunk_start + reached[0] * size)
+
+        run = create_oips(
+            ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, dataclasses.replace(settings, progress=report)
+        )
+        progress.save_chunk(chunk, run.arrays())
+        done += len(chunk_maps)
+        progbar.update(done)
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
+    pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
     command = " ".join(
         ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]
     )
     document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command})
     progress.finish()
-    fired = sum(entry["status"] != "no_activation" and entry["loss"] > 0 for entry in document["maps"])
+    fired = sum(entry["fired"] for entry in document["maps"])
     print(
-        f"{fired} of {num_maps} maps of {FLAGS.layer} have an OIP; wrote {out}/grid.png, {out}/catalog.json, "
+        f"{fired} of {num_maps} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
+        f" wrote {out}/grid.png, {out}/catalog.json, "
         f"{out}/oips.npz; TensorBoard: {logdir}"
     )
 

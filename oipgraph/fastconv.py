@@ -11,7 +11,7 @@ two stock TensorFlow gradients are slow for that on a CPU:
   per step.
 * `StridedSliceGrad`, which makes patches built from slices slow to
   differentiate (about 3 ms per slice in the same step). `image_patches` has
-  col2im as its gradient instead; `oipgraph.objective` uses it to compute one
+  col2im as its gradient instead; `oipgraph.objectives.spatial` uses it to compute one
   map per pair of a target Conv2D.
 
 Both are exact reformulations: the same values, and gradients equal up to float

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import catalog, summaries, uniqueness
-from oipgraph.ascent import STATUS_NAMES, STATUS_NO_ACTIVATION
+from oipgraph.ascent import STATUS_NAMES
 
 START_KINDS = {
     "random": "multiscale",
@@ -33,10 +33,14 @@ def by_map(pairs: dict[str, np.ndarray], num_maps: int, inits: int) -> dict[str,
     return {key: value.reshape(num_maps, inits, *value.shape[1:]) for key, value in pairs.items()}
 
 
-def best_inits(loss: np.ndarray, status: np.ndarray) -> np.ndarray:
-    """Per map, the init with the highest loss among those that fired (init 0 if none did)."""
-    fired_loss = np.where(status != STATUS_NO_ACTIVATION, loss, -np.inf)
-    return np.argmax(fired_loss, axis=1)
+def best_inits(loss: np.ndarray, fired: np.ndarray) -> np.ndarray:
+    """Per map, the init with the highest loss among those that fired (init 0 if none did).
+
+    Args:
+        loss: float32 [M, K], the loss of each map's K OIPs.
+        fired: bool [M, K], which of them are OIPs (`Objective.fired`).
+    """
+    return np.argmax(np.where(fired, loss, -np.inf), axis=1)
 
 
 def catalog_entries(
@@ -50,6 +54,7 @@ def catalog_entries(
             return {
                 "init_index": int(arrays["init_index"][row, init]),
                 "status": STATUS_NAMES[int(arrays["status"][row, init])],
+                "fired": bool(arrays["fired"][row, init]),
                 "loss": float(arrays["loss"][row, init]),
                 "steps": int(arrays["steps_run"][row, init]),
                 "strategy": strategy,
@@ -115,12 +120,10 @@ def write_outputs(out: str, logdir: str, run_name: str, pairs: dict[str, np.ndar
     """Writes PNGs, `oips.npz`, TensorBoard summaries and, last, `catalog.json`."""
     num_maps = len(pairs["map_index"]) // inits
     arrays = by_map(pairs, num_maps, inits)
-    best = best_inits(arrays["loss"], arrays["status"])
+    best = best_inits(arrays["loss"], arrays["fired"])
     rows = np.arange(num_maps)
     # Starts where the map never fired are still noise: only OIPs take part in the score.
-    scores = [
-        uniqueness.uniqueness(arrays["images"][row][arrays["status"][row] != STATUS_NO_ACTIVATION]) for row in rows
-    ]
+    scores = [uniqueness.uniqueness(arrays["images"][row][arrays["fired"][row]]) for row in rows]
     map_indices = [int(k) for k in arrays["map_index"][:, 0]]
     grid = summaries.labelled_grid(arrays["images"][rows, best], labels=map_indices, scale=GRID_SCALE)
     catalog.atomic_write_bytes(os.path.join(out, "grid.png"), summaries.png_bytes(grid))

@@ -16,8 +16,11 @@ from 16 of 16 random starts each, within 60 steps; the full ascent then ends
 with losses of 0.3 to 0.5, like the other maps' OIPs.
 
 It needs a plain `Conv2D` target layer with an element-wise activation (the
-ones `oipgraph.objective.can_slice_channels` accepts): that is where z is the
-layer's own intermediate result.
+ones `oipgraph.fastconv.can_slice_channels` accepts): that is where z is the
+layer's own intermediate result. The loop uses the ascent's own step
+(`step.AscentStep`) with the objective `objectives.PreActivationPeak`, the peak
+of z (for a neuron objective: z at the neuron), and the ascent's transforms and
+domain.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, checked_steps, compiled_step
+from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, checked_steps
 from oipgraph.errors import OIPGraphError
-from oipgraph.objective import can_slice_channels, conv_pre_activation, layer_input_model
+from oipgraph.objectives import PreActivationPeak, SpatialObjective
+from oipgraph.step import AscentStep
 
 DEFAULT_WAKE_STEPS = 200
 
@@ -55,8 +59,8 @@ class WakeUpResult:
 
 
 def can_wake(ascent: OIPAscent) -> bool:
-    """Whether the target layer of `ascent` has a pre-activation to ascend."""
-    return can_slice_channels(ascent.feature_model.get_layer(ascent.layer_name))
+    """Whether the objective of `ascent` maximizes a map (or neuron) of a layer with a pre-activation to ascend."""
+    return isinstance(ascent.objective, SpatialObjective) and ascent.objective.shared_sliced
 
 
 class PreActivationWakeUp(tf.Module):
@@ -73,7 +77,8 @@ class PreActivationWakeUp(tf.Module):
         """Builds the wake-up for the target layer of `ascent`.
 
         Raises:
-            OIPGraphError: the layer is not a plain Conv2D with an element-wise activation.
+            OIPGraphError: the objective is not a map or neuron of a plain Conv2D
+                with an element-wise activation.
         """
         super().__init__(name=name or f"wake_up_{ascent.layer_name}")
         if not can_wake(ascent):
@@ -82,50 +87,28 @@ class PreActivationWakeUp(tf.Module):
                 " with an element-wise activation"
             )
         self.ascent = ascent
-        self.layer = ascent.feature_model.get_layer(ascent.layer_name)
-        self.layer_input_model = layer_input_model(ascent.feature_model, ascent.layer_name)
-        map_spec = tf.TensorSpec([None], tf.int32, name="map_index")
-        self.peak_loss_and_gradient = compiled_step(
-            self._peak_loss_and_gradient, [tf.TensorSpec([None, *ascent.image_shape], tf.float32), map_spec]
-        )
+        self.peak = PreActivationPeak(ascent.objective)
+        self.ascent_step = AscentStep(self.peak, ascent.image_shape, ascent.transforms, ascent.domain)
         self.wake = tf.function(
             self._wake,
             input_signature=[
                 tf.TensorSpec(None, tf.float32, name="images"),
-                map_spec,
+                tf.TensorSpec([None], tf.int32, name="map_index"),
                 tf.TensorSpec([], tf.int32, name="steps"),
                 tf.TensorSpec([], tf.float32, name="epsilon"),
+                tf.TensorSpec([None, 2], tf.int64, name="seeds"),
             ],
         )
 
-    def pre_activation(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
-        """float32 [B, H', W']: the pre-activation z of map `map_index[b]` for image b."""
-        outputs = conv_pre_activation(self.layer, self.layer_input_model(images, training=False))
-        return tf.gather(outputs, map_index, axis=3, batch_dims=1)
-
-    def _peak_loss_and_gradient(
-        self, images: tf.Tensor, map_index: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Per pair: the peak of z [B], the map's loss [B] (mean activation), d peak / d image [B, H, W, C]."""
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            pre_activation = self.pre_activation(images, map_index)
-            peak = tf.reduce_max(pre_activation, axis=[1, 2])
-            total = tf.reduce_sum(peak)
-        loss = tf.reduce_mean(self.layer.activation(pre_activation), axis=[1, 2])
-        return peak, loss, tape.gradient(total, images)
-
-    def _wake(
-        self, images: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, epsilon: tf.Tensor
-    ) -> dict[str, tf.Tensor]:
+    def _wake(self, images, map_index, steps, epsilon, seeds) -> dict[str, tf.Tensor]:
         images, map_index = self.ascent.check_inputs(images, map_index)
         steps = checked_steps(steps, epsilon)
 
         def body(step, x, fired, steps_run):
-            _, loss, gradient = self.peak_loss_and_gradient(x, map_index)
-            fired = loss > 0
+            peak, gradient = self.ascent_step.loss_and_gradient(x, map_index, seeds, step)
+            fired = self.peak.fires(peak)
             steps_run = tf.where(fired, steps_run, step + 1)
-            x = tf.where(fired[:, None, None, None], x, ascent_update(x, gradient, epsilon))
+            x = tf.where(fired[:, None, None, None], x, self.ascent_step.update(x, gradient, epsilon))
             return step + 1, x, fired, steps_run
 
         batch = tf.shape(images)[0]
@@ -135,8 +118,8 @@ class PreActivationWakeUp(tf.Module):
             (tf.constant(0), images, tf.zeros([batch], tf.bool), tf.zeros([batch], tf.int32)),
             parallel_iterations=1,
         )
-        peak, loss, _ = self.peak_loss_and_gradient(x, map_index)
-        return {"images": x, "fired": loss > 0, "steps_run": steps_run, "peak": peak}
+        peak = self.peak(x, map_index)
+        return {"images": x, "fired": self.peak.fires(peak), "steps_run": steps_run, "peak": peak}
 
     def __call__(
         self,
@@ -144,6 +127,7 @@ class PreActivationWakeUp(tf.Module):
         map_index: Sequence[int] | np.ndarray | int,
         steps: int = DEFAULT_WAKE_STEPS,
         epsilon: float = DEFAULT_EPSILON,
+        seeds: np.ndarray | None = None,
     ) -> WakeUpResult:
         """Wakes the maps of pairs (images[b], map_index[b]).
 
@@ -152,6 +136,7 @@ class PreActivationWakeUp(tf.Module):
             map_index: B map indices, or one index for every image.
             steps: Most wake-up steps per pair (> 0); a pair stops as soon as its map fires.
             epsilon: Step size (> 0).
+            seeds: int64 [B, 2] stateless seeds of the transforms; None for zeros.
 
         Returns:
             A `WakeUpResult`; `fired` is False where `steps` steps were not enough.
@@ -160,5 +145,6 @@ class PreActivationWakeUp(tf.Module):
             OIPGraphError: bad shapes, map indices, steps, epsilon or non-finite images.
         """
         images, map_index = self.ascent.checked_pairs(images, map_index, steps, epsilon, conv_criterion=0.0)
-        outputs = self.wake(images, map_index, tf.constant(int(steps)), tf.constant(float(epsilon)))
+        seeds = np.zeros([len(map_index), 2], np.int64) if seeds is None else np.asarray(seeds, np.int64)
+        outputs = self.wake(images, map_index, tf.constant(int(steps)), tf.constant(float(epsilon)), seeds)
         return WakeUpResult(map_index=map_index, **{key: value.numpy() for key, value in outputs.items()})

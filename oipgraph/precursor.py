@@ -8,8 +8,12 @@ all |V|^(g*g) patterns (19,683 for g = 3, V = (0.2, 0.5, 0.8)):
    base-|V| digits of i with cell (0, 0) the most significant and cell
    (g-1, g-1) the least significant (row-major order).
 2. The g x g cells are resized (bicubic, antialiased) to the model input size,
-   copied to every channel and standardized per image. The |V| constant
-   patterns (all cells equal) are exactly the zero image.
+   multiplied by the pattern's colour (a vector over the channels; gray, all
+   ones, copies the cells to every channel) and standardized per image. The |V|
+   constant gray patterns (all cells equal) are exactly the zero image.
+   With K colours there are K * |V|^(g*g) patterns: pattern i has colour
+   i // |V|^(g*g) (gray first, so the gray patterns keep their indices) and
+   cells from the digits of i % |V|^(g*g).
 3. Each pattern image runs `scan_steps` steps of the normalized gradient ascent
    of `oipgraph.ascent` for the chosen map; its score is the loss at the image
    after those steps.
@@ -24,8 +28,12 @@ Speed (the default scan of one Conv2D_3 map of the shipped CNN takes ~11 s on
 a shared 2-core CPU, 2.6x to 3.2x faster than scoring every pattern with
 `OIPAscent.optimize`; see benchmarks/precursor_benchmark.py):
 
-- Only the chosen map is computed (`oipgraph.objective.SingleMapLoss`: the
-  model up to a Conv2D layer's input, then the kernel sliced to one channel).
+- Only the chosen map is computed (`Objective.shared_target`; for a Conv2D
+  layer: the model up to the layer's input, then the kernel sliced to one channel).
+- The steps are the ascent's own (`step.AscentStep` with one target shared by
+  the batch), for any objective, in the ascent's domain; the scan's few steps
+  run without the ascent's transforms, so that a pattern's score does not
+  depend on random draws.
 - A start whose loss and gradient are both exactly zero is dropped from its
   chunk: its image can no longer change, so its score stays 0.
 - Successive halving: when `scan_steps > halving_steps` (default 2), every
@@ -41,17 +49,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from oipgraph import limits
-from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, ascent_update, compiled_step, loss_and_gradient
+from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
-from oipgraph.objective import SingleMapLoss
+from oipgraph.step import AscentStep, never_single
 
 DEFAULT_GRID = 3
 DEFAULT_VALUES = (0.2, 0.5, 0.8)
@@ -71,6 +78,31 @@ MAX_PATTERNS = 2**31 - 1
 DEFAULT_HALVING_STEPS = 2
 DEFAULT_HALVING_KEEP = 1024
 DEFAULT_HALVING_KEEP_PER_RESULT = 128
+
+
+def default_colors(channels: int) -> tuple[tuple[float, ...], ...]:
+    """The pattern colours for images with `channels` channels: gray alone (see `check_colors`)."""
+    return ((1.0,) * channels,)
+
+
+def check_colors(colors: Sequence[Sequence[float]], channels: int) -> tuple[tuple[float, ...], ...]:
+    """Validates pattern colours: at least one, each `channels` finite values, not all zero, distinct.
+
+    Raises:
+        OIPGraphError: naming the bad colour.
+    """
+    try:
+        colors = tuple(tuple(float(value) for value in color) for color in colors)
+    except (TypeError, ValueError):
+        raise OIPGraphError(f"colors must be a list of per-channel value lists, got {colors!r}") from None
+    if not colors:
+        raise OIPGraphError("colors must hold at least one colour, got an empty list")
+    for color in colors:
+        if len(color) != channels or not all(math.isfinite(value) for value in color) or not any(color):
+            raise OIPGraphError(f"colour {list(color)} must be {channels} finite values, not all zero")
+    if len(set(colors)) != len(colors):
+        raise OIPGraphError(f"colors must be distinct, got {[list(color) for color in colors]}")
+    return colors
 
 
 @dataclasses.dataclass
@@ -97,19 +129,6 @@ def activation_bytes_per_image(model: keras.Model) -> int:
         for output in tf.nest.flatten(layer.output):
             floats += math.prod(int(dim or 1) for dim in output.shape[1:])
     return floats * 4 * _FLOATS_PER_ACTIVATION
-
-
-def never_single(fn: Callable[[tf.Tensor], Any], images: tf.Tensor) -> Any:
-    """`fn(images)`, but a batch of one image is computed as a pair (the image twice).
-
-    oneDNN computes a batch of one with other kernels than larger batches; their
-    rounding differs by ~1e-7, which a max-pool tie can turn into a visible
-    difference. Computing a lone image as a pair keeps a pattern's score
-    independent of how many other patterns share its chunk.
-    """
-    count = tf.shape(images)[0]
-    padded = tf.cond(tf.equal(count, 1), lambda: tf.concat([images, images], axis=0), lambda: images)
-    return tf.nest.map_structure(lambda output: output[:count], fn(padded))
 
 
 class PrecursorScan(tf.Module):
@@ -142,6 +161,7 @@ class PrecursorScan(tf.Module):
         halving_steps: int = DEFAULT_HALVING_STEPS,
         halving_keep: int = DEFAULT_HALVING_KEEP,
         halving_keep_per_result: int = DEFAULT_HALVING_KEEP_PER_RESULT,
+        colors: Sequence[Sequence[float]] | None = None,
         name: str | None = None,
     ):
         """Builds the scan for the layer of `ascent`.
@@ -159,6 +179,8 @@ class PrecursorScan(tf.Module):
                 `scan_steps` steps (exhaustive).
             halving_keep: The least number of patterns kept by the halving.
             halving_keep_per_result: Patterns kept by the halving per requested result.
+            colors: The colours of the patterns, each one value per channel of
+                the image; None for `default_colors(channels)`.
             name: Module name; defaults to `precursor_<layer>`.
 
         Raises:
@@ -169,11 +191,14 @@ class PrecursorScan(tf.Module):
         self.ascent = ascent
         self.grid = check_positive_int("grid", grid)
         self.values = self._check_values(values)
-        self.num_patterns = len(self.values) ** (self.grid * self.grid)
+        channels = ascent.image_shape[-1]
+        self.colors = check_colors(default_colors(channels) if colors is None else colors, channels)
+        self.cell_patterns = len(self.values) ** (self.grid * self.grid)
+        self.num_patterns = len(self.colors) * self.cell_patterns
         if self.num_patterns > MAX_PATTERNS:
             raise OIPGraphError(
-                f"grid {self.grid} with {len(self.values)} values gives "
-                f"{len(self.values)}^{self.grid * self.grid} patterns;"
+                f"grid {self.grid} with {len(self.values)} values and {len(self.colors)} colours gives "
+                f"{len(self.colors)} * {len(self.values)}^{self.grid * self.grid} patterns;"
                 f" at most {MAX_PATTERNS} are supported"
             )
         if not (math.isfinite(epsilon) and epsilon > 0):
@@ -185,20 +210,15 @@ class PrecursorScan(tf.Module):
         self.halving_steps = int(halving_steps)
         self.halving_keep = check_positive_int("halving_keep", halving_keep)
         self.halving_keep_per_result = check_positive_int("halving_keep_per_result", halving_keep_per_result)
-        self.map_loss = SingleMapLoss(ascent)
+        self.ascent_step = AscentStep(ascent.objective, ascent.image_shape, domain=ascent.domain, shared_target=True)
         self._values = tf.constant(self.values, tf.float32)
+        self._colors = tf.constant(self.colors, tf.float32)
         cells = self.grid * self.grid
         base = len(self.values)
         self._digit_weights = tf.constant([base ** (cells - 1 - cell) for cell in range(cells)], tf.int32)
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
             self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
-        )
-        self.loss_and_gradient = compiled_step(
-            lambda images, map_index: never_single(
-                lambda batch: loss_and_gradient(lambda b: self.map_loss(b, map_index), batch), images
-            ),
-            [tf.TensorSpec([None, *ascent.image_shape], tf.float32), scalar("map_index")],
         )
         self._score_chunk = tf.function(
             self._checked_score_chunk,
@@ -241,9 +261,14 @@ class PrecursorScan(tf.Module):
 
     # -- graph pieces -----------------------------------------------------------
 
+    @property
+    def repeated_patterns(self) -> int:
+        """How many patterns repeat another's image: per colour, the |V| constant patterns give one image."""
+        return len(self.colors) * (len(self.values) - 1)
+
     def digits(self, pattern_index: tf.Tensor) -> tf.Tensor:
-        """int32 [B, grid * grid]: the base-|V| digits of `pattern_index`, most significant (cell (0, 0)) first."""
-        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32)
+        """int32 [B, grid * grid]: the base-|V| cell digits of `pattern_index`, most significant (cell (0, 0)) first."""
+        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32) % self.cell_patterns
         return (pattern_index[:, None] // self._digit_weights) % len(self.values)
 
     def cell_values(self, pattern_index: tf.Tensor) -> tf.Tensor:
@@ -251,7 +276,10 @@ class PrecursorScan(tf.Module):
         return tf.reshape(tf.gather(self._values, self.digits(pattern_index)), [-1, self.grid, self.grid])
 
     def patterns(self, pattern_index: tf.Tensor) -> tf.Tensor:
-        """float32 [B, H, W, C]: the standardized start images of patterns `pattern_index` (int32 [B]).
+        """float32 [B, H, W, C]: the start images of patterns `pattern_index` (int32 [B]), in the ascent's domain.
+
+        Standardized per image (the constant patterns are exactly 0), then
+        mapped into the ascent's domain (`Domain.from_standardized`).
 
         Raises:
             InvalidArgumentError: an index outside [0, num_patterns).
@@ -268,14 +296,17 @@ class PrecursorScan(tf.Module):
         with tf.control_dependencies(checks):
             digits = self.digits(pattern_index)
         cells = tf.reshape(tf.gather(self._values, digits), [-1, self.grid, self.grid, 1])
-        height, width, channels = self.ascent.image_shape
+        height, width, _ = self.ascent.image_shape
         if (self.grid, self.grid) != (height, width):
             cells = tf.image.resize(cells, [height, width], method="bicubic", antialias=True)
-        images = tf.image.per_image_standardization(tf.tile(cells, [1, 1, 1, channels]))
-        # A constant pattern standardizes to exactly 0; computed, it is resize and rounding noise
+        color_index = pattern_index // self.cell_patterns
+        images = tf.image.per_image_standardization(cells * tf.gather(self._colors, color_index)[:, None, None, :])
+        # A constant gray pattern standardizes to exactly 0; computed, it is resize and rounding noise
         # of size 1e-7 whose direction would decide where its first ascent step jumps.
-        constant = tf.reduce_all(tf.equal(digits, digits[:, :1]), axis=1)
-        return tf.where(constant[:, None, None, None], tf.zeros_like(images), images)
+        gray = tf.gather(tf.constant([len(set(color)) == 1 for color in self.colors]), color_index)
+        constant = tf.reduce_all(tf.equal(digits, digits[:, :1]), axis=1) & gray
+        images = tf.where(constant[:, None, None, None], tf.zeros_like(images), images)
+        return self.ascent.domain.from_standardized(images)
 
     def pool_size(self, top_n: tf.Tensor | int) -> tf.Tensor:
         """How many patterns survive the halving for a scan that returns `top_n`."""
@@ -301,8 +332,9 @@ class PrecursorScan(tf.Module):
         count = tf.shape(images)[0]
 
         def body(step, x, position):
-            loss, gradient = self.loss_and_gradient(x, map_index)
-            x = ascent_update(x, gradient, self.epsilon)
+            no_seeds = tf.zeros([tf.shape(x)[0], 2], tf.int64)
+            loss, gradient = self.ascent_step.loss_and_gradient(x, map_index, no_seeds, step)
+            x = self.ascent_step.update(x, gradient, self.epsilon)
             # Zero loss and zero gradient: the image never moves again, so its score stays 0.
             moving = tf.not_equal(loss, 0.0) | tf.reduce_any(tf.not_equal(gradient, 0.0), axis=[1, 2, 3])
             return step + 1, tf.boolean_mask(x, moving), tf.boolean_mask(position, moving)
@@ -321,7 +353,7 @@ class PrecursorScan(tf.Module):
         # oneDNN convolutions fail on empty batches, so a chunk without moving images skips the model.
         final_loss = tf.cond(
             tf.size(position) > 0,
-            lambda: never_single(lambda batch: self.map_loss(batch, map_index), images),
+            lambda: never_single(lambda batch: self.ascent.objective.shared_target(batch, map_index), images),
             lambda: tf.zeros([0], tf.float32),
         )
         return tf.scatter_nd(position[:, None], final_loss, [count])

@@ -1,4 +1,11 @@
-"""Joining, selecting and replacing the pairs of `AscentResult`s (NumPy only)."""
+"""The per-pair record of an ascent, and joining, selecting and replacing its pairs (NumPy only).
+
+`AscentResult` is the one record that travels from the compiled ascent to the
+disk: every field has the pair axis first, `snapshot_steps` included (one row
+of steps per pair, also when all pairs ran the same budget). Results of runs
+with different step budgets join by widening the shorter loss histories with
+each pair's final loss (`pad_history`), as a pair that stopped early is padded.
+"""
 
 from __future__ import annotations
 
@@ -7,56 +14,75 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from oipgraph.ascent import AscentResult
+from oipgraph.objectives.base import STATUS_NAMES
+
+
+@dataclasses.dataclass
+class AscentResult:
+    """Results of an ascent for B pairs, as NumPy arrays.
+
+    Attributes:
+        map_index: int32 [B], the target (map or unit) of each pair.
+        images: float32 [B, H, W, C], the final images.
+        loss: float32 [B], the objective at `images`.
+        loss_history: float32 [B, steps], the loss at each step; a pair that
+            stopped early repeats its final loss.
+        steps_run: int32 [B], gradient evaluations per pair.
+        status: int32 [B], 0 completed, 1 converged, 2 no_activation.
+        snapshots: float32 [B, F, H, W, C], images at `snapshot_steps`.
+        snapshot_steps: int32 [B, F], the step of each snapshot of each pair.
+    """
+
+    map_index: np.ndarray
+    images: np.ndarray
+    loss: np.ndarray
+    loss_history: np.ndarray
+    steps_run: np.ndarray
+    status: np.ndarray
+    snapshots: np.ndarray
+    snapshot_steps: np.ndarray
+
+    @property
+    def status_names(self) -> list[str]:
+        return [STATUS_NAMES[code] for code in self.status]
+
+    def __len__(self) -> int:
+        return len(self.map_index)
+
+
+def pad_history(history: np.ndarray, final_loss: np.ndarray, width: int) -> np.ndarray:
+    """float32 [B, width]: loss histories [B, T <= width] widened by repeating each pair's final loss [B]."""
+    missing = width - history.shape[1]
+    if missing == 0:
+        return history
+    return np.concatenate([history, np.repeat(np.asarray(final_loss)[:, None], missing, axis=1)], axis=1)
 
 
 def concat_results(parts: Sequence[AscentResult]) -> AscentResult:
-    """Joins results of batches that ran with the same step count."""
+    """Joins results in order; loss histories of different lengths are padded to the longest."""
     if len(parts) == 1:
         return parts[0]
-    return AscentResult(
-        **{
-            field.name: np.concatenate([getattr(part, field.name) for part in parts])
-            for field in dataclasses.fields(AscentResult)
-            if field.name != "snapshot_steps"
-        },
-        snapshot_steps=parts[0].snapshot_steps,
-    )
+    width = max(part.loss_history.shape[1] for part in parts)
+    fields = {}
+    for field in dataclasses.fields(AscentResult):
+        values = [getattr(part, field.name) for part in parts]
+        if field.name == "loss_history":
+            values = [pad_history(part.loss_history, part.loss, width) for part in parts]
+        fields[field.name] = np.concatenate(values)
+    return AscentResult(**fields)
 
 
 def select_pairs(result: AscentResult, rows: np.ndarray | Sequence[int]) -> AscentResult:
     """The pairs `rows` of `result`, in that order."""
     rows = np.asarray(rows, dtype=np.int64)
-    steps = np.asarray(result.snapshot_steps)
-    return AscentResult(
-        **{
-            field.name: getattr(result, field.name)[rows]
-            for field in dataclasses.fields(AscentResult)
-            if field.name != "snapshot_steps"
-        },
-        snapshot_steps=steps[rows] if steps.ndim == 2 else steps,
-    )
-
-
-def _padded_history(history: np.ndarray, final_loss: np.ndarray, width: int) -> np.ndarray:
-    """Widens a loss history to `width` steps; the added steps repeat the final loss, as for frozen pairs."""
-    missing = width - history.shape[1]
-    if missing == 0:
-        return history
-    return np.concatenate([history, np.repeat(final_loss[:, None], missing, axis=1)], axis=1)
-
-
-def _per_pair_steps(result: AscentResult) -> np.ndarray:
-    steps = np.asarray(result.snapshot_steps)
-    return steps if steps.ndim == 2 else np.tile(steps, (len(result), 1))
+    return AscentResult(**{field.name: getattr(result, field.name)[rows] for field in dataclasses.fields(AscentResult)})
 
 
 def replace_pairs(base: AscentResult, rows: np.ndarray | Sequence[int], replacement: AscentResult) -> AscentResult:
     """`base` with pairs `rows` replaced by the pairs of `replacement` (same order).
 
     The results may come from runs with different step budgets: the loss
-    histories are widened to the longer one (repeating each pair's final loss),
-    and `snapshot_steps` becomes per pair ([B, F]) when the budgets differ.
+    histories are widened to the longer one (`pad_history`).
     """
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) != len(replacement):
@@ -64,16 +90,11 @@ def replace_pairs(base: AscentResult, rows: np.ndarray | Sequence[int], replacem
     width = max(base.loss_history.shape[1], replacement.loss_history.shape[1])
     merged = {}
     for field in dataclasses.fields(AscentResult):
-        if field.name in ("snapshot_steps", "loss_history"):
-            continue
-        values = np.array(getattr(base, field.name), copy=True)
-        values[rows] = getattr(replacement, field.name)
+        if field.name == "loss_history":
+            values = pad_history(base.loss_history, base.loss, width).copy()
+            values[rows] = pad_history(replacement.loss_history, replacement.loss, width)
+        else:
+            values = np.array(getattr(base, field.name), copy=True)
+            values[rows] = getattr(replacement, field.name)
         merged[field.name] = values
-    history = _padded_history(base.loss_history, base.loss, width).copy()
-    history[rows] = _padded_history(replacement.loss_history, replacement.loss, width)
-    if np.ndim(base.snapshot_steps) == 1 and np.array_equal(base.snapshot_steps, replacement.snapshot_steps):
-        snapshot_steps = base.snapshot_steps
-    else:
-        snapshot_steps = _per_pair_steps(base).copy()
-        snapshot_steps[rows] = _per_pair_steps(replacement)
-    return AscentResult(**merged, loss_history=history, snapshot_steps=snapshot_steps)
+    return AscentResult(**merged)

@@ -27,7 +27,6 @@ import dataclasses
 import re
 from collections.abc import Callable, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -40,6 +39,7 @@ from oipgraph.ascent import (
     AscentResult,
     OIPAscent,
 )
+from oipgraph.domain import STANDARDIZED
 from oipgraph.errors import OIPGraphError, check_positive_int, is_positive_int
 from oipgraph.preactivation import DEFAULT_WAKE_STEPS, PreActivationWakeUp, can_wake
 from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES, PrecursorScan
@@ -68,7 +68,9 @@ class StrategySettings:
         epsilon: Ascent step size.
         conv_criterion: Convergence threshold of the final ascent (<= 0: off).
         batch_size: Pairs per ascent call.
-        verbose: Progress bars.
+        verbose: Progress bars of the precursor scans.
+        progress: Called with the share (0 to 1) of the current ascent's pairs
+            and steps done, as the ascent advances; None for no reports.
         coarse_to_fine_steps: Steps of each coarse-to-fine stage before the next
             finer scale is added: one entry per scale but the finest.
         cells: Length scales of the multi-scale starts (cells per side); None
@@ -90,6 +92,7 @@ class StrategySettings:
     conv_criterion: float = DEFAULT_CONV_CRITERION
     batch_size: int = DEFAULT_BATCH_SIZE
     verbose: bool = False
+    progress: Callable[[float], None] | None = None
     coarse_to_fine_steps: tuple[int, ...] = DEFAULT_COARSE_TO_FINE_STEPS
     cells: tuple[int, ...] | None = None
     factors: tuple[float, ...] | None = None
@@ -161,6 +164,16 @@ class OIPRun:
     def __len__(self) -> int:
         return len(self.result)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-pair record as arrays [B, ...]: what a chunk saves for `--resume` and `oips.npz` holds."""
+        return {
+            **{field.name: getattr(self.result, field.name) for field in dataclasses.fields(AscentResult)},
+            "init_index": self.init_index,
+            "seed_stream": self.streams,
+            "strategy": np.asarray(self.strategy),
+            "start_images": self.start_images,
+        }
+
 
 def run_in_batches(
     ascent: OIPAscent,
@@ -169,6 +182,7 @@ def run_in_batches(
     settings: StrategySettings,
     steps: int | None = None,
     conv_criterion: float | None = None,
+    seeds: np.ndarray | None = None,
 ) -> AscentResult:
     """Runs the ascent over any number of pairs, `settings.batch_size` at a time.
 
@@ -179,18 +193,24 @@ def run_in_batches(
         settings: Batch size, epsilon, convergence criterion, progress.
         steps: Steps per pair; None for `settings.final_steps(DEFAULT_STEPS)`.
         conv_criterion: Overrides `settings.conv_criterion` when given.
+        seeds: int64 [B, 2], each pair's stateless seed for the transforms; None for zeros.
     """
     steps = settings.final_steps(DEFAULT_STEPS) if steps is None else steps
     conv_criterion = settings.conv_criterion if conv_criterion is None else conv_criterion
+    seeds = np.zeros([len(map_index), 2], np.int64) if seeds is None else seeds
     parts = []
     total = len(map_index)
-    progbar = keras.utils.Progbar(
-        total, unit_name="pair", verbose=1 if settings.verbose and total > settings.batch_size else 0
-    )
     for begin in range(0, total, settings.batch_size):
         end = min(begin + settings.batch_size, total)
-        parts.append(ascent(images[begin:end], map_index[begin:end], steps, settings.epsilon, conv_criterion))
-        progbar.update(end)
+
+        def report(step: int, steps: int, begin: int = begin, end: int = end) -> None:
+            if settings.progress is not None:
+                settings.progress((begin + (end - begin) * step / steps) / total)
+
+        batch = slice(begin, end)
+        parts.append(
+            ascent(images[batch], map_index[batch], steps, settings.epsilon, conv_criterion, seeds[batch], report)
+        )
     return concat_results(parts)
 
 
@@ -201,8 +221,9 @@ def _start_image_strategy(
         ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
     ) -> OIPRun:
         streams = starts.pair_stream(map_index, init_index)
-        images = np.asarray(make_starts(starts.start_seeds(seed, streams), ascent.image_shape, settings))
-        result = run_in_batches(ascent, images, map_index, settings)
+        seeds = starts.start_seeds(seed, streams)
+        images = np.asarray(ascent.domain.from_standardized(make_starts(seeds, ascent.image_shape, settings)))
+        result = run_in_batches(ascent, images, map_index, settings, seeds=seeds)
         return OIPRun(result, images, init_index, seed, streams, [name] * len(map_index))
 
     run.__doc__ = f"The {name} strategy: {name} start images, then the full ascent."
@@ -253,21 +274,24 @@ def coarse_to_fine_strategy(
         return factors[scale] * starts.scale_noise(seeds, ascent.image_shape, cells[scale], scale)
 
     raw = weighted_noise(coarsest_first[0])
-    images = np.asarray(tf.image.per_image_standardization(raw))
+    domain = ascent.domain
+    images = np.asarray(domain.from_standardized(tf.image.per_image_standardization(raw)))
     start_images = images
     for scale, steps in zip(coarsest_first[1:], stage_steps):
-        stage = run_in_batches(ascent, images, map_index, settings, steps=int(steps), conv_criterion=0.0)
+        stage = run_in_batches(ascent, images, map_index, settings, steps=int(steps), conv_criterion=0.0, seeds=seeds)
         added = weighted_noise(scale)
-        images = np.asarray(starts.add_scale(stage.images, raw, added))
+        # In a value range the stage's images are standardized first, so that the scale adds at its designed weight.
+        stage_images = stage.images if domain is STANDARDIZED else tf.image.per_image_standardization(stage.images)
+        images = np.asarray(domain.from_standardized(starts.add_scale(stage_images, raw, added)))
         raw += added
-    result = run_in_batches(
-        ascent, images, map_index, settings, steps=settings.final_steps(DEFAULT_COARSE_TO_FINE_FINAL_STEPS)
-    )
+    final_steps = settings.final_steps(DEFAULT_COARSE_TO_FINE_FINAL_STEPS)
+    result = run_in_batches(ascent, images, map_index, settings, steps=final_steps, seeds=seeds)
     return OIPRun(result, start_images, init_index, seed, streams, ["coarse_to_fine"] * len(map_index))
 
 
 def _precursor_pass(
     ascent: OIPAscent,
+    seed: int,
     map_index: np.ndarray,
     init_index: np.ndarray,
     settings: StrategySettings,
@@ -276,7 +300,7 @@ def _precursor_pass(
 ) -> tuple[AscentResult, np.ndarray]:
     """One precursor pass on one pattern grid: the full-ascent results and start patterns of the pairs."""
     scan = PrecursorScan(ascent, grid=grid, values=values)
-    distinct_images = scan.num_patterns - (len(scan.values) - 1)
+    distinct_images = scan.num_patterns - scan.repeated_patterns
     if int(np.max(init_index)) >= distinct_images:
         raise OIPGraphError(
             f"init {int(np.max(init_index))} asks for more precursor starts than there are distinct patterns "
@@ -287,7 +311,7 @@ def _precursor_pass(
         starts_per_map[map_id] = max(starts_per_map.get(map_id, settings.precursor_top_n), init + 1)
     # The |V| constant patterns all standardize to the zero image: ask for enough extra patterns
     # to drop the repeats, so that N full ascents start from N different images.
-    repeats = len(scan.values) - 1
+    repeats = scan.repeated_patterns
     scan_images, scan_maps = [], []
     for map_id, count in sorted(starts_per_map.items()):
         best = scan.run(
@@ -298,7 +322,10 @@ def _precursor_pass(
         scan_images.append(images)
         scan_maps.append(np.full([len(images)], map_id, np.int32))
     scan_images, scan_maps = np.concatenate(scan_images), np.concatenate(scan_maps)
-    full = run_in_batches(ascent, scan_images, scan_maps, settings, steps=settings.final_steps(DEFAULT_PRECURSOR_STEPS))
+    scan_ranks = np.concatenate([np.arange(np.sum(scan_maps == map_id)) for map_id in np.unique(scan_maps)])
+    scan_seeds = starts.start_seeds(seed, starts.pair_stream(scan_maps, scan_ranks))
+    final_steps = settings.final_steps(DEFAULT_PRECURSOR_STEPS)
+    full = run_in_batches(ascent, scan_images, scan_maps, settings, steps=final_steps, seeds=scan_seeds)
     ranked = {}
     for map_id in starts_per_map:
         rows = np.flatnonzero(scan_maps == map_id)
@@ -337,7 +364,9 @@ def precursor_strategy(
     rows = np.arange(len(map_index))
     result, start_images = None, None
     for grid, values in passes:
-        attempt, attempt_starts = _precursor_pass(ascent, map_index[rows], init_index[rows], settings, grid, values)
+        attempt, attempt_starts = _precursor_pass(
+            ascent, seed, map_index[rows], init_index[rows], settings, grid, values
+        )
         if result is None:
             result, start_images = attempt, attempt_starts
         else:
@@ -373,12 +402,15 @@ def preactivation_strategy(
     wake_up = PreActivationWakeUp(ascent)
     streams = starts.pair_stream(map_index, init_index)
     seeds = starts.start_seeds(seed, streams)
-    start_images = np.asarray(starts.multiscale(seeds, ascent.image_shape, *settings.scales(ascent.image_shape[0])))
+    multiscale = starts.multiscale(seeds, ascent.image_shape, *settings.scales(ascent.image_shape[0]))
+    start_images = np.asarray(ascent.domain.from_standardized(multiscale))
     woken = []
     for begin in range(0, len(map_index), settings.batch_size):
         batch = slice(begin, begin + settings.batch_size)
-        woken.append(wake_up(start_images[batch], map_index[batch], settings.wake_steps, settings.epsilon).images)
-    result = run_in_batches(ascent, np.concatenate(woken), map_index, settings)
+        woken.append(
+            wake_up(start_images[batch], map_index[batch], settings.wake_steps, settings.epsilon, seeds[batch]).images
+        )
+    result = run_in_batches(ascent, np.concatenate(woken), map_index, settings, seeds=seeds)
     return OIPRun(result, start_images, init_index, seed, streams, ["preactivation"] * len(map_index))
 
 
@@ -435,10 +467,11 @@ STRATEGIES: dict[str, Callable[..., OIPRun]] = {
 }
 
 
-def parse_maps(spec: str, num_maps: int, layer_name: str) -> list[int]:
+def parse_maps(spec: str, num_maps: int, layer_name: str, kind: str = "map") -> list[int]:
     """Parses a `--maps` text: 'all' or comma-separated indices and ranges like '0-7,12'.
 
     Shared by the CLI and the benchmarks; duplicates are dropped, order is kept.
+    `kind` names the targets in messages: `map`, or `unit` for a non-spatial layer.
 
     Raises:
         OIPGraphError: malformed text, a reversed range or an index out of range.
@@ -457,7 +490,8 @@ def parse_maps(spec: str, num_maps: int, layer_name: str) -> list[int]:
         for map_index in range(first, last + 1):
             if map_index >= num_maps:
                 raise OIPGraphError(
-                    f"--maps={spec!r}: map {map_index} out of range, layer {layer_name} has maps 0..{num_maps - 1}"
+                    f"--maps={spec!r}: {kind} {map_index} out of range,"
+                    f" layer {layer_name} has {kind}s 0..{num_maps - 1}"
                 )
             if map_index not in maps:
                 maps.append(map_index)

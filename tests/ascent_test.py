@@ -1,5 +1,7 @@
 """Tests of the compiled OIP ascent against a step-by-step eager reference."""
 
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -93,6 +95,37 @@ class AscentMatchesEagerReferenceTest(tf.test.TestCase):
             self.assertEqual(batch.status[pair], alone.status[0])
             self.assertEqual(batch.steps_run[pair], alone.steps_run[0])
 
+    def test_a_pair_gives_the_same_result_alone_and_in_any_batch(self):
+        # A batch of one runs other oneDNN kernels; the ascent computes it as a pair (step.never_single),
+        # so that map 4's OIP is bit for bit the same from `--maps=4` and from `--maps=0-255`.
+        ascent = OIPAscent(self.model, "Conv2D_3")
+        maps = np.roll(np.arange(256) % 128, -4).astype(np.int32)
+        streams = starts.pair_stream(maps, np.arange(256) // 128)
+        images = starts.multiscale(starts.start_seeds(0, streams), ascent.image_shape).numpy()
+        whole = ascent(images, maps, steps=200, conv_criterion=0.0)
+        for batch in (1, 7, 16):
+            part = ascent(images[:batch], maps[:batch], steps=200, conv_criterion=0.0)
+            with self.subTest(batch=batch):
+                self.assertAllEqual(part.images, whole.images[:batch])
+                self.assertAllEqual(part.loss_history, whole.loss_history[:batch])
+                self.assertAllEqual(part.status, whole.status[:batch])
+
+    def test_stopped_pairs_leave_the_batch_without_changing_any_result(self):
+        # Pairs that stop at different steps (no_activation at 11, converged, completed), in two orders:
+        # each equals the same pair run alone, where nothing is ever dropped from its batch.
+        ascent = OIPAscent(self.model, "Conv2D_3")
+        maps = np.array([3, 0, 5, 77, 9, 46, 3, 127], np.int32)
+        images = starts.multiscale(starts.start_seeds(4, range(len(maps))), ascent.image_shape).numpy()
+        run = lambda images, maps: ascent(images, maps, steps=120, conv_criterion=4e-3)  # noqa: E731
+        alone = [run(images[pair : pair + 1], maps[pair : pair + 1]) for pair in range(len(maps))]
+        self.assertContainsSubset({0, 1, 2}, {int(result.status[0]) for result in alone})
+        for order in (np.arange(len(maps)), np.array([7, 2, 5, 0, 3, 6, 1, 4])):
+            batch = run(images[order], maps[order])
+            for position, pair in enumerate(order):
+                with self.subTest(order=order.tolist(), pair=pair):
+                    for field in ("images", "loss", "loss_history", "status", "steps_run", "snapshots"):
+                        self.assertAllEqual(getattr(batch, field)[position], getattr(alone[pair], field)[0])
+
     def test_output_shapes_and_snapshots(self):
         ascent = OIPAscent(self.model, "Conv2D_1", num_snapshots=8)
         images = starts.multiscale(starts.start_seeds(0, range(3)), ascent.image_shape).numpy()
@@ -100,7 +133,7 @@ class AscentMatchesEagerReferenceTest(tf.test.TestCase):
         self.assertEqual(result.images.shape, (3, 28, 28, 1))
         self.assertEqual(result.loss_history.shape, (3, 600))
         self.assertEqual(result.snapshots.shape, (3, 8, 28, 28, 1))
-        self.assertAllEqual(result.snapshot_steps, [0, 9, 18, 36, 72, 144, 288, 600])
+        self.assertAllEqual(result.snapshot_steps, [[0, 9, 18, 36, 72, 144, 288, 600]] * 3)
         self.assertAllClose(result.snapshots[:, 0], images)
         self.assertAllClose(result.snapshots[:, -1], result.images)
 
@@ -109,7 +142,10 @@ class AscentMatchesEagerReferenceTest(tf.test.TestCase):
         for batch, steps in ((1, 3), (5, 7), (2, 12)):
             images = starts.multiscale(starts.start_seeds(batch, range(batch)), ascent.image_shape).numpy()
             ascent(images, [0] * batch, steps=steps)
-        self.assertEqual(ascent.optimize.experimental_get_tracing_count(), 1)
+            ascent.optimize(images, [0] * batch, steps, 0.01, 5e-4, np.zeros([batch, 2], np.int64))
+        # The Python entry point runs the loop in segments (start, advance, finish); one trace each.
+        for function in (ascent.optimize, ascent._start, ascent._advance, ascent._finish):
+            self.assertEqual(function.experimental_get_tracing_count(), 1)
 
 
 class StoppingTest(tf.test.TestCase):
@@ -177,16 +213,25 @@ class ArgumentErrorsTest(tf.test.TestCase):
         cls.images = starts.multiscale(starts.start_seeds(0, range(2)), cls.ascent.image_shape).numpy()
 
     def test_bad_layers(self):
-        for layer_name, message in (
-            ("Conv2D_9", "unknown layer 'Conv2D_9'"),
-            ("Dense_1", "layer 'Dense_1' has output shape (None, 70)"),
-            ("Flatten", "layer 'Flatten' has output shape"),
+        for layer_name, kwargs, message in (
+            ("Conv2D_9", {}, "unknown layer 'Conv2D_9'"),
+            ("image", {}, "layer 'image' is the model's input"),
+            (
+                "Dense_1",
+                dict(objective="channel"),
+                "objective 'channel' needs a layer with spatial [B, H, W, C] output",
+            ),
+            ("Dense_1", dict(objective="neuron"), "objective 'neuron' needs a layer with spatial"),
+            ("Conv2D_3", dict(objective="unit"), "objective 'unit' needs a layer with [B, units] output"),
+            ("Conv2D_3", dict(objective="pixel"), "unknown objective 'pixel'"),
+            ("Conv2D_3", dict(objective="neuron", neuron=(3, 0)), r"neuron (3, 0) is outside the 3x3 maps"),
+            ("Conv2D_3", dict(objective="channel", neuron=(1, 1)), "needs the neuron objective"),
         ):
             with (
-                self.subTest(layer_name=layer_name),
-                self.assertRaisesRegex(OIPGraphError, message.replace("(", r"\(").replace(")", r"\)")),
+                self.subTest(layer_name=layer_name, **kwargs),
+                self.assertRaisesRegex(OIPGraphError, re.escape(message) if "(" not in message[:3] else message),
             ):
-                OIPAscent(self.model, layer_name)
+                OIPAscent(self.model, layer_name, **kwargs)
 
     def test_bad_call_arguments(self):
         nan_images = self.images.copy()
@@ -228,7 +273,8 @@ class ArgumentErrorsTest(tf.test.TestCase):
         )
         for images, map_index, steps, epsilon, message in cases:
             with self.subTest(message), self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
-                self.ascent.optimize(images, tf.constant(map_index, tf.int32), steps, epsilon, 0.0)
+                seeds = np.zeros([len(map_index), 2], np.int64)
+                self.ascent.optimize(images, tf.constant(map_index, tf.int32), steps, epsilon, 0.0, seeds)
 
 
 class StartImagesTest(tf.test.TestCase):

@@ -25,9 +25,10 @@ from oipgraph.errors import OIPGraphError
 from oipgraph.model import load_model
 
 LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
-NUM_MAPS = {"Conv2D_1": 32, "Conv2D_2": 64, "Conv2D_3": 128}
+DENSE_LAYERS = ("Dense_1", "Dense_2")  # The unit objective; Dense_2's logits are the classes.
+NUM_MAPS = {"Conv2D_1": 32, "Conv2D_2": 64, "Conv2D_3": 128, "Dense_1": 70, "Dense_2": 10}
 IMAGE_SHAPE = (28, 28, 1)
-OPTIMIZE_SIGNATURES = ("serving_default",) + tuple(f"optimize_{layer}" for layer in LAYERS)
+OPTIMIZE_SIGNATURES = ("serving_default",) + tuple(f"optimize_{layer}" for layer in LAYERS + DENSE_LAYERS)
 PRECURSOR_SIGNATURES = tuple(f"precursor_{layer}" for layer in LAYERS)
 ALL_SIGNATURES = OPTIMIZE_SIGNATURES + PRECURSOR_SIGNATURES + ("initial_images",)
 BIN_DIR = os.path.dirname(sys.executable)
@@ -150,6 +151,8 @@ def fixed_inputs() -> dict[str, dict[str, np.ndarray]]:
         "epsilon": np.float32(TEST_EPSILON),
     }
     inputs = {name: optimize_inputs for name in OPTIMIZE_SIGNATURES}
+    for layer in DENSE_LAYERS:
+        inputs[f"optimize_{layer}"] = {**optimize_inputs, "map_index": TEST_MAPS % NUM_MAPS[layer]}
     inputs["initial_images"] = {"seed": np.int64(2**40 + TEST_SEED), "batch": np.int32(3)}
     for layer, map_index in PRECURSOR_MAPS.items():
         inputs[f"precursor_{layer}"] = {
@@ -266,14 +269,14 @@ class ExportedSavedModelTest(tf.test.TestCase):
             )
 
     def test_optimize_signatures_equal_the_library_ascent(self):
-        arguments = fixed_inputs()["serving_default"]
         for name in OPTIMIZE_SIGNATURES:
+            arguments = fixed_inputs()[name]
             layer = "Conv2D_3" if name == "serving_default" else name[len("optimize_") :]
             with self.subTest(signature=name):
                 served = self.loaded.signatures[name](**as_tensors(arguments))
                 reference = OIPAscent(self.model, layer)(
                     arguments["images"],
-                    TEST_MAPS,
+                    arguments["map_index"],
                     steps=TEST_STEPS,
                     epsilon=TEST_EPSILON,
                     conv_criterion=DEFAULT_CONV_CRITERION,
@@ -529,11 +532,11 @@ class ExportedSavedModelTest(tf.test.TestCase):
                 self.assertLess(outcome["peak_growth_mib"], 300)
 
     def test_bad_inputs_fail_in_graph(self):
-        good = fixed_inputs()["serving_default"]
-        images, maps = good["images"], good["map_index"]
+        images, maps = fixed_inputs()["serving_default"]["images"], TEST_MAPS
         nan_images = images.copy()
         nan_images[1, 3, 4, 0] = np.nan
         for name in OPTIMIZE_SIGNATURES:
+            good = fixed_inputs()[name]
             num_maps = NUM_MAPS["Conv2D_3" if name == "serving_default" else name[len("optimize_") :]]
             cases = [
                 (
@@ -653,7 +656,7 @@ class OtherModelExportTest(tf.test.TestCase):
         features = keras.layers.Conv2D(4, 3, activation="relu", name="low")(inputs)
         features = keras.layers.MaxPooling2D(2)(features)
         features = keras.layers.Conv2D(6, 3, activation="relu", name="high")(features)
-        outputs = keras.layers.Dense(2)(keras.layers.Flatten()(features))
+        outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(features))
         keras.utils.set_random_seed(0)
         model = keras.Model(inputs, outputs)
         export_dir = tempfile.mkdtemp(prefix="other_model_export_")
@@ -663,7 +666,15 @@ class OtherModelExportTest(tf.test.TestCase):
 
         self.assertCountEqual(
             loaded.signatures,
-            ["serving_default", "optimize_low", "optimize_high", "initial_images", "precursor_low", "precursor_high"],
+            [
+                "serving_default",
+                "optimize_low",
+                "optimize_high",
+                "optimize_head",
+                "initial_images",
+                "precursor_low",
+                "precursor_high",
+            ],
         )
         images = loaded.signatures["initial_images"](seed=tf.constant(3, tf.int64), batch=tf.constant(2))["images"]
         self.assertAllEqual(images, starts.multiscale(starts.start_seeds(3, range(2)), (12, 10, 3)))

@@ -7,7 +7,7 @@ import tensorflow as tf
 from oipgraph import starts
 from oipgraph.ascent import loss_and_gradient
 from oipgraph.model import load_model
-from oipgraph.objective import PairMapLoss, can_slice_per_pair
+from oipgraph.objectives import ChannelObjective, can_slice_per_pair
 
 
 def plain_loss(feature_model, images, map_index):
@@ -30,10 +30,10 @@ def tiny_model(activation="relu", padding="valid", use_bias=True, top_kernel=3, 
     return model
 
 
-class PairMapLossTest(tf.test.TestCase):
+class ChannelObjectiveTest(tf.test.TestCase):
     def assert_equals_plain(self, model, layer_name, map_index, sliced):
         feature_model = keras.Model(model.inputs[0], model.get_layer(layer_name).output)
-        loss_fn = PairMapLoss(feature_model, layer_name)
+        loss_fn = ChannelObjective(feature_model, layer_name)
         self.assertEqual(loss_fn.sliced, sliced)
         shape = [len(map_index), *model.inputs[0].shape[1:]]
         images = starts.multiscale(starts.start_seeds(0, range(len(map_index))), shape[1:])
@@ -83,7 +83,7 @@ class PairMapLossTest(tf.test.TestCase):
     def test_plain_mode_uses_the_feature_model_as_it_is(self):
         model = tiny_model()
         feature_model = keras.Model(model.inputs[0], model.get_layer("top").output)
-        loss_fn = PairMapLoss(feature_model, "top", fast=False)
+        loss_fn = ChannelObjective(feature_model, "top", fast=False)
         self.assertFalse(loss_fn.sliced)
         self.assertIs(loss_fn.model, feature_model)
 

@@ -66,7 +66,7 @@ class PreActivationWakeUpTest(tf.test.TestCase):
     def test_activation_of_the_pre_activation_is_the_layer_output(self):
         images = random_starts(6)
         maps = np.array([0, 1, 2, 1, 0, 2], np.int32)
-        pre_activation = self.wake_up.pre_activation(images, maps)
+        pre_activation = self.wake_up.peak.spatial.pre_activation_maps(images, maps)
         outputs = self.ascent.feature_model(images)
         self.assertAllClose(tf.nn.relu(pre_activation), tf.gather(outputs, maps, axis=3, batch_dims=1), atol=1e-6)
         self.assertTrue(np.any(pre_activation.numpy() < 0))

@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from oipgraph.ascent import OIPAscent, ascent_update, loss_and_gradient
 from oipgraph.errors import OIPGraphError
+from oipgraph.fastconv import can_slice_channels
 from oipgraph.model import load_model
-from oipgraph.objective import SingleMapLoss, can_slice_channels
 from oipgraph.precursor import PrecursorScan
 
 VALUES = (0.2, 0.5, 0.8)
@@ -160,26 +160,59 @@ class SlicedObjectiveTest(tf.test.TestCase):
         images = PrecursorScan(OIPAscent(model, "Conv2D_1"), grid=3).patterns(tf.constant([5, 999, 12345, 19000]))
         for layer_name, maps in (("Conv2D_3", (0, 9, 127)), ("Conv2D_1", (0, 31))):
             ascent = OIPAscent(model, layer_name)
-            single = SingleMapLoss(ascent)
-            self.assertTrue(single.sliced)
+            self.assertTrue(ascent.objective.shared_sliced)
             for map_index in maps:
                 with self.subTest(layer=layer_name, map_index=map_index):
                     full = ascent.map_loss(images, tf.fill([4], map_index))
-                    self.assertAllClose(single(images, tf.constant(map_index)), full, atol=1e-6, rtol=1e-6)
+                    shared = ascent.objective.shared_target(images, tf.constant(map_index))
+                    self.assertAllClose(shared, full, atol=1e-6, rtol=1e-6)
 
     def test_other_layers_fall_back_to_the_full_feature_model(self):
         for activation in ("softmax", None):
             model = small_cnn(top_activation=activation)
             ascent = OIPAscent(model, "conv_b")
-            single = SingleMapLoss(ascent)
-            self.assertEqual(single.sliced, activation is None)
+            self.assertEqual(ascent.objective.shared_sliced, activation is None)
             images = PrecursorScan(ascent, grid=2).patterns(tf.range(5, 9))
             for map_index in range(4):
                 full = ascent.map_loss(images, tf.fill([4], map_index))
-                self.assertAllClose(single(images, tf.constant(map_index)), full, atol=1e-6)
+                self.assertAllClose(ascent.objective.shared_target(images, tf.constant(map_index)), full, atol=1e-6)
         pool = OIPAscent(small_cnn(), "pool")
         self.assertFalse(can_slice_channels(pool.feature_model.get_layer("pool")))
-        self.assertFalse(SingleMapLoss(pool).sliced)
+        self.assertFalse(pool.objective.shared_sliced)
+
+
+class ColorPatternTest(tf.test.TestCase):
+    def test_colour_patterns_follow_the_gray_ones(self):
+        ascent = OIPAscent(small_cnn(input_shape=(10, 10, 3)), "conv_b")
+        colors = ((1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (1.0, -1.0, 0.0))
+        scan = PrecursorScan(ascent, grid=2, values=(0.2, 0.8), colors=colors)
+        self.assertEqual((scan.cell_patterns, scan.num_patterns, scan.repeated_patterns), (16, 48, 3))
+        gray = PrecursorScan(ascent, grid=2, values=(0.2, 0.8))
+        self.assertEqual(gray.colors, ((1.0, 1.0, 1.0),))
+        self.assertAllEqual(scan.patterns(tf.range(16)), gray.patterns(tf.range(16)))
+        cells = tf.image.resize(scan.cell_values(tf.constant([5]))[..., None], [10, 10], "bicubic", antialias=True)
+        for color_index, color in enumerate(colors):
+            with self.subTest(color=color):
+                expected = tf.image.per_image_standardization(cells * tf.constant(color))
+                self.assertAllClose(scan.patterns(tf.constant([16 * color_index + 5])), expected, atol=1e-5)
+        # A constant cell grid in a colour is a colour, not the zero image; in gray it is zero.
+        self.assertAllEqual(scan.patterns(tf.constant([0])), tf.zeros([1, 10, 10, 3]))
+        red = scan.patterns(tf.constant([16])).numpy()
+        self.assertGreater(red[..., 0].mean(), 0.5)
+        self.assertLess(red[..., 1].mean(), 0.0)
+
+    def test_bad_colours(self):
+        ascent = OIPAscent(small_cnn(input_shape=(10, 10, 3)), "conv_b")
+        for colors, message in (
+            ((), "at least one colour"),
+            (((1.0, 0.0),), r"colour \[1.0, 0.0\] must be 3 finite values"),
+            (((0.0, 0.0, 0.0),), "not all zero"),
+            (((1.0, float("nan"), 0.0),), "must be 3 finite values"),
+            (((1.0, 0.0, 0.0), (1.0, 0.0, 0.0)), "colors must be distinct"),
+            ("red", "colors must be a list of per-channel value lists"),
+        ):
+            with self.subTest(colors=colors), self.assertRaisesRegex(OIPGraphError, message):
+                PrecursorScan(ascent, grid=2, colors=colors)
 
 
 class ErrorTest(tf.test.TestCase):

@@ -218,7 +218,7 @@ def fake_result(map_index, loss, status, steps) -> AscentResult:
         steps_run=np.full([count], steps, np.int32),
         status=np.asarray(status, np.int32),
         snapshots=np.zeros([count, 3, 2, 2, 1], np.float32),
-        snapshot_steps=np.array([0, steps // 2, steps], np.int32),
+        snapshot_steps=np.tile(np.array([0, steps // 2, steps], np.int32), (count, 1)),
     )
 
 
@@ -269,7 +269,6 @@ class AutoEscalationTest(tf.test.TestCase):
         self.assertAllClose(run.result.loss_history[0], np.full(40, 1.0))
         # Different step budgets: snapshot steps per pair.
         self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 10, 20], [0, 20, 40], [0, 15, 30], [0, 15, 30]])
-        self.assertAllEqual(run.result.pair_snapshot_steps(1), [0, 10, 20])
 
     def test_layers_without_a_pre_activation_stop_after_the_precursor(self):
         inputs = keras.Input((SIZE, SIZE, 1))
@@ -298,7 +297,7 @@ class AutoEscalationTest(tf.test.TestCase):
             run = create_oips(ascent, [0], "auto", inits_per_map=2, settings=fast_settings())
         coarse.assert_not_called()
         self.assertEqual(run.strategy, ["random", "random"])
-        self.assertEqual(np.ndim(run.result.snapshot_steps), 1)
+        self.assertEqual(run.result.snapshot_steps.shape, (2, ascent.num_snapshots))
 
 
 class ResultsTest(tf.test.TestCase):
@@ -308,7 +307,7 @@ class ResultsTest(tf.test.TestCase):
         merged = results.replace_pairs(base, [2], replacement)
         self.assertAllClose(merged.loss, [1.0, 0.0, 5.0])
         self.assertAllEqual(merged.status, [0, 2, 0])
-        self.assertAllEqual(merged.snapshot_steps, [0, 5, 10])
+        self.assertAllEqual(merged.snapshot_steps, [[0, 5, 10]] * 3)
         self.assertAllClose(base.loss, [1.0, 0.0, 0.0])  # the inputs stay as they were
         picked = results.select_pairs(merged, [2, 0])
         self.assertAllEqual(picked.map_index, [2, 0])

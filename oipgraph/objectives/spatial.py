@@ -1,0 +1,214 @@
+"""Objectives on a layer with spatial output [B, h, w, C]: `channel`, `neuron`, and the wake-up's pre-activation peak.
+
+`ChannelObjective` is the articles' loss, the mean of one feature map;
+`NeuronObjective` is one position (row, col) of a map (default the centre).
+Both compute only each pair's own map where that is exact: for a stride-1
+plain `Conv2D` target they run the model up to the layer's input, take the
+layer's patches (`fastconv.image_patches`) and apply each pair's own kernel
+row, bias and element-wise activation, which skips the layer's other maps
+(1.2x faster on the shipped CNN's Conv2D_3, BENCHMARKS.md). Other layers use
+the full feature model and gather the pair's map.
+
+`PreActivationPeak` is the wake-up's objective: the largest pre-activation
+z = conv(inputs) + bias of the map (or z at the neuron), whose gradient is not
+zero where the ReLU output is.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from oipgraph.fastconv import can_slice_channels, explicit_padding, fast_input_gradients, has_unit_stride, image_patches
+from oipgraph.objectives.base import Objective
+
+# A per-pair sliced layer materializes kh*kw*C_in patch values per output position instead of
+# C_out outputs; beyond this factor the memory would outweigh the saved FLOPs for big layers.
+MAX_PATCH_TO_OUTPUT_RATIO = 8
+# Activations whose outputs are >= 0: a map of such a layer that never fires has loss exactly 0.
+NONNEGATIVE_ACTIVATIONS = frozenset({"relu", "relu6", "sigmoid", "hard_sigmoid", "softplus", "exponential", "softmax"})
+
+
+def layer_input_model(feature_model: keras.Model, layer_name: str) -> keras.Model:
+    """The model of `feature_model` from the image up to the input of its layer `layer_name`."""
+    layer = feature_model.get_layer(layer_name)
+    return keras.Model(feature_model.inputs[0], layer.input, name=f"inputs_of_{layer_name}")
+
+
+def conv_pre_activation(layer: keras.layers.Conv2D, inputs: tf.Tensor, channel: tf.Tensor | None = None) -> tf.Tensor:
+    """convolution(inputs) + bias of a plain Conv2D `layer`, before its activation.
+
+    Args:
+        layer: A layer that `can_slice_channels` accepts.
+        inputs: float32 [B, H, W, C_in], the layer's input.
+        channel: None for every output channel, or an int32 scalar for that one alone.
+
+    Returns:
+        float32 [B, H', W', C_out], or [B, H', W', 1] for one channel.
+    """
+    kernel, bias = layer.kernel, layer.bias
+    if channel is not None:
+        kernel = kernel[..., channel : channel + 1]
+        bias = bias[channel : channel + 1] if layer.use_bias else None
+    outputs = layer.convolution_op(inputs, kernel)
+    return outputs + bias if layer.use_bias else outputs
+
+
+def can_slice_per_pair(layer: keras.layers.Layer) -> bool:
+    """Whether a spatial objective computes one map per pair of `layer` from its patches.
+
+    True for a stride-1 plain Conv2D (`fastconv.has_unit_stride`) whose patches
+    are at most `MAX_PATCH_TO_OUTPUT_RATIO` times the size of its output.
+    """
+    if not has_unit_stride(layer):
+        return False
+    kernel_height, kernel_width, in_channels, out_channels = layer.kernel.shape
+    return kernel_height * kernel_width * in_channels <= MAX_PATCH_TO_OUTPUT_RATIO * out_channels
+
+
+def activation_name(layer: keras.layers.Layer) -> str | None:
+    """The name of `layer`'s activation function (`relu`, ...), or None where it has none."""
+    return getattr(getattr(layer, "activation", None), "__name__", None)
+
+
+class SpatialObjective(Objective):
+    """Base of the objectives that reduce one map [B, h, w] of a spatial layer to a loss [B].
+
+    Attributes:
+        feature_model: The model from the image to the layer's output [B, h, w, C].
+        layer: The target layer.
+        map_shape: (h, w) of the layer's maps.
+        sliced: Whether each pair's map is computed alone from the layer's patches.
+        shared_sliced: Whether one map shared by a batch is computed with a sliced kernel.
+    """
+
+    def __init__(self, feature_model: keras.Model, layer_name: str, fast: bool = True):
+        """Builds the objective.
+
+        Args:
+            feature_model: A model from the image to the output of layer `layer_name` ([B, h, w, C]).
+            layer_name: The target layer.
+            fast: Use the per-pair sliced layer and the col2im input gradients where
+                they are exact; False evaluates `feature_model` as it is and gathers
+                each pair's map (the plain formulation, for comparison).
+        """
+        self.feature_model = feature_model
+        self.layer_name = layer_name
+        self.layer = feature_model.get_layer(layer_name)
+        _, height, width, self.num_targets = (
+            int(dim) if dim is not None else None for dim in feature_model.output.shape
+        )
+        self.map_shape = (height, width)
+        self.nonnegative = activation_name(self.layer) in NONNEGATIVE_ACTIVATIONS
+        self.sliced = fast and can_slice_per_pair(self.layer)
+        self.shared_sliced = can_slice_channels(self.layer)
+        if self.sliced:
+            self.model = fast_input_gradients(layer_input_model(feature_model, layer_name))
+        else:
+            self.model = fast_input_gradients(feature_model) if fast else feature_model
+        if self.shared_sliced:
+            self.layer_input_model = layer_input_model(feature_model, layer_name)
+
+    def reduce(self, maps: tf.Tensor) -> tf.Tensor:
+        """float32 [B]: the loss of one map per image, `maps` float32 [B, h, w]."""
+        raise NotImplementedError
+
+    def pair_maps(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        """float32 [B, h, w]: map `target[b]` of the layer (after its activation) for image b."""
+        outputs = self.model(images, training=False)
+        if not self.sliced:
+            return tf.gather(outputs, target, axis=3, batch_dims=1)
+        kernel_height, kernel_width, in_channels, out_channels = self.layer.kernel.shape
+        patches = image_patches(explicit_padding(self.layer, outputs), (kernel_height, kernel_width))
+        # Map-major [C_out, taps, C_in], so that each pair's kernel is one contiguous row to gather.
+        kernel = tf.transpose(tf.cast(self.layer.kernel, patches.dtype), [3, 0, 1, 2])
+        kernel = tf.reshape(kernel, [out_channels, kernel_height * kernel_width, in_channels])
+        pre_activation = tf.einsum("tbyxc,btc->byx", patches, tf.gather(kernel, target))
+        if self.layer.use_bias:
+            pre_activation += tf.gather(tf.cast(self.layer.bias, patches.dtype), target)[:, None, None]
+        return self.layer.activation(pre_activation)
+
+    def pre_activation_maps(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        """float32 [B, h, w]: the pre-activation z of map `target[b]` for image b (plain Conv2D layers only)."""
+        outputs = conv_pre_activation(self.layer, self.layer_input_model(images, training=False))
+        return tf.gather(outputs, target, axis=3, batch_dims=1)
+
+    def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        return self.reduce(self.pair_maps(images, target))
+
+    def shared_target(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        if not self.shared_sliced:
+            return super().shared_target(images, target)
+        inputs = self.layer_input_model(images, training=False)
+        return self.reduce(self.layer.activation(conv_pre_activation(self.layer, inputs, target))[..., 0])
+
+
+class ChannelObjective(SpatialObjective):
+    """loss[b] = mean over positions (y, x) of map `target[b]` of the layer, for image b (the articles' loss)."""
+
+    name = "channel"
+
+    def reduce(self, maps: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(maps, axis=[-2, -1])
+
+    def all_targets(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(self.feature_model(images, training=False), axis=[1, 2])
+
+
+class NeuronObjective(SpatialObjective):
+    """loss[b] = map `target[b]` of the layer at position (row, col), for image b.
+
+    Attributes:
+        position: (row, col); default the centre (h // 2, w // 2).
+    """
+
+    def __init__(self, feature_model: keras.Model, layer_name: str, position: tuple[int, int] | None = None, **kwargs):
+        super().__init__(feature_model, layer_name, **kwargs)
+        height, width = self.map_shape
+        self.position = (height // 2, width // 2) if position is None else tuple(int(p) for p in position)
+        self.name = f"neuron({self.position[0]},{self.position[1]})"
+
+    def reduce(self, maps: tf.Tensor) -> tf.Tensor:
+        row, col = self.position
+        return maps[..., row, col]
+
+    def all_targets(self, images: tf.Tensor) -> tf.Tensor:
+        row, col = self.position
+        return self.feature_model(images, training=False)[:, row, col, :]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "neuron": list(self.position)}
+
+
+class PreActivationPeak(Objective):
+    """loss[b] = the largest pre-activation z of map `target[b]` (for a neuron: z at its position).
+
+    The wake-up ascends it for maps that never fire: z keeps its gradient
+    where the ReLU output is zero. The map fires as soon as activation(loss) > 0
+    (exact for the ReLU family, where the map is > 0 somewhere iff max z > 0).
+    """
+
+    def __init__(self, spatial: SpatialObjective):
+        self.spatial = spatial
+        self.name = f"preactivation_peak({spatial.name})"
+        self.layer_name = spatial.layer_name
+        self.num_targets = spatial.num_targets
+        self.target_kind = spatial.target_kind
+        self.nonnegative = False
+
+    def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        maps = self.spatial.pre_activation_maps(images, target)
+        if isinstance(self.spatial, NeuronObjective):
+            return self.spatial.reduce(maps)
+        return tf.reduce_max(maps, axis=[1, 2])
+
+    def all_targets(self, images: tf.Tensor) -> tf.Tensor:
+        outputs = conv_pre_activation(self.spatial.layer, self.spatial.layer_input_model(images, training=False))
+        if isinstance(self.spatial, NeuronObjective):
+            row, col = self.spatial.position
+            return outputs[:, row, col, :]
+        return tf.reduce_max(outputs, axis=[1, 2])
+
+    def fires(self, loss: tf.Tensor) -> tf.Tensor:
+        """bool [B]: whether the map fires, from the peak `loss` [B]."""
+        return self.spatial.layer.activation(loss) > 0

@@ -1,0 +1,143 @@
+"""The one ascent step that every loop uses: loss, gradient, normalized update, back into the domain.
+
+For pairs b (image x_b, target t_b) at step j:
+
+1. loss_b = objective(transform(x_b; seed_b, j), t_b), g_b = d loss_b / d x_b
+   (`transforms.Transforms`; the identity unless jitter or scale is on).
+2. x_b <- project(x_b + epsilon * step_scale * g_b / (sqrt(mean(g_b^2)) + 1e-7)),
+   where `project` is per-image standardization for standardized images and
+   clipping for a value range (`domain`).
+
+`OIPAscent` (one target per pair), the precursor scan (one target for the
+whole batch) and the pre-activation wake-up (the `PreActivationPeak`
+objective) differ only in their loops and stop rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from oipgraph.domain import STANDARDIZED, Domain
+from oipgraph.objectives import Objective
+from oipgraph.transforms import Transforms
+
+GRADIENT_EPS = 1e-7
+
+
+def compiled_step(function: Callable, input_signature: Sequence[tf.TensorSpec]) -> Callable:
+    """`tf.function(function)` that TensorFlow keeps as a function call instead of inlining it.
+
+    Every ascent loop calls its loss-and-gradient step through this. Inlined
+    into a `tf.while_loop` body, the step's max-pool gradients only sometimes
+    get TensorFlow's oneDNN kernel (the graph pass that swaps it in needs to
+    visit the forward max-pool first, and in a loop body that depends on the
+    node order): in about one process in three they ran on the Eigen kernel,
+    8x slower, which made the whole loop 1.4-1.6x slower. A function that is not
+    inlined is optimized as its own acyclic graph, where the swap always happens.
+    """
+    return tf.function(function, input_signature=input_signature, experimental_attributes={"_noinline": True})
+
+
+def loss_and_gradient(loss_fn: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-image loss [B] = loss_fn(images) and its gradient with respect to each image [B, H, W, C]."""
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        loss = loss_fn(images)
+        # Images are independent, so the gradient of the sum is every image's own gradient.
+        total = tf.reduce_sum(loss)
+    return loss, tape.gradient(total, images)
+
+
+def never_single(fn: Callable[..., Any], *batched: tf.Tensor) -> Any:
+    """`fn(*batched)`, but a batch of one is computed as a pair (every tensor's entry twice).
+
+    oneDNN computes a batch of one with other kernels than larger batches; their
+    rounding differs by ~1e-7, which a max-pool or ReLU tie can turn into a
+    visible difference after some steps. Computing a lone pair as two keeps a
+    pair's result independent of how many others share its batch.
+    """
+    count = tf.shape(batched[0])[0]
+    padded = [
+        tf.cond(
+            tf.equal(count, 1), lambda tensor=tensor: tf.concat([tensor, tensor], axis=0), lambda tensor=tensor: tensor
+        )
+        for tensor in batched
+    ]
+    return tf.nest.map_structure(lambda output: output[:count], fn(*padded))
+
+
+def ascent_update(
+    images: tf.Tensor, gradient: tf.Tensor, epsilon: tf.Tensor | float, domain: Domain = STANDARDIZED
+) -> tf.Tensor:
+    """One normalized ascent step: project(x + epsilon * step_scale * g / (rms(g) + 1e-7)), per image.
+
+    Args:
+        images: float32 [B, H, W, C], the current images.
+        gradient: float32 [B, H, W, C], the gradient of each image's loss.
+        epsilon: Step size.
+        domain: Where the images live (default: standardized per image).
+
+    Returns:
+        float32 [B, H, W, C], the stepped images, back in the domain.
+    """
+    rms = tf.sqrt(tf.reduce_mean(tf.square(gradient), axis=[1, 2, 3], keepdims=True))
+    step = epsilon * domain.step_scale if domain.step_scale != 1.0 else epsilon
+    return domain.project(images + step * gradient / (rms + GRADIENT_EPS))
+
+
+class AscentStep:
+    """The loss, gradient and update of one step for an objective, with transforms and domain.
+
+    Attributes:
+        objective: What the step ascends.
+        transforms: Applied to what the model sees at every step.
+        domain: Where the images live; `update` projects back into it.
+        shared_target: Whether one int32 scalar target serves the whole batch
+            (the precursor scan) instead of one target per image.
+        loss_and_gradient: Compiled `(images [B, H, W, C], target [B] or [],
+            seeds int64 [B, 2], step int32 []) -> (loss [B], gradient [B, H, W, C])`.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        image_shape: Sequence[int],
+        transforms: Transforms | None = None,
+        domain: Domain = STANDARDIZED,
+        shared_target: bool = False,
+    ):
+        self.objective = objective
+        self.transforms = transforms or Transforms()
+        self.domain = domain
+        self.shared_target = shared_target
+        target_spec = tf.TensorSpec([] if shared_target else [None], tf.int32, name="map_index")
+        self.loss_and_gradient = compiled_step(
+            self._loss_and_gradient,
+            [
+                tf.TensorSpec([None, *image_shape], tf.float32),
+                target_spec,
+                tf.TensorSpec([None, 2], tf.int64),
+                tf.TensorSpec([], tf.int32),
+            ],
+        )
+
+    def loss(self, images: tf.Tensor, target: tf.Tensor, seeds: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        """float32 [B]: the objective of the transformed images (no gradient)."""
+        seen = self.transforms(images, seeds, step)
+        return self.objective.shared_target(seen, target) if self.shared_target else self.objective(seen, target)
+
+    def _loss_and_gradient(self, images, target, seeds, step):
+        if self.shared_target:
+            return never_single(
+                lambda x, s: loss_and_gradient(lambda batch: self.loss(batch, target, s, step), x), images, seeds
+            )
+        return never_single(
+            lambda x, t, s: loss_and_gradient(lambda batch: self.loss(batch, t, s, step), x), images, target, seeds
+        )
+
+    def update(self, images: tf.Tensor, gradient: tf.Tensor, epsilon: tf.Tensor) -> tf.Tensor:
+        """The stepped images (see `ascent_update`)."""
+        return ascent_update(images, gradient, epsilon, self.domain)
