@@ -93,14 +93,27 @@ class LibraryBoundsTest(tf.test.TestCase):
             steps=tf.constant(5),
             epsilon=tf.constant(0.01),
             conv_criterion=tf.constant(0.0),
+            seeds=tf.zeros([2, 2], tf.int64),
         )
         cases = [
             (dict(steps=tf.constant(2**31 - 1)), r"steps must be <= 100000"),
             (dict(epsilon=tf.constant(1e30)), r"epsilon must be <= 100"),
             (dict(images=tf.fill([2, SIZE, SIZE, 1], 3e38)), r"images pixel magnitude must be <= 1e\+06"),
-            (dict(images=tf.zeros([0, SIZE, SIZE, 1]), map_index=tf.zeros([0], tf.int32)), r"must be > 0"),
             (
-                dict(images=tf.zeros([4096, SIZE, SIZE, 1]), map_index=tf.zeros([4096], tf.int32), steps=4097),
+                dict(
+                    images=tf.zeros([0, SIZE, SIZE, 1]),
+                    map_index=tf.zeros([0], tf.int32),
+                    seeds=tf.zeros([0, 2], tf.int64),
+                ),
+                r"must be > 0",
+            ),
+            (
+                dict(
+                    images=tf.zeros([4096, SIZE, SIZE, 1]),
+                    map_index=tf.zeros([4096], tf.int32),
+                    steps=4097,
+                    seeds=tf.zeros([4096, 2], tf.int64),
+                ),
                 r"batch x steps \(the values of loss_history\) must be <= 16777216",
             ),
         ]
