@@ -21,10 +21,13 @@ softmax or sigmoid the loss is the unit's pre-activation logit.
                                          (standardized per image, or LOW..HIGH
                                          with `--input_range`, kept there)
                                          (any rank is accepted by the signature
-                                         and checked in the graph).
+                                         and checked in the graph); 1 <= B <=
+                                         4096 (fewer for images above 16,384
+                                         pixels), |pixel| <= 1e6.
         map_index  int32   [B]           map of each pair, 0 <= map_index < maps.
-        steps      int32   []            step budget, > 0.
-        epsilon    float32 []            step size, finite and > 0 (default
+        steps      int32   []            step budget, 1 <= steps <= 100,000
+                                         and B x steps <= 2^24.
+        epsilon    float32 []            step size, 0 < epsilon <= 100 (default
                                          of the tool: 0.01).
     Outputs:
         images        float32 [B, H, W, C]     final images (the OIPs).
@@ -47,7 +50,7 @@ softmax or sigmoid the loss is the unit's pre-activation logit.
 
     Inputs:
         seed   int64 []  random seed.
-        batch  int32 []  number of images, > 0.
+        batch  int32 []  number of images, 1 <= batch <= 4096.
     Outputs:
         images  float32 [batch, H, W, C]  image b equals
                 `starts.multiscale(starts.start_seeds(seed, range(batch)),
@@ -61,12 +64,16 @@ loss. Its cost grows with `scan_steps` (1 step: a few seconds on a CPU).
 
     Inputs:
         map_index   int32 []  the map, 0 <= map_index < maps.
-        scan_steps  int32 []  ascent steps per pattern, > 0.
+        scan_steps  int32 []  ascent steps per pattern, 1 <= scan_steps <= 1000.
         top_n       int32 []  how many best start images to return,
-                              0 < top_n <= 19,683.
+                              0 < top_n <= 1024 (and <= 19,683).
     Outputs:
         images  float32 [top_n, H, W, C]  the best start images, best first.
         scores  float32 [top_n]           their loss after `scan_steps` steps.
+
+The bounds are `oipgraph.limits`'s (why these values: its docstring); a request
+beyond one fails with `InvalidArgumentError` naming the input and the bound
+before anything is allocated.
 
 With TF Serving's REST API, send the inputs in the columnar form
 (`{"signature_name": ..., "inputs": {...}}`, see `predict_request.json`): the
@@ -93,7 +100,7 @@ import keras
 import tensorflow as tf
 from absl import flags, logging
 
-from oipgraph import errors, starts
+from oipgraph import errors, limits, starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
 from oipgraph.domain import Domain, infer_domain, parse_domain
 from oipgraph.errors import OIPGraphError
@@ -168,8 +175,8 @@ class OIPServable(tf.Module):
         return self.layer_names[-1]
 
     def _initial_images(self, seed: tf.Tensor, batch: tf.Tensor) -> dict[str, tf.Tensor]:
-        check = tf.debugging.assert_positive(batch, message="batch must be > 0; got batch")
-        with tf.control_dependencies([check]):
+        # Checked before anything is sized by it: batch=1000000 must fail here, not abort the server.
+        with tf.control_dependencies(limits.assert_batch(batch, self.image_shape, name="batch")):
             batch = tf.identity(batch)
         # The same per-image seeds as starts.start_seeds(seed, range(batch)).
         streams = tf.range(tf.cast(batch, tf.int64), dtype=tf.int64)

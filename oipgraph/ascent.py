@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from oipgraph import limits
 from oipgraph.domain import Domain, infer_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import check_image_model, load_model
@@ -84,15 +85,19 @@ def snapshot_steps(steps: tf.Tensor | int, num_snapshots: int) -> tf.Tensor:
     return tf.concat([[0], middle, [steps]], axis=0)
 
 
-def checked_steps(steps: tf.Tensor, epsilon: tf.Tensor, conv_criterion: tf.Tensor | None = None) -> tf.Tensor:
-    """In-graph validation of an ascent loop's step arguments; returns `steps` behind the checks."""
-    checks = [
-        tf.debugging.assert_positive(steps, message="steps must be > 0; got steps"),
-        tf.debugging.assert_positive(epsilon, message="epsilon must be > 0; got epsilon"),
-        tf.debugging.assert_all_finite(epsilon, message="epsilon must be finite"),
-    ]
+def checked_steps(
+    steps: tf.Tensor, epsilon: tf.Tensor, conv_criterion: tf.Tensor | None = None, batch: tf.Tensor | None = None
+) -> tf.Tensor:
+    """In-graph validation of an ascent loop's step arguments; returns `steps` behind the checks.
+
+    steps in [1, limits.MAX_STEPS], epsilon in (0, limits.MAX_EPSILON], conv_criterion finite and, given
+    the batch, batch x steps <= limits.MAX_STEP_PAIRS. Size every allocation from the returned `steps`.
+    """
+    checks = limits.assert_steps(steps) + limits.assert_epsilon(epsilon)
     if conv_criterion is not None:
         checks.append(tf.debugging.assert_all_finite(conv_criterion, message="conv_criterion must be finite"))
+    if batch is not None:
+        checks += limits.assert_step_pairs(steps, batch)
     with tf.control_dependencies(checks):
         return tf.identity(steps)
 
@@ -219,17 +224,30 @@ class OIPAscent(tf.Module):
         # Pad before comparing so that a wrong rank reaches the assertion instead of a broadcast error.
         padded_shape = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
         shape_ok = tf.equal(tf.size(shape), 4) & tf.reduce_all(tf.equal(padded_shape[1:], [height, width, channels]))
+        # The range checks reduce over axis 0: a scalar map_index must meet the rank check first. A loaded
+        # signature does not enforce its [None] spec, and the graph optimizer folds tf.rank of a tensor of
+        # known rank to a constant: the serialize/parse round trip drops the static shape, so the rank is
+        # measured at run time.
+        runtime_map_index = tf.io.parse_tensor(tf.io.serialize_tensor(map_index), tf.int32)
+        map_rank_check = tf.debugging.Assert(
+            tf.equal(tf.rank(runtime_map_index), 1),
+            ["map_index must be a vector [batch]; got shape", tf.shape(runtime_map_index)],
+        )
+        with tf.control_dependencies([map_rank_check]):
+            map_vector = tf.identity(map_index)
         checks = [
             tf.debugging.Assert(
                 shape_ok, [f"images must have shape [batch, {height}, {width}, {channels}]; got shape", shape]
             ),
+            *limits.assert_batch(padded_shape[0], self.image_shape, name="images batch (pairs per request)"),
+            map_rank_check,
             tf.debugging.assert_equal(
                 tf.size(map_index),
                 padded_shape[0],
                 message="map_index needs one entry per image; map_index length vs batch",
             ),
-            *self.objective.graph_checks(map_index),
-            tf.debugging.assert_all_finite(images, message="images contain NaN or Inf"),
+            *self.objective.graph_checks(map_vector),
+            *limits.assert_pixels(images),
         ]
         with tf.control_dependencies(checks):
             return tf.ensure_shape(tf.identity(images), [None, height, width, channels]), tf.identity(map_index)
@@ -243,16 +261,18 @@ class OIPAscent(tf.Module):
 
     def _initial_state(self, images, map_index, steps, epsilon, conv_criterion, seeds) -> dict[str, tf.Tensor]:
         """The loop state before step 0 of checked `images` and `map_index`."""
-        steps = checked_steps(steps, epsilon, conv_criterion)
+        steps = checked_steps(steps, epsilon, conv_criterion, tf.shape(images)[0])
         seed_check = tf.debugging.assert_equal(
             tf.shape(seeds)[0], tf.shape(map_index)[0], message="seeds needs one [2] seed per image; seeds vs batch"
         )
         with tf.control_dependencies([seed_check, steps]):
             images = tf.identity(images)
+            # The loop's history (TensorArray) is sized from this step: it must wait for the step checks.
+            first_step = tf.identity(tf.constant(0))
         batch = tf.shape(images)[0]
         zeros = tf.zeros([batch], tf.int32)
         return {
-            "step": tf.constant(0),
+            "step": first_step,
             "images": images,
             "loss_prev": tf.zeros([batch]),
             "zero_steps": zeros,
@@ -374,12 +394,13 @@ class OIPAscent(tf.Module):
                 f"{images.shape[0]} images"
             )
         self.objective.check_targets(map_index)
-        if not np.all(np.isfinite(images)):
-            raise OIPGraphError("images contain NaN or Inf values")
-        if isinstance(steps, bool) or int(steps) != steps or steps <= 0:
-            raise OIPGraphError(f"steps must be a positive integer, got {steps!r}")
-        if not (math.isfinite(epsilon) and epsilon > 0):
-            raise OIPGraphError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+        limits.check_batch("images batch (pairs per request)", images.shape[0], self.image_shape)
+        limits.check_pixels("images", images)
+        if isinstance(steps, float) and steps.is_integer():
+            steps = int(steps)
+        limits.check_steps("steps", steps)
+        limits.check_step_pairs(steps, images.shape[0])
+        limits.check_epsilon("epsilon", epsilon)
         if not math.isfinite(conv_criterion):
             raise OIPGraphError(f"conv_criterion must be finite (<= 0 disables convergence), got {conv_criterion!r}")
 

@@ -12,21 +12,33 @@ continues with the same command plus `--resume`.
 from __future__ import annotations
 
 import dataclasses
-import math
+import hashlib
 import os
+import shutil
+import signal
 import sys
+from typing import Any
 
 import keras
 import numpy as np
 from absl import flags
 
-from oipgraph import catalog, datasets, errors, examples, mnist, outputs
-from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, OIPAscent
+from oipgraph import catalog, datasets, errors, examples, limits, mnist, outputs
+from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
 from oipgraph.domain import parse_domain, pixels_to_domain
 from oipgraph.errors import OIPGraphError
-from oipgraph.model import load_model
+from oipgraph.model import load_model, shipped_model_path
 from oipgraph.objectives import OBJECTIVES
-from oipgraph.strategies import DEFAULT_BATCH_SIZE, STRATEGIES, StrategySettings, create_oips, parse_maps
+from oipgraph.outlock import OutputLock
+from oipgraph.results import AscentResult
+from oipgraph.strategies import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_PRECURSOR_STEPS,
+    STRATEGIES,
+    StrategySettings,
+    create_oips,
+    parse_maps,
+)
 from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms
 
 FLAGS = flags.FLAGS
@@ -55,6 +67,7 @@ flags.DEFINE_string(
     f"or a folder of PNG/JPEG images; default for the shipped model: ${mnist.ENV_VAR} when set; '' for none.",
 )
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
+flags.DEFINE_bool("overwrite", False, "Replace the run in --out (finished or interrupted) and its own TensorBoard run.")
 flags.DEFINE_enum(
     "objective",
     None,
@@ -94,22 +107,44 @@ RUN_FLAGS = (
     "dataset",
 )
 
+# The arrays every saved chunk holds (`OIPRun.arrays`), checked when --resume loads it.
+RUN_ARRAYS = (
+    *(field.name for field in dataclasses.fields(AscentResult)),
+    "init_index",
+    "seed_stream",
+    "strategy",
+    "start_images",
+)
+
 
 def check_flags() -> StrategySettings:
-    """Validates the numeric and choice flags; returns the ascent settings."""
-    if FLAGS.steps is not None and FLAGS.steps <= 0:
-        raise OIPGraphError(f"--steps must be > 0, got {FLAGS.steps}")
-    if not (math.isfinite(FLAGS.epsilon) and FLAGS.epsilon > 0):
-        raise OIPGraphError(f"--epsilon must be a finite number > 0, got {FLAGS.epsilon}")
-    if not math.isfinite(FLAGS.conv_criterion):
-        raise OIPGraphError(f"--conv_criterion must be finite, got {FLAGS.conv_criterion}")
+    """Validates every flag value that needs no model: representable, within `oipgraph.limits`, usable folders.
+
+    Writes nothing. Returns the ascent settings.
+    """
+    if FLAGS.steps is not None:
+        if FLAGS.steps <= 0:
+            raise OIPGraphError(f"--steps must be > 0, got {FLAGS.steps}")
+        limits.check_steps("--steps", FLAGS.steps)
+    limits.check_epsilon("--epsilon", FLAGS.epsilon)
+    limits.check_float32("--conv_criterion", FLAGS.conv_criterion)
+    limits.check_int64("--seed", FLAGS.seed)
     if FLAGS.inits_per_map < 1:
         raise OIPGraphError(f"--inits_per_map must be >= 1, got {FLAGS.inits_per_map}")
+    limits.check_int("--inits_per_map", FLAGS.inits_per_map, limits.MAX_INITS_PER_MAP)
     if FLAGS.batch_size < 1:
         raise OIPGraphError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    limits.check_int("--batch_size", FLAGS.batch_size, limits.MAX_BATCH)
+    limits.check_step_pairs(longest_steps(), FLAGS.batch_size, "--batch_size x --steps")
     if FLAGS.strategy not in STRATEGIES:
         raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if FLAGS.resume and FLAGS.overwrite:
+        raise OIPGraphError("--resume continues the run in --out, --overwrite replaces it: pass one of them")
+    for name in ("out", "logdir", "model"):
+        if FLAGS[name].value == "":
+            raise OIPGraphError(f"--{name} must not be empty")
     catalog.check_writable_dir(FLAGS.out, "--out")
+    catalog.check_output_entries(FLAGS.out)
     if FLAGS.logdir:
         catalog.check_writable_dir(FLAGS.logdir, "--logdir")
     return StrategySettings(
@@ -119,6 +154,39 @@ def check_flags() -> StrategySettings:
         FLAGS.batch_size,
         verbose=FLAGS.strategy in ("precursor", "auto"),
     )
+
+
+def longest_steps() -> int:
+    """The most steps one ascent of this run takes: --steps, or the longest strategy default (precursor's)."""
+    return FLAGS.steps if FLAGS.steps is not None else max(DEFAULT_STEPS, DEFAULT_PRECURSOR_STEPS)
+
+
+def check_run_size(ascent: OIPAscent, maps: list[int]) -> None:
+    """Bounds that need the model: the batch for its image size and all loss histories of the run."""
+    limits.check_batch("--batch_size", FLAGS.batch_size, ascent.image_shape)
+    values = len(maps) * FLAGS.inits_per_map * longest_steps()
+    if values > limits.MAX_RUN_LOSS_VALUES:
+        raise OIPGraphError(
+            f"maps x --inits_per_map x steps = {len(maps)} x {FLAGS.inits_per_map} x {longest_steps()} = {values}"
+            f" loss values is above the limit of {limits.MAX_RUN_LOSS_VALUES} for one run; split --maps over runs"
+        )
+
+
+def model_sha256(path: str | None) -> str:
+    """SHA-256 (hex) of the model file's bytes (None: the shipped model): part of the run's fingerprint."""
+    digest = hashlib.sha256()
+    with open(path or shipped_model_path(), "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Terminated(Exception):
+    """Raised by the SIGTERM handler, so that a `kill` ends a run like Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def neuron_position() -> tuple[int, int] | None:
@@ -165,10 +233,33 @@ def dataset_path() -> str | None:
 
 
 def main(argv: list[str]) -> None:
+    """Runs the layer; Ctrl-C (SIGINT) and `kill` (SIGTERM) end it with one line and exit code 130 / 143."""
     del argv
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    run: dict[str, Any] = {}
+    try:
+        run_layer(run)
+    except (KeyboardInterrupt, Terminated) as interruption:
+        terminated = isinstance(interruption, Terminated)
+        what = "terminated" if terminated else "interrupted"
+        if "progress" in run:
+            chunks = run["chunks"]
+            done = sum(len(chunks[chunk]) for chunk in progress_chunks(run["progress"], len(chunks)))
+            total = sum(len(chunk) for chunk in chunks)
+            message = f"{what} with {done} of {total} maps saved; rerun with --resume to continue"
+        else:
+            message = f"{what} before anything was written"
+        sys.stderr.write(f"\noipgraph: {message}\n")
+        sys.exit(143 if terminated else 130)
+
+
+def run_layer(run: dict[str, Any]) -> None:
+    """Checks everything, then computes and writes the run; fills `run` with its progress and chunks."""
     settings = check_flags()
+    fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
     ascent = build_ascent()
     maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
+    check_run_size(ascent, maps)
     dataset_file = dataset_path()
     dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
     if dataset is None:
@@ -177,12 +268,15 @@ def main(argv: list[str]) -> None:
     out = FLAGS.out
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
     run_name = f"{FLAGS.layer}-{FLAGS.strategy}-seed{FLAGS.seed}"
-    if not FLAGS.resume and os.path.exists(os.path.join(logdir, run_name)):
-        raise OIPGraphError(f"--logdir={logdir} already holds run {run_name}; pass --resume or choose another --logdir")
+    OutputLock(out).check_free()
+    catalog.check_tensorboard_run(logdir, run_name, out)
+    progress = catalog.RunProgress(out)
+    progress.check_start(FLAGS.resume, FLAGS.overwrite)
     maps_per_chunk = max(1, settings.batch_size // inits)
     chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
     header = {
         "model": os.path.abspath(FLAGS.model) if FLAGS.model else "shipped:mnist_cnn.keras",
+        "model_sha256": fingerprint,
         "layer": FLAGS.layer,
         "maps": maps,
         "strategy": FLAGS.strategy,
@@ -197,38 +291,68 @@ def main(argv: list[str]) -> None:
         "input_range": ascent.domain.name,
         "dataset": os.path.abspath(dataset_file) if dataset_file else None,
     }
-    progress = catalog.RunProgress(out)
-    finished = progress.begin(header, FLAGS.resume)
-    progbar = keras.utils.Progbar(len(maps), unit_name="map")
-    done = sum(len(chunks[chunk]) for chunk in finished if chunk < len(chunks))
-    progbar.update(done)
-    try:
-        for chunk, chunk_maps in enumerate(chunks):
-            if chunk in finished:
-                continue
-            # Within a chunk the bar moves with the ascent's steps; later stages of `auto` may not move it.
-            chunk_start, reached = done, [0.0]
-
-            def report(share: float, chunk_start: int = chunk_start, size: int = len(chunk_maps), reached=reached):
-                reached[0] = max(reached[0], min(share, 0.99))
-                progbar.update(chunk_start + reached[0] * size)
-
-            run = create_oips(
-                ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, dataclasses.replace(settings, progress=report)
-            )
-            progress.save_chunk(chunk, run.arrays())
-            done += len(chunk_maps)
-            progbar.update(done)
-    except KeyboardInterrupt:
-        done = sum(len(chunks[chunk]) for chunk in progress_chunks(progress, len(chunks)))
-        sys.stderr.write(
-            f"\noipgraph: interrupted with {done} of {len(maps)} maps saved; rerun with --resume to continue\n"
+    # Everything is checked: from here on the run writes into --out, holding its lock.
+    run.update(progress=progress, chunks=chunks)
+    with OutputLock(out):
+        if FLAGS.overwrite and os.path.lexists(os.path.join(logdir, run_name)):
+            shutil.rmtree(os.path.join(logdir, run_name))  # The run's own (checked above).
+        saved = progress.begin(header, FLAGS.resume, FLAGS.overwrite)
+        finished = progress.verified_chunks(
+            saved, RUN_ARRAYS, lambda chunk: np.repeat(chunks[chunk], inits), print_warning
         )
-        sys.exit(130)
+        compute_and_write(
+            progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps), dataset
+        )
+
+
+def print_warning(line: str) -> None:
+    sys.stderr.write(f"oipgraph: warning: {line}\n")
+    sys.stderr.flush()
+
+
+def compute_and_write(
+    progress: catalog.RunProgress,
+    chunks: list[list[int]],
+    finished: set[int],
+    ascent: OIPAscent,
+    settings: StrategySettings,
+    header: dict,
+    out: str,
+    logdir: str,
+    run_name: str,
+    num_maps: int,
+    dataset: datasets.Dataset | None,
+) -> None:
+    """Computes the chunks not in `finished` (saving each), then writes the run's outputs.
+
+    With a `dataset`, its top images per map are found (one compiled pass) before the outputs are written.
+    """
+    inits = header["inits_per_map"]
+    progbar = keras.utils.Progbar(num_maps, unit_name="map")
+    done = sum(len(chunks[chunk]) for chunk in finished)
+    progbar.update(done)
+    for chunk, chunk_maps in enumerate(chunks):
+        if chunk in finished:
+            continue
+        # Within a chunk the bar moves with the ascent's steps; later stages of `auto` may not move it.
+        chunk_start, reached = done, [0.0]
+
+        def report(share: float, chunk_start: int = chunk_start, size: int = len(chunk_maps), reached=reached):
+            reached[0] = max(reached[0], min(share, 0.99))
+            progbar.update(chunk_start + reached[0] * size)
+
+        run = create_oips(
+            ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, dataclasses.replace(settings, progress=report)
+        )
+        progress.save_chunk(chunk, run.arrays())
+        done += len(chunk_maps)
+        progbar.update(done)
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
     pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
     found = None
     if dataset is not None:
+        kind = ascent.objective.target_kind
+        print(f"oipgraph: scoring {len(dataset.images)} images of {dataset.source} for every {kind}")
         # The objective itself scores the dataset (all maps or units at once), on images in the model's domain.
         found = examples.find_examples(
             dataset,
@@ -241,11 +365,12 @@ def main(argv: list[str]) -> None:
     command = " ".join(
         ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]
     )
+    print(f"oipgraph: writing {out}/grid.png, maps/, oips.npz, catalog.json and TensorBoard summaries to {logdir}")
     document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command}, found)
     progress.finish()
     fired = sum(entry["fired"] for entry in document["maps"])
     print(
-        f"{fired} of {len(maps)} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
+        f"{fired} of {num_maps} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
         f" wrote {out}/grid.png, {out}/catalog.json, "
         f"{out}/oips.npz; TensorBoard: {logdir}" + examples.run_summary_text(document)
     )

@@ -77,16 +77,21 @@ def write_tensorboard(
     best: np.ndarray,
     grid: np.ndarray,
     flag_text: str,
+    out: str,
     example_strips: list[np.ndarray] | None = None,
 ) -> None:
     """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME.
 
-    `example_strips[m]` (uint8 [h, w, 3], `examples.example_strip`), when given, becomes map m's `TAG/dataset_examples`.
+    The run folder records its owner, the real path of `out` (`catalog.TENSORBOARD_OWNER`); an existing
+    LOGDIR/RUN_NAME is replaced only if it is this `out`'s own. `example_strips[m]` (uint8 [h, w, 3],
+    `examples.example_strip`), when given, becomes map m's `TAG/dataset_examples`.
     """
     os.makedirs(logdir, exist_ok=True)
     final = os.path.join(logdir, run_name)
     temp = tempfile.mkdtemp(dir=logdir, prefix=".tmp-")
     try:
+        catalog.make_private_temp_public(temp, directory=True)
+        catalog.atomic_write_bytes(os.path.join(temp, catalog.TENSORBOARD_OWNER), os.path.realpath(out).encode())
         writer = tf.summary.create_file_writer(temp)
         with writer.as_default():
             tf.summary.text("run/flags", flag_text, step=0)
@@ -110,7 +115,8 @@ def write_tensorboard(
                     )
             summaries.write_loss_curves([f"{tag}/loss" for tag in tags], arrays["loss_history"][rows, best])
         writer.close()
-        if os.path.exists(final):  # Only a resumed run gets here (checked up front).
+        if os.path.lexists(final):  # The run's own (checked up front; again here against a racing run).
+            catalog.check_tensorboard_run(logdir, run_name, out)
             shutil.rmtree(final)
         os.rename(temp, final)
     finally:
@@ -147,11 +153,13 @@ def write_outputs(
             found, map_indices, arrays["loss"][rows, best], has_oip
         )
         strips = [examples.example_strip(arrays["images"][row], found.images[k]) for row, k in enumerate(map_indices)]
-    os.makedirs(os.path.join(out, "maps"), exist_ok=True)
+    os.makedirs(os.path.join(out, catalog.MAPS_DIR), exist_ok=True)
     for row, map_index in enumerate(map_indices):
         variants = summaries.labelled_grid(arrays["images"][row], columns=inits, scale=MAP_PNG_SCALE)
         picture = variants if strips is None else strips[row]
-        catalog.atomic_write_bytes(os.path.join(out, "maps", f"map_{map_index:03d}.png"), summaries.png_bytes(picture))
+        catalog.atomic_write_bytes(
+            os.path.join(out, catalog.MAPS_DIR, f"map_{map_index:03d}.png"), summaries.png_bytes(picture)
+        )
     npz_arrays = dict(
         arrays,
         map_index=arrays["map_index"][:, 0],
@@ -161,7 +169,7 @@ def write_outputs(
     if found is not None:
         npz_arrays.update(dataset_arrays)
     catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
-    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"], strips)
+    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"], out, strips)
     document = {**header, "maps": catalog_entries(arrays, best, scores, header["seed"])}
     if found is not None:
         document["maps"] = [{**entry, **extra} for entry, extra in zip(document["maps"], fields)]

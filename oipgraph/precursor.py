@@ -55,6 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from oipgraph import limits
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.step import AscentStep, never_single
@@ -404,7 +405,7 @@ class PrecursorScan(tf.Module):
                 self.ascent.num_maps,
                 message=f"map_index must be < {self.ascent.num_maps} (maps of {layer}); got map_index",
             ),
-            tf.debugging.assert_positive(scan_steps, message="scan_steps must be > 0; got scan_steps"),
+            *limits.assert_in_range(scan_steps, "scan_steps", limits.MAX_SCAN_STEPS),
         ]
         if top_n is not None:
             checks += [
@@ -414,6 +415,7 @@ class PrecursorScan(tf.Module):
                     self.num_patterns,
                     message=f"top_n must be <= {self.num_patterns} (the number of patterns); got top_n",
                 ),
+                *limits.assert_in_range(top_n, "top_n", limits.MAX_TOP_N),
             ]
         return checks
 
@@ -443,8 +445,9 @@ class PrecursorScan(tf.Module):
         """Python-side validation with one-line messages; returns the arguments as ints.
 
         Raises:
-            OIPGraphError: map_index out of range, scan_steps <= 0, or top_n
-                outside [1, num_patterns].
+            OIPGraphError: map_index out of range, scan_steps outside [1,
+                limits.MAX_SCAN_STEPS], or top_n outside [1, min(num_patterns,
+                limits.MAX_TOP_N)].
         """
         if isinstance(map_index, (bool, np.bool_)) or not isinstance(map_index, (int, np.integer)):
             raise OIPGraphError(f"map_index must be an integer, got {map_index!r}")
@@ -453,10 +456,11 @@ class PrecursorScan(tf.Module):
                 f"map index {map_index} out of range: layer {self.ascent.layer_name} has maps "
                 f"0..{self.ascent.num_maps - 1}"
             )
-        scan_steps = check_positive_int("scan_steps", scan_steps)
+        scan_steps = limits.check_int("scan_steps", scan_steps, limits.MAX_SCAN_STEPS)
         top_n = check_positive_int("top_n", top_n)
         if top_n > self.num_patterns:
             raise OIPGraphError(f"top_n {top_n} is larger than the number of patterns ({self.num_patterns})")
+        top_n = limits.check_int("top_n", top_n, limits.MAX_TOP_N)
         return int(map_index), scan_steps, top_n
 
     def run(

@@ -29,12 +29,15 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
-def folder_state(path: str) -> dict[str, float]:
-    """Every file below `path` (hidden ones too) with its size and modification time."""
-    names = glob.glob(os.path.join(path, "**"), recursive=True) + glob.glob(
-        os.path.join(path, "**", ".*"), recursive=True
-    )
-    return {name: (os.path.getsize(name), os.path.getmtime(name)) for name in names if os.path.isfile(name)}
+def folder_state(path: str) -> dict[str, tuple[int, float] | str]:
+    """Every file below `path` (hidden ones too) with its size and modification time, and every folder."""
+    state: dict[str, tuple[int, float] | str] = {}
+    for root, folders, files in os.walk(path):
+        state.update({os.path.join(root, name): "folder" for name in folders})
+        for name in files:
+            file = os.path.join(root, name)
+            state[file] = (os.path.getsize(file), os.path.getmtime(file))
+    return state
 
 
 class LayerRunTest(tf.test.TestCase):
@@ -168,11 +171,11 @@ class ResumeTest(tf.test.TestCase):
 
         done = run_oipgraph(*args, f"--out={out}")
         self.assertEqual(done.returncode, 2)
-        self.assertIn("already holds a run; pass --resume", done.stderr)
+        self.assertIn("holds an interrupted run; pass --resume to continue it", done.stderr)
 
         done = run_oipgraph(*args, f"--out={out}", "--steps=10", "--resume")
         self.assertEqual(done.returncode, 2)
-        self.assertIn("--resume with other settings: steps was 400, now 10", done.stderr)
+        self.assertIn("--resume with other settings: steps was 400, now 10; rerun with the saved settings", done.stderr)
 
         done = run_oipgraph(*args, f"--out={out}", "--resume")
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
@@ -230,6 +233,10 @@ class BadInvocationTest(tf.test.TestCase):
         with open(a_file, "w") as file:
             file.write("x")
         out = os.path.join(existing, "out")
+        maps_is_a_file = os.path.join(root, "maps_is_a_file")
+        os.makedirs(maps_is_a_file)
+        with open(os.path.join(maps_is_a_file, "maps"), "w") as file:
+            file.write("not the pictures' folder")
         cases = [
             (["--layer=Conv2D_9"], "unknown layer 'Conv2D_9'"),
             (["--layer=image"], "layer 'image' is the model's input"),
@@ -265,6 +272,26 @@ class BadInvocationTest(tf.test.TestCase):
             ([f"--out={a_file}/sub"], "is not a folder"),
             (["--out=/proc/oipgraph_out"], "--out=/proc/oipgraph_out is not writable"),
             (["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
+            # Values that Python or TensorFlow cannot represent, or beyond oipgraph.limits:
+            (["--steps=2147483648"], "--steps=2147483648 is above the limit of 100000"),
+            (["--steps=2147483647"], "--steps=2147483647 is above the limit of 100000"),
+            (["--steps=100000000"], "--steps=100000000 is above the limit of 100000"),
+            (["--steps=100000"], "--batch_size x --steps = 256 x 100000 = 25600000 loss values is above the limit"),
+            (["--seed=9223372036854775808"], "--seed=9223372036854775808 is above the limit of 9223372036854775807"),
+            (["--seed=-9223372036854775809"], "--seed must be an integer >= -9223372036854775808"),
+            (["--epsilon=1e39"], "--epsilon=1e+39 is above the limit of 100"),
+            (["--epsilon=1e30"], "--epsilon=1e+30 is above the limit of 100"),
+            (["--epsilon=1e-46"], "--epsilon=1e-46 is 0 in float32"),
+            (["--conv_criterion=1e39"], "--conv_criterion must be a finite float32 number"),
+            (["--inits_per_map=1000000000"], "--inits_per_map=1000000000 is above the limit of 1000"),
+            (["--batch_size=1000000"], "--batch_size=1000000 is above the limit of 4096"),
+            (
+                ["--inits_per_map=1000", "--steps=300"],
+                "maps x --inits_per_map x steps = 128 x 1000 x 300 = 38400000 loss values is above the limit",
+            ),
+            (["--out="], "--out must not be empty"),
+            ([f"--out={maps_is_a_file}"], f"--out={maps_is_a_file} holds a file named maps"),
+            (["--resume", "--overwrite"], "pass one of them"),
             (["extra_argument"], "unexpected positional argument(s): extra_argument"),
         ]
         before = folder_state(root)

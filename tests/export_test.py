@@ -91,6 +91,52 @@ print(json.dumps({
 """
 
 
+# Runs in a child process started with `python -I` (oipgraph hidden as above): sends each hostile
+# request of the table to the loaded SavedModel and reports, per case, the error type, its message,
+# the seconds it took and how much the process's peak memory grew. Each signature is first called once
+# with another refused request, so that the timings leave out the one-time graph instantiation.
+HOSTILE_SCRIPT = (
+    CHILD_SCRIPT[: CHILD_SCRIPT.index("export_path, inputs_path")]
+    + r"""
+import resource
+import time
+
+export_path, cases_path = sys.argv[1:]
+loaded = tf.saved_model.load(export_path)
+with open(cases_path) as handle:
+    cases = json.load(handle)
+
+
+def call(signature, arguments):
+    tensors = {
+        name: tf.constant(np.asarray(value["value"], value["dtype"])
+                          if "value" in value else np.full(value["shape"], value["fill"], value["dtype"]))
+        for name, value in arguments.items()
+    }
+    try:
+        loaded.signatures[signature](**tensors)
+    except Exception as error:  # noqa: BLE001 - reported to the parent.
+        return type(error).__name__, str(error)
+    return None, ""
+
+
+report = {}
+for case in cases:
+    call(case["signature"], case["warmup"])
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    error, message = call(case["signature"], case["arguments"])
+    report[case["name"]] = {
+        "error": error,
+        "message": message,
+        "seconds": time.perf_counter() - started,
+        "peak_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024,
+    }
+print(json.dumps(report))
+"""
+)
+
+
 def start_images(seed: int, batch: int) -> np.ndarray:
     """The reference start images: `starts.multiscale` with per-image seeds."""
     return starts.multiscale(starts.start_seeds(seed, range(batch)), IMAGE_SHAPE).numpy()
@@ -393,6 +439,97 @@ class ExportedSavedModelTest(tf.test.TestCase):
         self.assertRegex(body, r'\bname:\s*"oipgraph"')
         self.assertRegex(body, r'\bbase_path:\s*"/models/oipgraph"')
         self.assertRegex(body, r'\bmodel_platform:\s*"tensorflow"')
+
+    def test_hostile_requests_are_refused_fast_in_a_plain_tensorflow_process(self):
+        def tensor(dtype, value=None, shape=None, fill=0.0):
+            return {"dtype": dtype, "value": value} if shape is None else {"dtype": dtype, "shape": shape, "fill": fill}
+
+        image = {"images": tensor("float32", shape=[1, 28, 28, 1], fill=0.5), "map_index": tensor("int32", [0])}
+        optimize = {**image, "steps": tensor("int32", 10), "epsilon": tensor("float32", 0.01)}
+        scan = {"map_index": tensor("int32", 0), "scan_steps": tensor("int32", 1), "top_n": tensor("int32", 8)}
+        starts = {"seed": tensor("int64", 0), "batch": tensor("int32", 1)}
+        warmups = {
+            "serving_default": {**optimize, "steps": tensor("int32", 0)},
+            "initial_images": {**starts, "batch": tensor("int32", 0)},
+            "precursor_Conv2D_3": {**scan, "scan_steps": tensor("int32", 0)},
+        }
+        # (case, signature, changed inputs, what the message must say)
+        table = [
+            ("steps 2^31-1", "serving_default", {"steps": tensor("int32", 2**31 - 1)}, r"steps must be <= 100000"),
+            (
+                "batch x steps",
+                "serving_default",
+                {
+                    "images": tensor("float32", shape=[4096, 28, 28, 1], fill=0.5),
+                    "map_index": tensor("int32", shape=[4096], fill=0),
+                    "steps": tensor("int32", 5000),
+                },
+                r"batch x steps .* must be <= 16777216",
+            ),
+            (
+                "batch 4097",
+                "serving_default",
+                {
+                    "images": tensor("float32", shape=[4097, 28, 28, 1], fill=0.5),
+                    "map_index": tensor("int32", shape=[4097], fill=0),
+                },
+                r"images batch \(pairs per request\) must be <= 4096",
+            ),
+            ("epsilon 1e30", "serving_default", {"epsilon": tensor("float32", 1e30)}, r"epsilon must be <= 100"),
+            (
+                "pixels 3e38",
+                "serving_default",
+                {"images": tensor("float32", shape=[1, 28, 28, 1], fill=3e38)},
+                r"images pixel magnitude must be <= 1e\+06",
+            ),
+            (
+                "empty batch",
+                "serving_default",
+                {
+                    "images": tensor("float32", shape=[0, 28, 28, 1]),
+                    "map_index": tensor("int32", shape=[0]),
+                },
+                r"images batch \(pairs per request\) must be > 0",
+            ),
+            ("scalar map_index", "serving_default", {"map_index": tensor("int32", 0)}, r"map_index must be a vector"),
+            ("batch 10^6", "initial_images", {"batch": tensor("int32", 1_000_000)}, r"batch must be <= 4096"),
+            (
+                "scan_steps 2^31-1",
+                "precursor_Conv2D_3",
+                {"scan_steps": tensor("int32", 2**31 - 1)},
+                r"scan_steps must be <= 1000",
+            ),
+            ("top_n 2000", "precursor_Conv2D_3", {"top_n": tensor("int32", 2000)}, r"top_n must be <= 1024"),
+        ]
+        good = {"serving_default": optimize, "initial_images": starts, "precursor_Conv2D_3": scan}
+        cases = [
+            {
+                "name": name,
+                "signature": signature,
+                "arguments": {**good[signature], **changes},
+                "warmup": warmups[signature],
+            }
+            for name, signature, changes, _ in table
+        ]
+        cases_path = os.path.join(self.temp_dir, "hostile_cases.json")
+        with open(cases_path, "w") as handle:
+            json.dump(cases, handle)
+        child = subprocess.run(
+            [sys.executable, "-I", "-c", HOSTILE_SCRIPT, self.export_path, cases_path],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=self.temp_dir,
+        )
+        self.assertEqual(child.returncode, 0, msg=child.stderr[-3000:])
+        report = json.loads(child.stdout.strip().splitlines()[-1])
+        for name, _, _, message in table:
+            with self.subTest(case=name):
+                outcome = report[name]
+                self.assertEqual(outcome["error"], "InvalidArgumentError", msg=outcome["message"][-2000:])
+                self.assertRegex(outcome["message"], message)
+                self.assertLess(outcome["seconds"], 1.0)
+                self.assertLess(outcome["peak_growth_mib"], 300)
 
     def test_bad_inputs_fail_in_graph(self):
         images, maps = fixed_inputs()["serving_default"]["images"], TEST_MAPS
