@@ -25,6 +25,7 @@ START_KINDS = {
     "preactivation": "multiscale_preactivation",
 }
 GRID_SCALE = 3
+TENSORBOARD_GRID_SCALE = 4
 MAP_PNG_SCALE = 4
 
 
@@ -75,7 +76,7 @@ def write_tensorboard(
     run_name: str,
     arrays: dict[str, np.ndarray],
     best: np.ndarray,
-    grid: np.ndarray,
+    entries: list[dict],
     flag_text: str,
     out: str,
     example_strips: list[np.ndarray] | None = None,
@@ -83,8 +84,11 @@ def write_tensorboard(
     """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME.
 
     The run folder records its owner, the real path of `out` (`catalog.TENSORBOARD_OWNER`); an existing
-    LOGDIR/RUN_NAME is replaced only if it is this `out`'s own. `example_strips[m]` (uint8 [h, w, 3],
-    `examples.example_strip`), when given, becomes map m's `TAG/dataset_examples`.
+    LOGDIR/RUN_NAME is replaced only if it is this `out`'s own. Layout: `run/flags`, `run/maps` (a table
+    of every map's status, loss, steps and strategy), `layer/oips` (the grid in pages of 16 maps, page k
+    at step k), and per map `map_NNN/2_ascent` (the step slider walks through the ascent),
+    `map_NNN/3_loss`, and where they apply `1_start`, `4_variants` and `5_dataset_examples`
+    (`example_strips[m]`, uint8 [h, w, 3] from `examples.example_strip`, when given).
     """
     os.makedirs(logdir, exist_ok=True)
     final = os.path.join(logdir, run_name)
@@ -95,9 +99,11 @@ def write_tensorboard(
         writer = tf.summary.create_file_writer(temp)
         with writer.as_default():
             tf.summary.text("run/flags", flag_text, step=0)
-            tf.summary.image("layer/oip_grid", grid[None], step=0)
+            tf.summary.text("run/maps", summaries.status_table(entries), step=0)
             rows = np.arange(len(best))
-            tags = [f"map_{map_index:03d}" for map_index in arrays["map_index"][:, 0]]
+            map_indices = [int(map_index) for map_index in arrays["map_index"][:, 0]]
+            summaries.write_grid_pages("layer/oips", arrays["images"][rows, best], map_indices, TENSORBOARD_GRID_SCALE)
+            tags = [f"map_{map_index:03d}" for map_index in map_indices]
             for row, tag in enumerate(tags):
                 init = int(best[row])
                 summaries.write_map_images(
@@ -105,15 +111,17 @@ def write_tensorboard(
                     arrays["start_images"][row, init],
                     arrays["snapshots"][row, init],
                     arrays["snapshot_steps"][row, init],
+                    int(arrays["steps_run"][row, init]),
                     arrays["images"][row, init],
                     variants=arrays["images"][row] if arrays["images"].shape[1] > 1 else None,
                 )
                 if example_strips is not None:
                     description = "The OIP(s), then the top dataset images, best first"
                     tf.summary.image(
-                        f"{tag}/dataset_examples", example_strips[row][None], step=0, description=description
+                        f"{tag}/{summaries.EXAMPLES_TAG}", example_strips[row][None], step=0, description=description
                     )
-            summaries.write_loss_curves([f"{tag}/loss" for tag in tags], arrays["loss_history"][rows, best])
+            loss_tags = [f"{tag}/{summaries.LOSS_TAG}" for tag in tags]
+            summaries.write_loss_curves(loss_tags, arrays["loss_history"][rows, best])
         writer.close()
         if os.path.lexists(final):  # The run's own (checked up front; again here against a racing run).
             catalog.check_tensorboard_run(logdir, run_name, out)
@@ -169,8 +177,9 @@ def write_outputs(
     if found is not None:
         npz_arrays.update(dataset_arrays)
     catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
-    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"], out, strips)
-    document = {**header, "maps": catalog_entries(arrays, best, scores, header["seed"])}
+    entries = catalog_entries(arrays, best, scores, header["seed"])
+    write_tensorboard(logdir, run_name, arrays, best, entries, header["command"], out, strips)
+    document = {**header, "maps": entries}
     if found is not None:
         document["maps"] = [{**entry, **extra} for entry, extra in zip(document["maps"], fields)]
         document["dataset_examples"] = dataset_summary

@@ -87,30 +87,80 @@ def png_bytes(image: np.ndarray) -> bytes:
     return tf.io.encode_png(tf.constant(image, tf.uint8)).numpy()
 
 
+# Tag names under each map's group, in reading order (TensorBoard sorts the cards of a group by tag).
+START_TAG, ASCENT_TAG, LOSS_TAG, VARIANTS_TAG, EXAMPLES_TAG = (
+    "1_start",
+    "2_ascent",
+    "3_loss",
+    "4_variants",
+    "5_dataset_examples",
+)
+# Maps per page of the layer grid: 4 x 4 tiles stay legible at TensorBoard's card width.
+GRID_PAGE_MAPS = 16
+
+
+def ascent_frames(snapshots: np.ndarray, snapshot_steps: np.ndarray, steps_run: int, oip: np.ndarray):
+    """The (step, image) frames of one pair's ascent: snapshots before it stopped, then the OIP at `steps_run`.
+
+    Args:
+        snapshots: float [F, H, W, C], the images at `snapshot_steps` (int [F]).
+        steps_run: The pair's gradient evaluations; the OIP is the image after them.
+        oip: float [H, W, C], the final image.
+    """
+    frames = [(int(step), image) for step, image in zip(snapshot_steps, snapshots) if step < steps_run]
+    return frames + [(int(steps_run), oip)]
+
+
 def write_map_images(
     tag: str,
     start_image: np.ndarray,
     snapshots: np.ndarray,
     snapshot_steps: np.ndarray,
+    steps_run: int,
     oip: np.ndarray,
     variants: np.ndarray | None = None,
 ) -> None:
     """Image summaries of one map into the default writer.
 
-    Writes `TAG/start`, `TAG/snapshots` (one image per snapshot step), `TAG/oip`
-    and, when given, `TAG/variants` (the OIPs of several start images).
+    `TAG/2_ascent` is one card whose step slider walks through the ascent: the
+    image at each snapshot step the pair ran (step 0 is the ascent's start),
+    and the OIP at the step the pair stopped. `TAG/1_start` is the strategy's
+    start image where it differs from the ascent's (coarse-to-fine and
+    pre-activation starts are optimized before the final ascent);
+    `TAG/4_variants` the OIPs of several start images, when given.
     """
-    tf.summary.image(f"{tag}/start", stretch_contrast(start_image[None]), step=0)
-    tf.summary.image(
-        f"{tag}/snapshots",
-        stretch_contrast(snapshots),
-        step=0,
-        max_outputs=len(snapshots),
-        description="Images after steps " + ", ".join(str(step) for step in snapshot_steps),
-    )
-    tf.summary.image(f"{tag}/oip", stretch_contrast(oip[None]), step=0)
+    if not np.array_equal(start_image, snapshots[0]):
+        tf.summary.image(f"{tag}/{START_TAG}", stretch_contrast(start_image[None]), step=0)
+    for step, image in ascent_frames(snapshots, snapshot_steps, steps_run, oip):
+        tf.summary.image(f"{tag}/{ASCENT_TAG}", stretch_contrast(image[None]), step=step)
     if variants is not None:
-        tf.summary.image(f"{tag}/variants", stretch_contrast(variants), step=0, max_outputs=len(variants))
+        tf.summary.image(f"{tag}/{VARIANTS_TAG}", stretch_contrast(variants), step=0, max_outputs=len(variants))
+
+
+def write_grid_pages(tag: str, images: np.ndarray, labels: list[int], scale: int) -> int:
+    """The layer's OIPs as labelled grids of `GRID_PAGE_MAPS` maps, page k at step k of one card.
+
+    Returns:
+        The number of pages.
+    """
+    pages = range(0, len(images), GRID_PAGE_MAPS)
+    for page, begin in enumerate(pages):
+        chunk = slice(begin, begin + GRID_PAGE_MAPS)
+        grid = labelled_grid(images[chunk], labels=labels[chunk], columns=4, scale=scale)
+        first, last = labels[chunk][0], labels[chunk][-1]
+        tf.summary.image(tag, grid[None], step=page, description=f"Maps {first}..{last}; the step is the page")
+    return len(pages)
+
+
+def status_table(rows: list[dict]) -> str:
+    """A markdown table of the maps' results: map, status, fired, loss, steps, strategy."""
+    lines = ["| map | status | OIP | loss | steps | strategy |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lines.append(
+            f"| {row['map_index']} | {row['status']} | {'yes' if row['fired'] else 'no'} | {row['loss']:.4g}"
+            f" | {row['steps']} | {row['strategy']} |"
+        )
+    return "\n".join(lines)
 
 
 def write_loss_curves(tags: list[str], histories: np.ndarray) -> None:

@@ -94,16 +94,25 @@ class LayerRunTest(tf.test.TestCase):
         events = event_accumulator.EventAccumulator(run_dir, size_guidance={"tensors": 0})
         events.Reload()
         tags = set(events.Tags()["tensors"])
-        expected = {"run/flags", "layer/oip_grid"}
+        expected = {"run/flags", "run/maps", "layer/oips"}
         for map_index in (0, 1, 2, 7):
-            expected |= {f"map_{map_index:03d}/{name}" for name in ("start", "snapshots", "oip", "variants", "loss")}
-        self.assertEqual(tags, expected)
-        # An image summary holds width, height, then one PNG per image.
-        self.assertLen(events.Tensors("map_007/snapshots")[0].tensor_proto.string_val, 2 + 8)
-        self.assertLen(events.Tensors("map_007/variants")[0].tensor_proto.string_val, 2 + 2)
-        self.assertLen(events.Tensors("map_000/loss"), 40)
+            expected |= {f"map_{map_index:03d}/{name}" for name in ("2_ascent", "4_variants", "3_loss")}
+        self.assertEqual(tags, expected)  # random starts are the ascent's own: no separate 1_start card
+        # The ascent card has one image per snapshot step the pair ran, then the OIP at its last step.
         arrays = load_arrays(os.path.join(self.out, "oips.npz"))
-        curve = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors("map_000/loss")]
+        best = arrays["best_init"][3]
+        ascent = events.Tensors("map_007/2_ascent")
+        steps_run = int(arrays["steps_run"][3, best])
+        ran = [int(step) for step in arrays["snapshot_steps"][3, best] if step < steps_run]
+        self.assertEqual([event.step for event in ascent], [*ran, steps_run])
+        self.assertLen(ascent[0].tensor_proto.string_val, 2 + 1)  # width, height, one PNG
+        self.assertLen(events.Tensors("map_007/4_variants")[0].tensor_proto.string_val, 2 + 2)
+        self.assertLen(events.Tensors("map_000/3_loss"), 40)
+        self.assertEqual([event.step for event in events.Tensors("layer/oips")], [0])  # 4 maps: one page
+        table = tf.make_ndarray(events.Tensors("run/maps")[0].tensor_proto).item().decode()
+        self.assertIn("| 7 | ", table)
+        arrays = load_arrays(os.path.join(self.out, "oips.npz"))
+        curve = [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors("map_000/3_loss")]
         self.assertAllClose(curve, arrays["loss_history"][0, arrays["best_init"][0]])
         flags_text = tf.make_ndarray(events.Tensors("run/flags")[0].tensor_proto).item().decode()
         self.assertIn("--maps=0-2,7", flags_text)

@@ -328,7 +328,7 @@ class CommandLineTest(tf.test.TestCase):
         [run_dir] = glob.glob(os.path.join(root, "with", "tensorboard", "*"))
         events = event_accumulator.EventAccumulator(run_dir, size_guidance={event_accumulator.TENSORS: 0})
         events.Reload()
-        strip = events.Tensors("map_001/dataset_examples")[0].tensor_proto.string_val
+        strip = events.Tensors("map_001/5_dataset_examples")[0].tensor_proto.string_val
         self.assertAllEqual(tf.io.decode_png(strip[2]), picture)
 
         (stdout, stderr), code = done["none"]
