@@ -53,6 +53,7 @@ import tensorflow as tf
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
+from oipgraph.layer_lookup import module_name
 from oipgraph.step import AscentStep, never_single
 
 DEFAULT_GRID = 3
@@ -154,7 +155,7 @@ class PrecursorScan(tf.Module):
             OIPGraphError: a bad grid, values, chunk size or epsilon, or more
                 than 2^31 - 1 patterns.
         """
-        super().__init__(name=name or f"precursor_{ascent.layer_name}")
+        super().__init__(name=name or f"precursor_{module_name(ascent.layer_name)}")
         self.ascent = ascent
         self.grid = check_positive_int("grid", grid)
         self.values = self._check_values(values)
