@@ -22,6 +22,7 @@ from absl import flags
 from oipgraph import catalog, errors, outputs
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError
+from oipgraph.layer_lookup import parse_image_size
 from oipgraph.model import load_model
 from oipgraph.objectives import OBJECTIVES
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, STRATEGIES, StrategySettings, create_oips, parse_maps
@@ -29,7 +30,12 @@ from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
-flags.DEFINE_string("layer", "Conv2D_3", "Layer whose feature maps get OIPs.")
+flags.DEFINE_string(
+    "layer", "Conv2D_3", "Layer whose feature maps get OIPs; `outer/inner` (or a unique inner name) in nested models."
+)
+flags.DEFINE_string(
+    "image_size", None, "H,W: run a model whose image input has a variable size (include_top=False) on HxW images."
+)
 flags.DEFINE_string("maps", "all", "Maps to optimize: 'all' or a list like '0-7,12'.")
 flags.DEFINE_string("strategy", "random", f"Start strategy: {', '.join(STRATEGIES)}.")
 flags.DEFINE_integer(
@@ -60,6 +66,7 @@ flags.DEFINE_integer("jitter", 0, f"Shift what the model sees by up to this many
 flags.DEFINE_float("scale", 0.0, f"Scale what the model sees by up to this fraction per step (0..{MAX_SCALE}).")
 RUN_FLAGS = (
     "model",
+    "image_size",
     "layer",
     "maps",
     "strategy",
@@ -91,6 +98,7 @@ def check_flags() -> StrategySettings:
         raise OIPGraphError(f"--inits_per_map must be >= 1, got {FLAGS.inits_per_map}")
     if FLAGS.batch_size < 1:
         raise OIPGraphError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    parse_image_size(FLAGS.image_size)
     if FLAGS.strategy not in STRATEGIES:
         raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     catalog.check_writable_dir(FLAGS.out, "--out")
@@ -123,7 +131,7 @@ def build_ascent() -> OIPAscent:
     transforms = Transforms(FLAGS.jitter, FLAGS.scale)
     neuron = neuron_position()
     objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
-    model = load_model(FLAGS.model)
+    model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
     return OIPAscent(
         model, FLAGS.layer, objective=objective, neuron=neuron, minimize=FLAGS.minimize, transforms=transforms
     )
@@ -137,7 +145,7 @@ def main(argv: list[str]) -> None:
     inits = FLAGS.inits_per_map
     out = FLAGS.out
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
-    run_name = f"{FLAGS.layer}-{FLAGS.strategy}-seed{FLAGS.seed}"
+    run_name = f"{FLAGS.layer.replace('/', '__')}-{FLAGS.strategy}-seed{FLAGS.seed}"  # outer/inner: one folder
     if not FLAGS.resume and os.path.exists(os.path.join(logdir, run_name)):
         raise OIPGraphError(f"--logdir={logdir} already holds run {run_name}; pass --resume or choose another --logdir")
     maps_per_chunk = max(1, settings.batch_size // inits)

@@ -96,9 +96,11 @@ class PrecursorResult:
 def activation_bytes_per_image(model: keras.Model) -> int:
     """Rough bytes one image needs in one ascent step of `model`: all layer outputs, a few times."""
     floats = 0
-    for layer in model.layers:
-        for output in tf.nest.flatten(layer.output):
-            floats += math.prod(int(dim or 1) for dim in output.shape[1:])
+    # The outputs of this model's own nodes: a layer inlined from a nested model has other shapes at its first call.
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            for output in node.outputs if node.operation is not None and not node.is_input else ():
+                floats += math.prod(int(dim or 1) for dim in output.shape[1:])
     return floats * 4 * _FLOATS_PER_ACTIVATION
 
 
