@@ -224,7 +224,7 @@ class OIPServable(tf.Module):
     One `OIPAscent` per exported layer and one `PrecursorScan` per exported
     spatial layer do the work; this module only fixes the serving interface
     (names, dtypes, the convergence criterion) and adds the start images.
-    `signatures()` gives the concrete functions to save.
+    `signatures()` gives the functions to save (traced by the save).
 
     Example:
         servable = OIPServable(load_model())
@@ -267,8 +267,7 @@ class OIPServable(tf.Module):
             self._initial_images,
             input_signature=[tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.int32, name="batch")],
         )
-        # Traces every signature once; the save reuses these traces.
-        self.model_variables = _captured_variables(self.signatures().values())
+        self.model_variables = _model_variables(self.ascents.values())
 
     @property
     def deepest_layer(self) -> str:
@@ -284,33 +283,39 @@ class OIPServable(tf.Module):
         seeds = tf.stack([tf.fill([batch], seed), streams], axis=1)
         return {"images": starts.multiscale(seeds, self.image_shape)}
 
-    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        """The serving signatures, keyed by signature name (see the module docstring)."""
-        optimize = {name: function.get_concrete_function() for name, function in self.optimize_functions.items()}
-        signatures = {SERVING_DEFAULT: optimize[self.serving_layer]}
-        signatures.update({OPTIMIZE_PREFIX + signature_suffix(name): concrete for name, concrete in optimize.items()})
-        signatures[INITIAL_IMAGES] = self.initial_images.get_concrete_function()
+    def signatures(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+        """The serving signatures, keyed by signature name (see the module docstring).
+
+        They are the `tf.function`s themselves, not traces: `tf.saved_model.save`
+        traces every function again inside its save context anyway, so tracing
+        them beforehand would double the export's largest cost.
+        """
+        signatures = {SERVING_DEFAULT: self.optimize_functions[self.serving_layer]}
         signatures.update(
-            {
-                PRECURSOR_PREFIX + signature_suffix(name): function.get_concrete_function()
-                for name, function in self.precursor_functions.items()
-            }
+            {OPTIMIZE_PREFIX + signature_suffix(name): function for name, function in self.optimize_functions.items()}
+        )
+        signatures[INITIAL_IMAGES] = self.initial_images
+        signatures.update(
+            {PRECURSOR_PREFIX + signature_suffix(name): function for name, function in self.precursor_functions.items()}
         )
         return signatures
 
 
-def _captured_variables(functions: Iterable[tf.types.experimental.ConcreteFunction]) -> list[tf.Variable]:
-    """The `tf.Variable`s that the traced `functions` read (the Keras weights' own variables).
+def _model_variables(ascents: Iterable[OIPAscent]) -> list[tf.Variable]:
+    """The `tf.Variable`s behind the Keras weights that the ascents read: their feature models' and layers'.
 
     The module tracks these rather than the Keras model: a SavedModel of the
     Keras variables restores them into wrapper copies that TF1-style loaders
     (TF Serving, `saved_model_cli run`) never connect to the variables the
     functions read, and the first request fails with "Could not find variable".
+    Only the models up to the exported layers contribute, so the variables of
+    deeper layers stay out of the SavedModel.
     """
     variables: dict[int, tf.Variable] = {}
-    for function in functions:
-        for variable in function.variables:
-            variables.setdefault(id(variable), variable)
+    for ascent in ascents:
+        for variable in [*ascent.feature_model.variables, *ascent.objective.layer.variables]:
+            value = getattr(variable, "value", variable)  # A Keras variable wraps the tf.Variable that graphs read.
+            variables.setdefault(id(value), value)
     return list(variables.values())
 
 

@@ -54,7 +54,7 @@ import tensorflow as tf
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.layer_lookup import module_name
-from oipgraph.step import AscentStep, never_single
+from oipgraph.step import AscentStep, compiled_step, never_single
 
 DEFAULT_GRID = 3
 DEFAULT_VALUES = (0.2, 0.5, 0.8)
@@ -185,6 +185,12 @@ class PrecursorScan(tf.Module):
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
             self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
+        )
+        # One non-inlined trace of a chunk's scoring serves both passes of `scan` (halving and final):
+        # inlined, each pass held its own copy of the model, which doubled the export's tracing time.
+        self._compiled_score = compiled_step(
+            self.score_patterns,
+            [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
         )
         self._score_chunk = tf.function(
             self._checked_score_chunk,
@@ -340,7 +346,7 @@ class PrecursorScan(tf.Module):
 
         def body(begin, best_scores, best_index):
             pattern_index = candidates[begin : begin + self.chunk_size]
-            scores = self.score_patterns(pattern_index, map_index, steps)
+            scores = self._compiled_score(pattern_index, map_index, steps)
             best_scores, best_index = self.merge_top(best_scores, best_index, scores, pattern_index, top_n)
             return begin + self.chunk_size, best_scores, best_index
 
