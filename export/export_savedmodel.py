@@ -10,9 +10,9 @@ Which layers (`--layers=A,B`, any layer `oipgraph --layer` takes, `outer/inner`
 inside nested models): the chosen ones only, each with `optimize_<Layer>` and,
 for a layer with spatial output, `precursor_<Layer>`. Without `--layers`:
 
-- a small model (at most `SMALL_MODEL_CONV_LAYERS` = 8 Conv2D layers, like the
-  shipped CNN): every Conv2D and Dense layer, as before, plus the
-  `serving_default` layer;
+- a small model (at most `SMALL_MODEL_CONV_LAYERS` = 8 conv layers: Conv2D,
+  SeparableConv2D, DepthwiseConv2D; like the shipped CNN): every conv and
+  Dense layer, as before, plus the `serving_default` layer;
 - a deeper model: only the `serving_default` layer. Every signature holds a
   compiled copy of the model up to its layer, so exporting all 52 convs of
   MobileNetV2 would cost minutes and gigabytes nobody asked for; choose more
@@ -140,8 +140,9 @@ PRECURSOR_OUTPUTS = ("images", "scores")
 TEMP_PREFIX = ".tmp-oipgraph-export-"
 _VERSION_NAME = re.compile(r"[0-9]+")
 _TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]+)-")
-# Models with at most this many Conv2D layers export all of them (and their Dense layers) by default.
+# Models with at most this many conv layers export all of them (and their Dense layers) by default.
 SMALL_MODEL_CONV_LAYERS = 8
+CONV_LAYERS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
 # Layers that are a nonlinearity themselves (besides layers with a non-linear `activation`).
 _NONLINEAR_LAYERS = (
     keras.layers.ReLU,
@@ -186,7 +187,7 @@ def default_layers(model: keras.Model) -> list[str]:
         )
     default = serving_layer(model, spatial)
     layers = dict(layer_lookup.graph_layers(model))
-    convs = [name for name in spatial if isinstance(layers[name], keras.layers.Conv2D)]
+    convs = [name for name in spatial if isinstance(layers[name], CONV_LAYERS)]
     if len(convs) > SMALL_MODEL_CONV_LAYERS:
         return [default]
     dense = [name for name in usable if isinstance(layers[name], keras.layers.Dense)]
@@ -531,7 +532,7 @@ flags.DEFINE_list(
     "layers",
     None,
     "Layers to export (optimize_<Layer> and precursor_<Layer> each), e.g. block_6_expand_relu,out_relu or"
-    " base/out_relu; default: every Conv2D and Dense layer of a model with at most 8 Conv2D layers, else only the"
+    " base/out_relu; default: every conv and Dense layer of a model with at most 8 conv layers, else only the"
     " serving_default layer (the deepest spatial layer with a nonlinearity).",
 )
 flags.DEFINE_string("image_size", None, "H,W for a model whose image input has a variable size (include_top=False).")
