@@ -70,7 +70,7 @@ def rescaling_cnn() -> keras.Model:
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
     x = keras.layers.Rescaling(1 / 255, name="rescaling")(inputs)
     x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(x)
-    x = keras.layers.AveragePooling2D(name="pool")(x)
+    x = keras.layers.AveragePooling2D(2, name="pool")(x)
     x = keras.layers.Conv2D(4, 3, activation="relu", name="top")(x)
     return keras.Model(inputs, keras.layers.Flatten(name="flatten")(x), name="rescaling_cnn")
 
