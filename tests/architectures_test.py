@@ -101,12 +101,12 @@ MATRIX = {
         "add",
         ("add", "multiply"),
     ),
-    "rescaling_cnn": (rescaling_cnn, ("conv", "pool", "top"), "top", ("conv", "top")),
+    "rescaling_cnn": (rescaling_cnn, ("conv", "pool", "top"), "top", ("top",)),
     "mobilenet_v2": (
         lambda: applications("MobileNetV2", alpha=0.35),
         ("Conv1", "block_1_expand", "block_1_depthwise_relu", "block_2_add", "out_relu"),
         "block_2_add",
-        ("block_1_expand_relu", "block_2_add"),
+        ("block_2_add",),
     ),
     "resnet50": (
         lambda: applications("ResNet50"),
