@@ -18,6 +18,10 @@ Usage:
 
 from __future__ import annotations
 
+# First: importing oipgraph turns on TensorFlow's oneDNN kernels, which TensorFlow reads when it loads.
+import oipgraph  # noqa: F401
+
+# isort: split
 import os
 import platform
 import time
@@ -26,7 +30,6 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-# oipgraph first: importing it chooses TensorFlow's oneDNN kernels before TensorFlow loads.
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, ascent_update
 from oipgraph.model import load_model

@@ -22,6 +22,10 @@ N most expensive functions of the first export, from cProfile).
 
 from __future__ import annotations
 
+# First: importing oipgraph turns on TensorFlow's oneDNN kernels, which TensorFlow reads when it loads.
+import oipgraph  # noqa: F401
+
+# isort: split
 import cProfile
 import os
 import pstats

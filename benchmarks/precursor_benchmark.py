@@ -19,6 +19,10 @@ code 1 if any top-N differs.
 
 from __future__ import annotations
 
+# First: importing oipgraph turns on TensorFlow's oneDNN kernels, which TensorFlow reads when it loads.
+import oipgraph  # noqa: F401
+
+# isort: split
 import resource
 import time
 

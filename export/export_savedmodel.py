@@ -33,7 +33,9 @@ CNN's classes) the objective is the unit objective: `map_index` is then the
 unit, and after a softmax or sigmoid the loss is the unit's pre-activation logit.
 
     Inputs:
-        images     float32 [B, H, W, C]  start images, standardized per image
+        images     float32 [B, H, W, C]  start images in the model's input domain
+                                         (standardized per image, or LOW..HIGH
+                                         with `--input_range`, kept there)
                                          (any rank is accepted by the signature
                                          and checked in the graph).
         map_index  int32   [B]           map of each pair, 0 <= map_index < maps.
@@ -71,7 +73,8 @@ exported spatial layer, else the first exported layer.
     Outputs:
         images  float32 [batch, H, W, C]  image b equals
                 `starts.multiscale(starts.start_seeds(seed, range(batch)),
-                (H, W, C))[b]`.
+                (H, W, C))[b]`, mapped into the input domain
+                (`Domain.from_standardized`).
 
 `precursor_<Layer>` (layers with spatial output): the precursor scan of
 `oipgraph.precursor` for one map of `<Layer>`: all 3^9 = 19,683 patterns of a 3x3 grid with cell values
@@ -126,6 +129,7 @@ from absl import flags, logging
 
 from oipgraph import errors, layer_lookup, starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
+from oipgraph.domain import Domain, infer_domain, parse_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import ModelError, check_image_model, load_model
 from oipgraph.objectives.spatial import activation_name
@@ -236,6 +240,7 @@ class OIPServable(tf.Module):
         self,
         model: keras.Model,
         num_snapshots: int = DEFAULT_NUM_SNAPSHOTS,
+        domain: Domain | None = None,
         layers: Sequence[str] | None = None,
     ):
         """Builds the ascents and serving functions for the chosen layers of `model`.
@@ -244,6 +249,8 @@ class OIPServable(tf.Module):
             model: A Keras model with one fixed-size NHWC image input (1 or 3
                 channels).
             num_snapshots: Frames in the `snapshots` output (>= 2).
+            domain: The model's input domain (`oipgraph.domain`); None reads it
+                off the model (`domain.infer_domain`), else standardized images.
             layers: The layers to export (names as `oipgraph --layer` takes
                 them); None for the default set (module docstring).
 
@@ -253,13 +260,14 @@ class OIPServable(tf.Module):
         """
         super().__init__(name="oipgraph")
         self.image_shape = check_image_model(model)
+        self.domain = infer_domain(model)[0] if domain is None else domain
         self.layer_names = tuple(chosen_layers(model, layers))
         self.serving_layer = serving_layer(model, self.layer_names)
         spatial = [name for name in self.layer_names if len(layer_lookup.output_shape(model, name)) == 4]
         # A read-only mapping is not tracked: the Keras objects stay out of the
         # SavedModel, which holds only the serving functions and the variables.
         self.ascents = types.MappingProxyType(
-            {name: OIPAscent(model, name, num_snapshots=num_snapshots) for name in self.layer_names}
+            {name: OIPAscent(model, name, num_snapshots=num_snapshots, domain=self.domain) for name in self.layer_names}
         )
         self.precursor_scans = types.MappingProxyType({name: PrecursorScan(self.ascents[name]) for name in spatial})
         self.optimize_functions = {name: _optimize_function(ascent) for name, ascent in self.ascents.items()}
@@ -282,7 +290,7 @@ class OIPServable(tf.Module):
         # The same per-image seeds as starts.start_seeds(seed, range(batch)).
         streams = tf.range(tf.cast(batch, tf.int64), dtype=tf.int64)
         seeds = tf.stack([tf.fill([batch], seed), streams], axis=1)
-        return {"images": starts.multiscale(seeds, self.image_shape)}
+        return {"images": self.domain.from_standardized(starts.multiscale(seeds, self.image_shape))}
 
     def signatures(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
         """The serving signatures, keyed by signature name (see the module docstring).
@@ -495,6 +503,7 @@ def export(
     model_path: str | None,
     export_dir: str,
     version: int | None = None,
+    domain: Domain | None = None,
     layers: Sequence[str] | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> str:
@@ -504,6 +513,7 @@ def export(
         model_path: A `.keras` file; None for the shipped MNIST CNN.
         export_dir: TF Serving's base path for the model.
         version: Version number; default the next free one.
+        domain: The model's input domain; None reads it off the model.
         layers: The layers to export; None for the default set (module docstring).
         image_size: (height, width) for a model with a variable-size input.
 
@@ -514,7 +524,7 @@ def export(
         OIPGraphError: unusable model or layer, bad export directory or existing version.
     """
     check_export_dir(export_dir, version)
-    servable = OIPServable(load_model(model_path, image_size), layers=layers)
+    servable = OIPServable(load_model(model_path, image_size), domain=domain, layers=layers)
     return write_savedmodel(servable, export_dir, version)
 
 
@@ -536,6 +546,12 @@ flags.DEFINE_list(
     " serving_default layer (the deepest spatial layer with a nonlinearity).",
 )
 flags.DEFINE_string("image_size", None, "H,W for a model whose image input has a variable size (include_top=False).")
+flags.DEFINE_string(
+    "input_range",
+    None,
+    "The model's input domain: 'standardized' or LOW,HIGH such as 0,255; default: read off a leading"
+    " Rescaling/Normalization layer, else standardized.",
+)
 flags.DEFINE_integer(
     "version",
     None,
@@ -557,7 +573,8 @@ def main(argv: list[str]) -> None:
     image_size = layer_lookup.parse_image_size(FLAGS.image_size)
     check_export_dir(FLAGS.export_dir, FLAGS.version)
     started = time.perf_counter()
-    servable = OIPServable(load_model(FLAGS.model, image_size), layers=FLAGS.layers)
+    domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
+    servable = OIPServable(load_model(FLAGS.model, image_size), domain=domain, layers=FLAGS.layers)
     path = write_savedmodel(servable, FLAGS.export_dir, FLAGS.version)
     print(
         f"exported {path} ({directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s;"

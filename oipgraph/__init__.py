@@ -13,3 +13,47 @@ if "tensorflow" not in sys.modules and platform.machine().lower() in ("x86_64", 
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
+
+COMMANDS = frozenset({"oipgraph", "oipgraph-train", "oipgraph-export"})
+
+
+def _user_wants_tensorflow_logs(argv: list[str]) -> bool:
+    """Whether the user asked for TensorFlow's logs: their own TF_CPP_MIN_LOG_LEVEL, or --verbosity/-v."""
+    return "TF_CPP_MIN_LOG_LEVEL" in os.environ or any(
+        arg == "-v" or arg.startswith(("--verbosity", "-v=")) for arg in argv[1:]
+    )
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and starts its CPU device with file descriptor 2 sent to /dev/null.
+
+    TensorFlow's C++ libraries write ~10 lines when they load and when the first
+    op runs (oneDNN, CUDA probes, "failed call to cuInit" on a machine without a
+    GPU, CPU features), partly before its logging is set up, so
+    TF_CPP_MIN_LOG_LEVEL alone does not silence them. Python exceptions still
+    propagate once stderr is back.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.constant(0)
+        tf.get_logger().setLevel("ERROR")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# The command-line tools start quietly: one line for a bad flag, not TensorFlow's start-up log.
+# Library users (notebooks, scripts) keep TensorFlow's defaults.
+_argv = getattr(sys, "argv", None) or [""]
+if (
+    "tensorflow" not in sys.modules
+    and os.path.basename(_argv[0]) in COMMANDS
+    and not _user_wants_tensorflow_logs(_argv)
+):
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    _import_tensorflow_quietly()

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.domain import STANDARDIZED, Domain
+from oipgraph.domain import Domain, infer_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.layer_lookup import module_name
 from oipgraph.model import check_image_model, load_model
@@ -125,7 +125,7 @@ class OIPAscent(tf.Module):
         neuron: Sequence[int] | None = None,
         minimize: bool = False,
         transforms: Transforms | None = None,
-        domain: Domain = STANDARDIZED,
+        domain: Domain | None = None,
     ):
         """Builds the ascent for `layer_name` of `model`.
 
@@ -142,7 +142,10 @@ class OIPAscent(tf.Module):
             neuron: (row, col) of the `neuron` objective; None for the centre.
             minimize: Minimize the objective instead.
             transforms: Jitter and scale applied to what the model sees (default none).
-            domain: Where the images live (default: standardized per image).
+            domain: Where the images live: `domain.Standardized()` or a
+                `domain.ValueRange`; None reads it off the model
+                (`domain.infer_domain`: a leading Rescaling or Normalization
+                layer), else standardized images.
 
         Raises:
             OIPGraphError: unsuitable model, layer or objective, or num_snapshots < 2.
@@ -158,6 +161,10 @@ class OIPAscent(tf.Module):
         self.num_maps = objective.num_targets
         self.num_snapshots = num_snapshots
         self.feature_model = objective.feature_model
+        if domain is None:
+            domain, self.domain_reason = infer_domain(model)
+        else:
+            self.domain_reason = f"input range {domain.name}, as given"
         self.ascent_step = AscentStep(objective, self.image_shape, transforms, domain)
         self.transforms, self.domain = self.ascent_step.transforms, domain
         self.loss_and_gradient = self.ascent_step.loss_and_gradient

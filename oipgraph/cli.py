@@ -17,10 +17,12 @@ import os
 import sys
 
 import keras
+import numpy as np
 from absl import flags
 
-from oipgraph import catalog, errors, outputs
+from oipgraph import catalog, datasets, errors, examples, mnist, outputs
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, OIPAscent
+from oipgraph.domain import parse_domain, pixels_to_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.layer_lookup import parse_image_size
 from oipgraph.model import load_model
@@ -37,7 +39,7 @@ flags.DEFINE_string(
     "image_size", None, "H,W: run a model whose image input has a variable size (include_top=False) on HxW images."
 )
 flags.DEFINE_string("maps", "all", "Maps to optimize: 'all' or a list like '0-7,12'.")
-flags.DEFINE_string("strategy", "random", f"Start strategy: {', '.join(STRATEGIES)}.")
+flags.DEFINE_string("strategy", "auto", f"Start strategy: {', '.join(STRATEGIES)}.")
 flags.DEFINE_integer(
     "steps",
     None,
@@ -52,6 +54,12 @@ flags.DEFINE_integer("inits_per_map", 1, "Start images (OIPs) per map; > 1 also 
 flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Pairs (map, start image) optimized at once.")
 flags.DEFINE_string("out", "oips", "Output folder.")
 flags.DEFINE_string("logdir", None, "TensorBoard log folder; default OUT/tensorboard.")
+flags.DEFINE_string(
+    "dataset",
+    None,
+    "Images to compare the OIPs with (top 9 per map, ratio oip_loss / best dataset value): a Keras-format .npz "
+    f"or a folder of PNG/JPEG images; default for the shipped model: ${mnist.ENV_VAR} when set; '' for none.",
+)
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
 flags.DEFINE_enum(
     "objective",
@@ -64,6 +72,12 @@ flags.DEFINE_list("neuron", None, "ROW,COL of the neuron objective; default: the
 flags.DEFINE_bool("minimize", False, "Minimize the objective instead of maximizing it.")
 flags.DEFINE_integer("jitter", 0, f"Shift what the model sees by up to this many pixels per step (0..{MAX_JITTER}).")
 flags.DEFINE_float("scale", 0.0, f"Scale what the model sees by up to this fraction per step (0..{MAX_SCALE}).")
+flags.DEFINE_string(
+    "input_range",
+    None,
+    "The model's input domain: 'standardized' (per-image standardized images, the shipped CNN's) or LOW,HIGH"
+    " such as 0,255; default: read off a leading Rescaling/Normalization layer, else standardized.",
+)
 RUN_FLAGS = (
     "model",
     "image_size",
@@ -81,8 +95,10 @@ RUN_FLAGS = (
     "minimize",
     "jitter",
     "scale",
+    "input_range",
     "out",
     "logdir",
+    "dataset",
 )
 
 
@@ -131,10 +147,29 @@ def build_ascent() -> OIPAscent:
     transforms = Transforms(FLAGS.jitter, FLAGS.scale)
     neuron = neuron_position()
     objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
+    domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
     model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
-    return OIPAscent(
-        model, FLAGS.layer, objective=objective, neuron=neuron, minimize=FLAGS.minimize, transforms=transforms
+    ascent = OIPAscent(
+        model,
+        FLAGS.layer,
+        objective=objective,
+        neuron=neuron,
+        minimize=FLAGS.minimize,
+        transforms=transforms,
+        domain=domain,
     )
+    if FLAGS.model is not None and FLAGS.input_range is None:
+        print(ascent.domain_reason)
+    return ascent
+
+
+def dataset_path() -> str | None:
+    """`--dataset`, else `$OIPGRAPH_MNIST` for the shipped model, else None ('' turns it off)."""
+    if FLAGS.dataset is not None:
+        return FLAGS.dataset or None
+    if FLAGS.model is None:
+        return os.environ.get(mnist.ENV_VAR) or None
+    return None
 
 
 def main(argv: list[str]) -> None:
@@ -142,6 +177,10 @@ def main(argv: list[str]) -> None:
     settings = check_flags()
     ascent = build_ascent()
     maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
+    dataset_file = dataset_path()
+    dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
+    if dataset is None:
+        print("oipgraph: no --dataset: the OIPs are not compared with dataset images")
     inits = FLAGS.inits_per_map
     out = FLAGS.out
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
@@ -163,6 +202,8 @@ def main(argv: list[str]) -> None:
         "batch_size": FLAGS.batch_size,
         **ascent.objective.describe(),
         **ascent.transforms.describe(),
+        "input_range": ascent.domain.name,
+        "dataset": os.path.abspath(dataset_file) if dataset_file else None,
     }
     progress = catalog.RunProgress(out)
     finished = progress.begin(header, FLAGS.resume)
@@ -194,16 +235,27 @@ def main(argv: list[str]) -> None:
         sys.exit(130)
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
     pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
+    found = None
+    if dataset is not None:
+        # The objective itself scores the dataset (all maps or units at once), on images in the model's domain.
+        found = examples.find_examples(
+            dataset,
+            ascent.objective.all_targets,
+            ascent.num_maps,
+            batch_size=examples.batch_size_for(ascent.feature_model),
+            preprocess=pixels_to_domain(ascent.domain, from_uint8=dataset.images.dtype == np.uint8),
+        )
+        del dataset
     command = " ".join(
         ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]
     )
-    document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command})
+    document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command}, found)
     progress.finish()
     fired = sum(entry["fired"] for entry in document["maps"])
     print(
         f"{fired} of {len(maps)} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
         f" wrote {out}/grid.png, {out}/catalog.json, "
-        f"{out}/oips.npz; TensorBoard: {logdir}"
+        f"{out}/oips.npz; TensorBoard: {logdir}" + examples.run_summary_text(document)
     )
 
 

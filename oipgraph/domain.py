@@ -7,6 +7,15 @@
   for a model that starts with its own `Rescaling`; after each step the image
   is clipped to the range.
 
+`infer_domain` reads the domain off a model that states it: a leading
+`Rescaling(scale, offset)` layer (also inside a nested model that reads the
+image first) maps [0, 1/scale] to [0, 1] when offset >= 0 and [0, -2*offset/scale]
+to [offset, -offset] (e.g. [-1, 1]) otherwise; a leading `Normalization` layer
+alone (mean m, variance v per channel) is read as [min(m - 2 sqrt(v)),
+max(m + 2 sqrt(v))], an estimate. Models that state nothing (the shipped MNIST
+CNN, most `keras.applications` bases without their `preprocess_input`) get
+standardized images, and the command line says so.
+
 A domain also sets the size of a step: the ascent moves an image by
 `epsilon * step_scale` in root-mean-square per pixel, where `step_scale` is 1
 for standardized images (their standard deviation) and (high - low) / 4 for a
@@ -18,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from oipgraph.errors import OIPGraphError
@@ -100,3 +111,61 @@ def parse_domain(text: str) -> Domain:
     except ValueError:
         raise OIPGraphError(f"input range must be 'standardized' or LOW,HIGH like 0,255; got {text!r}") from None
     return ValueRange(low, high)
+
+
+def leading_layer(model: keras.Model) -> keras.layers.Layer | None:
+    """The first layer that reads the model's image input, looking inside nested models; None if none."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.Model):
+            return leading_layer(layer) or layer
+        return layer
+    return None
+
+
+def infer_domain(model: keras.Model) -> tuple[Domain, str]:
+    """The input domain a model states with a leading Rescaling or Normalization layer.
+
+    Returns:
+        (domain, reason): the domain, and one line saying where it comes from;
+        standardized images where the model states nothing.
+    """
+    layer = leading_layer(model)
+    if isinstance(layer, keras.layers.Rescaling):
+        scale, offset = float(np.mean(layer.scale)), float(np.mean(layer.offset))
+        if scale > 0:
+            high = 1 / scale if offset >= 0 else -2 * offset / scale
+            domain = ValueRange(0.0, round(high, 6))
+            return domain, f"input range {domain.name}, inferred from the leading Rescaling layer {layer.name!r}"
+    if isinstance(layer, keras.layers.Normalization) and layer.built:
+        mean, spread = np.asarray(layer.mean), 2 * np.sqrt(np.asarray(layer.variance))
+        if np.all(np.isfinite(mean)) and np.all(spread > 0):
+            domain = ValueRange(round(float(np.min(mean - spread)), 4), round(float(np.max(mean + spread)), 4))
+            return domain, (
+                f"input range {domain.name}, estimated as mean +- 2 std of the leading Normalization layer"
+                f" {layer.name!r}"
+            )
+    return STANDARDIZED, (
+        "input range: standardized images (the model states no range; pass --input_range=LOW,HIGH for a model"
+        " that takes raw pixel values such as 0,1 or 0,255)"
+    )
+
+
+def pixels_to_domain(domain: Domain, from_uint8: bool):
+    """The function that turns a dataset's stored pixel values into images of `domain`.
+
+    Args:
+        domain: The model's input domain.
+        from_uint8: Whether the values were stored as uint8 (0..255).
+
+    Returns:
+        float32 [B, H, W, C] -> float32 [B, H, W, C]: per-image standardization for
+        standardized images; for a range, 0..255 mapped linearly onto [low, high]
+        where the data was uint8, else the values clipped to the range.
+    """
+    if not isinstance(domain, ValueRange):
+        return domain.project
+    if from_uint8:
+        return lambda images: domain.low + (domain.high - domain.low) / 255 * images
+    return domain.project

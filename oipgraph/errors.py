@@ -48,8 +48,23 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(str(err))
 
 
+def adopt_key_flags(module_name: str) -> None:
+    """Makes the flags that `module_name` defines the program's key flags, so that `--help` lists them.
+
+    absl's `--help` shows the key flags of the main module, named by
+    `sys.argv[0]`; a console script's main module is a stub, so without this
+    `--help` would list no flag of the tool (and `--helpfull` every absl flag).
+    """
+    for flag in flags.FLAGS.get_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """`absl.app.run(main)`, with flag and `OIPGraphError` failures as one line and exit code 2."""
+    """`absl.app.run(main)`, with flag and `OIPGraphError` failures as one line and exit code 2.
+
+    `--help` lists the flags of the module that defines `main`, with their defaults.
+    """
+    adopt_key_flags(main.__module__)
 
     def checked_main(argv: list[str]) -> None:
         if len(argv) > 1:

@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import catalog, summaries, uniqueness
+from oipgraph import catalog, examples, summaries, uniqueness
 from oipgraph.ascent import STATUS_NAMES
 
 START_KINDS = {
@@ -71,9 +71,18 @@ def catalog_entries(
 
 
 def write_tensorboard(
-    logdir: str, run_name: str, arrays: dict[str, np.ndarray], best: np.ndarray, grid: np.ndarray, flag_text: str
+    logdir: str,
+    run_name: str,
+    arrays: dict[str, np.ndarray],
+    best: np.ndarray,
+    grid: np.ndarray,
+    flag_text: str,
+    example_strips: list[np.ndarray] | None = None,
 ) -> None:
-    """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME."""
+    """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME.
+
+    `example_strips[m]` (uint8 [h, w, 3], `examples.example_strip`), when given, becomes map m's `TAG/dataset_examples`.
+    """
     os.makedirs(logdir, exist_ok=True)
     final = os.path.join(logdir, run_name)
     temp = tempfile.mkdtemp(dir=logdir, prefix=".tmp-")
@@ -94,6 +103,11 @@ def write_tensorboard(
                     arrays["images"][row, init],
                     variants=arrays["images"][row] if arrays["images"].shape[1] > 1 else None,
                 )
+                if example_strips is not None:
+                    description = "The OIP(s), then the top dataset images, best first"
+                    tf.summary.image(
+                        f"{tag}/dataset_examples", example_strips[row][None], step=0, description=description
+                    )
             summaries.write_loss_curves([f"{tag}/loss" for tag in tags], arrays["loss_history"][rows, best])
         writer.close()
         if os.path.exists(final):  # Only a resumed run gets here (checked up front).
@@ -103,8 +117,20 @@ def write_tensorboard(
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def write_outputs(out: str, logdir: str, run_name: str, pairs: dict[str, np.ndarray], inits: int, header: dict) -> dict:
-    """Writes PNGs, `oips.npz`, TensorBoard summaries and, last, `catalog.json`."""
+def write_outputs(
+    out: str,
+    logdir: str,
+    run_name: str,
+    pairs: dict[str, np.ndarray],
+    inits: int,
+    header: dict,
+    found: examples.DatasetExamples | None = None,
+) -> dict:
+    """Writes PNGs, `oips.npz`, TensorBoard summaries and, last, `catalog.json`.
+
+    With dataset examples `found` (rows: all maps of the layer), each map's PNG and TensorBoard image show
+    its top dataset images beside its OIP(s), and the catalog and `oips.npz` get `examples.run_fields`.
+    """
     num_maps = len(pairs["map_index"]) // inits
     arrays = by_map(pairs, num_maps, inits)
     best = best_inits(arrays["loss"], arrays["fired"])
@@ -114,18 +140,31 @@ def write_outputs(out: str, logdir: str, run_name: str, pairs: dict[str, np.ndar
     map_indices = [int(k) for k in arrays["map_index"][:, 0]]
     grid = summaries.labelled_grid(arrays["images"][rows, best], labels=map_indices, scale=GRID_SCALE)
     catalog.atomic_write_bytes(os.path.join(out, "grid.png"), summaries.png_bytes(grid))
+    strips = None
+    if found is not None:
+        has_oip = arrays["fired"][rows, best]
+        fields, dataset_summary, dataset_arrays = examples.run_fields(
+            found, map_indices, arrays["loss"][rows, best], has_oip
+        )
+        strips = [examples.example_strip(arrays["images"][row], found.images[k]) for row, k in enumerate(map_indices)]
     os.makedirs(os.path.join(out, "maps"), exist_ok=True)
     for row, map_index in enumerate(map_indices):
         variants = summaries.labelled_grid(arrays["images"][row], columns=inits, scale=MAP_PNG_SCALE)
-        catalog.atomic_write_bytes(os.path.join(out, "maps", f"map_{map_index:03d}.png"), summaries.png_bytes(variants))
+        picture = variants if strips is None else strips[row]
+        catalog.atomic_write_bytes(os.path.join(out, "maps", f"map_{map_index:03d}.png"), summaries.png_bytes(picture))
     npz_arrays = dict(
         arrays,
         map_index=arrays["map_index"][:, 0],
         best_init=best,
         uniqueness=np.array([np.nan if s is None else s for s in scores]),
     )
+    if found is not None:
+        npz_arrays.update(dataset_arrays)
     catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
-    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"])
+    write_tensorboard(logdir, run_name, arrays, best, grid, header["command"], strips)
     document = {**header, "maps": catalog_entries(arrays, best, scores, header["seed"])}
+    if found is not None:
+        document["maps"] = [{**entry, **extra} for entry, extra in zip(document["maps"], fields)]
+        document["dataset_examples"] = dataset_summary
     catalog.atomic_write_json(os.path.join(out, catalog.CATALOG), document)
     return document

@@ -8,8 +8,12 @@ all |V|^(g*g) patterns (19,683 for g = 3, V = (0.2, 0.5, 0.8)):
    base-|V| digits of i with cell (0, 0) the most significant and cell
    (g-1, g-1) the least significant (row-major order).
 2. The g x g cells are resized (bicubic, antialiased) to the model input size,
-   copied to every channel and standardized per image. The |V| constant
-   patterns (all cells equal) are exactly the zero image.
+   multiplied by the pattern's colour (a vector over the channels; gray, all
+   ones, copies the cells to every channel) and standardized per image. The |V|
+   constant gray patterns (all cells equal) are exactly the zero image.
+   With K colours there are K * |V|^(g*g) patterns: pattern i has colour
+   i // |V|^(g*g) (gray first, so the gray patterns keep their indices) and
+   cells from the digits of i % |V|^(g*g).
 3. Each pattern image runs `scan_steps` steps of the normalized gradient ascent
    of `oipgraph.ascent` for the chosen map; its score is the loss at the image
    after those steps.
@@ -76,6 +80,31 @@ DEFAULT_HALVING_KEEP = 1024
 DEFAULT_HALVING_KEEP_PER_RESULT = 128
 
 
+def default_colors(channels: int) -> tuple[tuple[float, ...], ...]:
+    """The pattern colours for images with `channels` channels: gray alone (see `check_colors`)."""
+    return ((1.0,) * channels,)
+
+
+def check_colors(colors: Sequence[Sequence[float]], channels: int) -> tuple[tuple[float, ...], ...]:
+    """Validates pattern colours: at least one, each `channels` finite values, not all zero, distinct.
+
+    Raises:
+        OIPGraphError: naming the bad colour.
+    """
+    try:
+        colors = tuple(tuple(float(value) for value in color) for color in colors)
+    except (TypeError, ValueError):
+        raise OIPGraphError(f"colors must be a list of per-channel value lists, got {colors!r}") from None
+    if not colors:
+        raise OIPGraphError("colors must hold at least one colour, got an empty list")
+    for color in colors:
+        if len(color) != channels or not all(math.isfinite(value) for value in color) or not any(color):
+            raise OIPGraphError(f"colour {list(color)} must be {channels} finite values, not all zero")
+    if len(set(colors)) != len(colors):
+        raise OIPGraphError(f"colors must be distinct, got {[list(color) for color in colors]}")
+    return colors
+
+
 @dataclasses.dataclass
 class PrecursorResult:
     """The best start patterns of one map, best first.
@@ -134,6 +163,7 @@ class PrecursorScan(tf.Module):
         halving_steps: int = DEFAULT_HALVING_STEPS,
         halving_keep: int = DEFAULT_HALVING_KEEP,
         halving_keep_per_result: int = DEFAULT_HALVING_KEEP_PER_RESULT,
+        colors: Sequence[Sequence[float]] | None = None,
         name: str | None = None,
     ):
         """Builds the scan for the layer of `ascent`.
@@ -151,6 +181,8 @@ class PrecursorScan(tf.Module):
                 `scan_steps` steps (exhaustive).
             halving_keep: The least number of patterns kept by the halving.
             halving_keep_per_result: Patterns kept by the halving per requested result.
+            colors: The colours of the patterns, each one value per channel of
+                the image; None for `default_colors(channels)`.
             name: Module name; defaults to `precursor_<layer>`.
 
         Raises:
@@ -161,11 +193,14 @@ class PrecursorScan(tf.Module):
         self.ascent = ascent
         self.grid = check_positive_int("grid", grid)
         self.values = self._check_values(values)
-        self.num_patterns = len(self.values) ** (self.grid * self.grid)
+        channels = ascent.image_shape[-1]
+        self.colors = check_colors(default_colors(channels) if colors is None else colors, channels)
+        self.cell_patterns = len(self.values) ** (self.grid * self.grid)
+        self.num_patterns = len(self.colors) * self.cell_patterns
         if self.num_patterns > MAX_PATTERNS:
             raise OIPGraphError(
-                f"grid {self.grid} with {len(self.values)} values gives "
-                f"{len(self.values)}^{self.grid * self.grid} patterns;"
+                f"grid {self.grid} with {len(self.values)} values and {len(self.colors)} colours gives "
+                f"{len(self.colors)} * {len(self.values)}^{self.grid * self.grid} patterns;"
                 f" at most {MAX_PATTERNS} are supported"
             )
         if not (math.isfinite(epsilon) and epsilon > 0):
@@ -179,6 +214,7 @@ class PrecursorScan(tf.Module):
         self.halving_keep_per_result = check_positive_int("halving_keep_per_result", halving_keep_per_result)
         self.ascent_step = AscentStep(ascent.objective, ascent.image_shape, domain=ascent.domain, shared_target=True)
         self._values = tf.constant(self.values, tf.float32)
+        self._colors = tf.constant(self.colors, tf.float32)
         cells = self.grid * self.grid
         base = len(self.values)
         self._digit_weights = tf.constant([base ** (cells - 1 - cell) for cell in range(cells)], tf.int32)
@@ -233,9 +269,14 @@ class PrecursorScan(tf.Module):
 
     # -- graph pieces -----------------------------------------------------------
 
+    @property
+    def repeated_patterns(self) -> int:
+        """How many patterns repeat another's image: per colour, the |V| constant patterns give one image."""
+        return len(self.colors) * (len(self.values) - 1)
+
     def digits(self, pattern_index: tf.Tensor) -> tf.Tensor:
-        """int32 [B, grid * grid]: the base-|V| digits of `pattern_index`, most significant (cell (0, 0)) first."""
-        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32)
+        """int32 [B, grid * grid]: the base-|V| cell digits of `pattern_index`, most significant (cell (0, 0)) first."""
+        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32) % self.cell_patterns
         return (pattern_index[:, None] // self._digit_weights) % len(self.values)
 
     def cell_values(self, pattern_index: tf.Tensor) -> tf.Tensor:
@@ -263,13 +304,15 @@ class PrecursorScan(tf.Module):
         with tf.control_dependencies(checks):
             digits = self.digits(pattern_index)
         cells = tf.reshape(tf.gather(self._values, digits), [-1, self.grid, self.grid, 1])
-        height, width, channels = self.ascent.image_shape
+        height, width, _ = self.ascent.image_shape
         if (self.grid, self.grid) != (height, width):
             cells = tf.image.resize(cells, [height, width], method="bicubic", antialias=True)
-        images = tf.image.per_image_standardization(tf.tile(cells, [1, 1, 1, channels]))
-        # A constant pattern standardizes to exactly 0; computed, it is resize and rounding noise
+        color_index = pattern_index // self.cell_patterns
+        images = tf.image.per_image_standardization(cells * tf.gather(self._colors, color_index)[:, None, None, :])
+        # A constant gray pattern standardizes to exactly 0; computed, it is resize and rounding noise
         # of size 1e-7 whose direction would decide where its first ascent step jumps.
-        constant = tf.reduce_all(tf.equal(digits, digits[:, :1]), axis=1)
+        gray = tf.gather(tf.constant([len(set(color)) == 1 for color in self.colors]), color_index)
+        constant = tf.reduce_all(tf.equal(digits, digits[:, :1]), axis=1) & gray
         images = tf.where(constant[:, None, None, None], tf.zeros_like(images), images)
         return self.ascent.domain.from_standardized(images)
 

@@ -16,9 +16,10 @@ compiled ascent, and says per pair which strategy produced the result.
   pre-activation until the map fires (`PreActivationWakeUp`, at most
   `settings.wake_steps` steps), then the full ascent (`settings.steps`,
   default 600). For maps that no start image excites.
-- `auto`: random for every pair; pairs that end `no_activation` escalate to
-  coarse_to_fine, those still `no_activation` to precursor, and the rest to
-  preactivation (where the layer has a pre-activation: a Conv2D).
+- `auto` (`oipgraph.auto`): random for every pair; pairs without an OIP go
+  on to a precursor stage that screens the patterns once for all their maps,
+  then to preactivation (where the layer has a pre-activation: a Conv2D); it
+  stops once every pair has an OIP.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from oipgraph.ascent import (
 )
 from oipgraph.domain import STANDARDIZED
 from oipgraph.errors import OIPGraphError, check_positive_int, is_positive_int
-from oipgraph.preactivation import DEFAULT_WAKE_STEPS, PreActivationWakeUp, can_wake
+from oipgraph.preactivation import DEFAULT_WAKE_STEPS, PreActivationWakeUp
 from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES, PrecursorScan
 from oipgraph.results import concat_results, replace_pairs, select_pairs
 
@@ -54,6 +55,10 @@ DEFAULT_PRECURSOR_STEPS = 1200
 # The first article's 4x4 grid of 7x7 squares, two values: 65,536 patterns. On the shipped
 # CNN it finds starts for Conv2D_3 maps that no 3x3 pattern excites.
 DEFAULT_PRECURSOR_FALLBACKS = ((4, (0.2, 0.8)),)
+# auto's precursor stage: patterns per map that get the scan steps after the shared screening,
+# and starts per map that get the full ascent.
+DEFAULT_AUTO_SCREEN_KEEP = 32
+DEFAULT_AUTO_PRECURSOR_STARTS = 3
 
 
 @dataclasses.dataclass
@@ -85,6 +90,10 @@ class StrategySettings:
             the first scan leaves without activation; () for none.
         wake_steps: Most pre-activation steps of the preactivation strategy
             before its full ascent.
+        auto_screen_keep: Patterns per map that get the scan steps in auto's
+            shared precursor screening.
+        auto_precursor_starts: Starts per map (at least one per init) that get
+            the full ascent in auto's precursor stage.
     """
 
     steps: int | None = None
@@ -102,6 +111,8 @@ class StrategySettings:
     precursor_top_n: int = DEFAULT_TOP_N
     precursor_fallbacks: tuple[tuple[int, tuple[float, ...]], ...] = DEFAULT_PRECURSOR_FALLBACKS
     wake_steps: int = DEFAULT_WAKE_STEPS
+    auto_screen_keep: int = DEFAULT_AUTO_SCREEN_KEEP
+    auto_precursor_starts: int = DEFAULT_AUTO_PRECURSOR_STARTS
 
     def check(self) -> None:
         """Raises OIPGraphError (one line, naming the field) for a bad setting."""
@@ -111,6 +122,8 @@ class StrategySettings:
             "precursor_scan_steps": self.precursor_scan_steps,
             "precursor_top_n": self.precursor_top_n,
             "wake_steps": self.wake_steps,
+            "auto_screen_keep": self.auto_screen_keep,
+            "auto_precursor_starts": self.auto_precursor_starts,
         }
         if self.steps is not None:
             counts["steps"] = self.steps
@@ -136,6 +149,25 @@ class StrategySettings:
 
 
 @dataclasses.dataclass
+class StageRecord:
+    """One stage of a strategy that runs in stages (`auto`).
+
+    Attributes:
+        name: The stage (`random`, `coarse_to_fine`, ...).
+        pairs: Pairs the stage was run for.
+        fired: Pairs it gave an OIP (`Objective.fired`).
+        seconds: Wall time of the stage.
+        cpu_seconds: CPU time of the process during the stage (all threads).
+    """
+
+    name: str
+    pairs: int
+    fired: int
+    seconds: float
+    cpu_seconds: float
+
+
+@dataclasses.dataclass
 class OIPRun:
     """OIPs for B pairs (map, init): the ascent results plus where they came from.
 
@@ -148,6 +180,8 @@ class OIPRun:
         seed: The run's seed; pair b used stateless seed `[seed, streams[b]]`.
         streams: int64 [B], the seed stream of every pair.
         strategy: Per pair, the strategy that produced the final OIP.
+        stages: The stages of a strategy that runs in stages (`auto`), in
+            order; empty for the others.
     """
 
     result: AscentResult
@@ -156,6 +190,7 @@ class OIPRun:
     seed: int
     streams: np.ndarray
     strategy: list[str]
+    stages: list[StageRecord] = dataclasses.field(default_factory=list)
 
     @property
     def map_index(self) -> np.ndarray:
@@ -300,7 +335,7 @@ def _precursor_pass(
 ) -> tuple[AscentResult, np.ndarray]:
     """One precursor pass on one pattern grid: the full-ascent results and start patterns of the pairs."""
     scan = PrecursorScan(ascent, grid=grid, values=values)
-    distinct_images = scan.num_patterns - (len(scan.values) - 1)
+    distinct_images = scan.num_patterns - scan.repeated_patterns
     if int(np.max(init_index)) >= distinct_images:
         raise OIPGraphError(
             f"init {int(np.max(init_index))} asks for more precursor starts than there are distinct patterns "
@@ -311,7 +346,7 @@ def _precursor_pass(
         starts_per_map[map_id] = max(starts_per_map.get(map_id, settings.precursor_top_n), init + 1)
     # The |V| constant patterns all standardize to the zero image: ask for enough extra patterns
     # to drop the repeats, so that N full ascents start from N different images.
-    repeats = len(scan.values) - 1
+    repeats = scan.repeated_patterns
     scan_images, scan_maps = [], []
     for map_id, count in sorted(starts_per_map.items()):
         best = scan.run(
@@ -414,46 +449,13 @@ def preactivation_strategy(
     return OIPRun(result, start_images, init_index, seed, streams, ["preactivation"] * len(map_index))
 
 
-# The order in which `auto` tries strategies on pairs without activation.
-AUTO_ESCALATION = ("random", "coarse_to_fine", "precursor", "preactivation")
-
-
 def auto_strategy(
     ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
 ) -> OIPRun:
-    """The auto strategy: random first, escalating pairs without activation.
+    """The auto strategy: random for every pair, then stages for the pairs without an OIP (`oipgraph.auto`)."""
+    from oipgraph import auto  # auto's stages build on the strategies of this module
 
-    Every pair runs `random`; pairs whose final status is `no_activation`
-    run `coarse_to_fine` (same seed and stream), pairs still at
-    `no_activation` run `precursor`, and those still at `no_activation` run
-    `preactivation` (skipped for layers without a pre-activation). Each pair
-    keeps the result of the last strategy it ran, and `OIPRun.strategy[b]`
-    names that strategy.
-    """
-    run = None
-    for name in AUTO_ESCALATION:
-        if name == "preactivation" and not can_wake(ascent):
-            break
-        if run is None:
-            rows = np.arange(len(map_index))
-        else:
-            rows = np.flatnonzero(run.result.status == STATUS_NO_ACTIVATION)
-            if not len(rows):
-                break
-        attempt = STRATEGIES[name](ascent, map_index[rows], init_index[rows], seed, settings)
-        run = attempt if run is None else _replace_run_pairs(run, rows, attempt)
-    return run
-
-
-def _replace_run_pairs(run: OIPRun, rows: np.ndarray, attempt: OIPRun) -> OIPRun:
-    start_images = run.start_images.copy()
-    start_images[rows] = attempt.start_images
-    strategy = list(run.strategy)
-    for row, name in zip(rows.tolist(), attempt.strategy):
-        strategy[row] = name
-    return dataclasses.replace(
-        run, result=replace_pairs(run.result, rows, attempt.result), start_images=start_images, strategy=strategy
-    )
+    return auto.auto_strategy(ascent, map_index, init_index, seed, settings)
 
 
 # name -> fn(ascent, map_index [B], init_index [B], seed, settings) -> OIPRun

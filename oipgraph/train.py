@@ -1,8 +1,9 @@
 """`oipgraph-train`: trains the articles' MNIST CNN (SGD + momentum, LR schedule, L2).
 
-TensorBoard gets, under `--logdir`: `train/loss`, `train/l2_share` (the share of
-the L2 term in the batch loss, as the articles track it), `train/learning_rate`
-and `accuracy` / `loss` for the `train` and `test` runs once per epoch.
+TensorBoard gets, under `--logdir`: `train/batch_loss`, `train/l2_share` (the
+share of the L2 term in the batch loss, as the articles track it) and
+`train/learning_rate` at the first step, every 50 steps and the last step, and
+`accuracy` / `loss` for the `train` and `test` runs once per epoch.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def train(
     train_set = make_dataset(*train_data, config.batch_size, shuffle_seed=config.seed)
     test_set = make_dataset(*test_data, 1000)
     steps_per_epoch = int(np.ceil(len(train_data[0]) / config.batch_size))
+    total_steps = config.epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.01
     )
@@ -139,7 +141,7 @@ def train(
             shares.append(float(l2_share))
             correct += float(batch_correct)
             seen += int(labels.shape[0])
-            if writers and step % SUMMARY_EVERY_STEPS == 0:
+            if writers and (step == 1 or step % SUMMARY_EVERY_STEPS == 0 or step == total_steps):
                 with writers["train"].as_default(step=step):
                     tf.summary.scalar("batch_loss", loss)
                     tf.summary.scalar("l2_share", l2_share)

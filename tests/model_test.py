@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -71,11 +72,8 @@ class MnistLoadingTest(tf.test.TestCase):
             self.assertEqual(
                 (x_train.shape, y_train.shape, x_test.shape, y_test.shape), ((256, 28, 28), (256,), (64, 28, 28), (64,))
             )
-            os.environ[mnist.ENV_VAR] = path
-            try:
+            with mock.patch.dict(os.environ, {mnist.ENV_VAR: path}):
                 self.assertAllEqual(mnist.load_mnist()[1][0], x_test)
-            finally:
-                del os.environ[mnist.ENV_VAR]
 
     def test_bad_files(self):
         with tempfile.TemporaryDirectory() as directory:

@@ -181,6 +181,40 @@ class SlicedObjectiveTest(tf.test.TestCase):
         self.assertFalse(pool.objective.shared_sliced)
 
 
+class ColorPatternTest(tf.test.TestCase):
+    def test_colour_patterns_follow_the_gray_ones(self):
+        ascent = OIPAscent(small_cnn(input_shape=(10, 10, 3)), "conv_b")
+        colors = ((1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (1.0, -1.0, 0.0))
+        scan = PrecursorScan(ascent, grid=2, values=(0.2, 0.8), colors=colors)
+        self.assertEqual((scan.cell_patterns, scan.num_patterns, scan.repeated_patterns), (16, 48, 3))
+        gray = PrecursorScan(ascent, grid=2, values=(0.2, 0.8))
+        self.assertEqual(gray.colors, ((1.0, 1.0, 1.0),))
+        self.assertAllEqual(scan.patterns(tf.range(16)), gray.patterns(tf.range(16)))
+        cells = tf.image.resize(scan.cell_values(tf.constant([5]))[..., None], [10, 10], "bicubic", antialias=True)
+        for color_index, color in enumerate(colors):
+            with self.subTest(color=color):
+                expected = tf.image.per_image_standardization(cells * tf.constant(color))
+                self.assertAllClose(scan.patterns(tf.constant([16 * color_index + 5])), expected, atol=1e-5)
+        # A constant cell grid in a colour is a colour, not the zero image; in gray it is zero.
+        self.assertAllEqual(scan.patterns(tf.constant([0])), tf.zeros([1, 10, 10, 3]))
+        red = scan.patterns(tf.constant([16])).numpy()
+        self.assertGreater(red[..., 0].mean(), 0.5)
+        self.assertLess(red[..., 1].mean(), 0.0)
+
+    def test_bad_colours(self):
+        ascent = OIPAscent(small_cnn(input_shape=(10, 10, 3)), "conv_b")
+        for colors, message in (
+            ((), "at least one colour"),
+            (((1.0, 0.0),), r"colour \[1.0, 0.0\] must be 3 finite values"),
+            (((0.0, 0.0, 0.0),), "not all zero"),
+            (((1.0, float("nan"), 0.0),), "must be 3 finite values"),
+            (((1.0, 0.0, 0.0), (1.0, 0.0, 0.0)), "colors must be distinct"),
+            ("red", "colors must be a list of per-channel value lists"),
+        ):
+            with self.subTest(colors=colors), self.assertRaisesRegex(OIPGraphError, message):
+                PrecursorScan(ascent, grid=2, colors=colors)
+
+
 class ErrorTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):

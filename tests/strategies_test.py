@@ -15,10 +15,11 @@ from helpers import (
     large_scale_model,
 )
 
-from oipgraph import results, starts, strategies
+from oipgraph import auto, results, starts, strategies
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
 from oipgraph.errors import OIPGraphError
 from oipgraph.precursor import PrecursorScan
+from oipgraph.screening import SharedScreen
 from oipgraph.strategies import OIPRun, StrategySettings, create_oips
 
 
@@ -27,6 +28,21 @@ def fast_settings(**overrides) -> StrategySettings:
         steps=60, cells=(3, 6, 12), coarse_to_fine_steps=(10, 20), precursor_values=(0.2, 0.8), precursor_top_n=3
     )
     return dataclasses.replace(settings, **overrides)
+
+
+def recording_stages(calls: list) -> dict:
+    """auto's stage functions, each appending (stage, map_index list) to `calls` before it runs."""
+
+    def recording(name):
+        stage = auto.STAGE_FUNCTIONS[name]
+
+        def run(ascent, map_index, init_index, seed, settings):
+            calls.append((name, map_index.tolist()))
+            return stage(ascent, map_index, init_index, seed, settings)
+
+        return run
+
+    return {name: recording(name) for name in auto.AUTO_STAGES}
 
 
 class LargeScaleMapTest(tf.test.TestCase):
@@ -44,36 +60,59 @@ class LargeScaleMapTest(tf.test.TestCase):
         self.assertEqual(best.pattern_index[0], CHECKERBOARD_PATTERN)
         self.assertGreater(best.scores[0], 0.0)
 
-    def test_auto_escalates_random_then_coarse_to_fine_then_precursor(self):
-        calls = []
-
-        def recording(name):
-            strategy = strategies.STRATEGIES[name]
-
-            def run(ascent, map_index, init_index, seed, settings):
-                calls.append((name, map_index.tolist(), init_index.tolist()))
-                return strategy(ascent, map_index, init_index, seed, settings)
-
-            return run
-
-        recorders = {name: recording(name) for name in ("random", "coarse_to_fine", "precursor")}
-        with mock.patch.dict(strategies.STRATEGIES, recorders):
-            run = create_oips(self.ascent, [0, 1], "auto", seed=0, inits_per_map=2, settings=fast_settings())
-        self.assertEqual(
-            calls,
-            [
-                ("random", [0, 0, 1, 1], [0, 1, 0, 1]),
-                ("coarse_to_fine", [1, 1], [0, 1]),
-                ("precursor", [1, 1], [0, 1]),
-            ],
-        )
-        self.assertEqual(run.strategy, ["random", "random", "precursor", "precursor"])
-        self.assertNotIn("no_activation", run.result.status_names)
-        self.assertTrue(np.all(run.result.loss > 0))
-        self.assertAllEqual(run.map_index, [0, 0, 1, 1])
-        self.assertAllEqual(run.init_index, [0, 1, 0, 1])
+    def test_auto_stages_run_in_order_and_stop_once_every_map_has_an_oip(self):
+        cases = [
+            # map 0 fires for random starts: nothing escalates.
+            ([0], [("random", [0, 0])]),
+            # map 1 needs the 3x3 checkerboard: the precursor stage is the last.
+            ([0, 1], [("random", [0, 0, 1, 1]), ("precursor", [1, 1])]),
+            # maps 2 (a 4x4 checkerboard, no 3x3 pattern fires it) and 3 (single pixels) need the wake-up.
+            (
+                [0, 1, 2, 3],
+                [
+                    ("random", [0, 0, 1, 1, 2, 2, 3, 3]),
+                    ("precursor", [1, 1, 2, 2, 3, 3]),
+                    ("preactivation", [2, 2, 3, 3]),
+                ],
+            ),
+        ]
+        for maps, expected in cases:
+            with self.subTest(maps=maps):
+                calls = []
+                with mock.patch.dict(auto.STAGE_FUNCTIONS, recording_stages(calls)):
+                    run = create_oips(self.ascent, maps, "auto", seed=0, inits_per_map=2, settings=fast_settings())
+                self.assertEqual(calls, expected)
+                self.assertEqual([stage.name for stage in run.stages], [name for name, _ in expected])
+                self.assertEqual([stage.pairs for stage in run.stages], [len(pairs) for _, pairs in expected])
+                self.assertEqual(sum(stage.fired for stage in run.stages), 2 * len(maps))
+                self.assertNotIn("no_activation", run.result.status_names)
+                self.assertTrue(np.all(run.result.loss > 0), run.result.loss)
+                self.assertAllEqual(run.init_index, [0, 1] * len(maps))
+        expected_strategy = ["random"] * 2 + ["precursor"] * 2 + ["preactivation"] * 4
+        self.assertEqual(run.strategy, expected_strategy)
         scan = PrecursorScan(self.ascent, values=(0.2, 0.8))
         self.assertAllClose(run.start_images[2], scan.patterns([CHECKERBOARD_PATTERN])[0])
+        # The wake-up starts from the random start (the same seeds as random).
+        random = create_oips(self.ascent, [3], "random", seed=0, inits_per_map=2, settings=fast_settings())
+        self.assertAllEqual(run.start_images[6:], random.start_images)
+
+    def test_auto_precursor_stage_gives_init_i_the_i_th_best_of_its_starts(self):
+        settings = fast_settings(auto_precursor_starts=3)
+        rows, run = auto.precursor_stage(
+            self.ascent, np.array([1, 1, 2], np.int32), np.array([0, 1, 0], np.int32), 0, settings
+        )
+        # Map 2 has no firing 3x3 pattern: its pair is not covered.
+        self.assertAllEqual(rows, [0, 1])
+        self.assertEqual(run.strategy, ["precursor"] * 2)
+        self.assertGreaterEqual(run.result.loss[0], run.result.loss[1])
+        self.assertGreater(run.result.loss[1], 0.0)
+        starts_of_map = SharedScreen(PrecursorScan(self.ascent, values=(0.2, 0.8))).starts(
+            [1], top_n=3, keep=settings.auto_screen_keep
+        )
+        # Only two 3x3 patterns fire map 1: both start a full ascent, init 0 takes the better.
+        self.assertLen(starts_of_map.images, 2)
+        finals = self.ascent(starts_of_map.images, 1, steps=settings.steps).loss
+        self.assertAllClose(run.result.loss, np.sort(finals)[::-1], atol=1e-5)
 
     def test_precursor_inits_are_the_best_results_in_order(self):
         settings = fast_settings()
@@ -129,27 +168,6 @@ class LargeScaleMapTest(tf.test.TestCase):
         # The woken OIP of map 3 is the pixel checkerboard the map looks for.
         correlation = np.sum(run.result.images[2:, :, :, 0] * PIXEL_CHECKERBOARD, axis=(1, 2)) / SIZE**2
         self.assertAllGreater(correlation, THRESHOLD)
-
-    def test_auto_escalates_through_all_four_strategies_in_order(self):
-        calls = []
-
-        def recording(name):
-            strategy = strategies.STRATEGIES[name]
-
-            def run(ascent, map_index, init_index, seed, settings):
-                calls.append((name, map_index.tolist()))
-                return strategy(ascent, map_index, init_index, seed, settings)
-
-            return run
-
-        with mock.patch.dict(strategies.STRATEGIES, {name: recording(name) for name in strategies.AUTO_ESCALATION}):
-            run = create_oips(self.ascent, [0, 1, 3], "auto", seed=0, settings=fast_settings())
-        self.assertEqual(
-            calls,
-            [("random", [0, 1, 3]), ("coarse_to_fine", [1, 3]), ("precursor", [1, 3]), ("preactivation", [3])],
-        )
-        self.assertEqual(run.strategy, ["random", "precursor", "preactivation"])
-        self.assertTrue(np.all(run.result.loss > 0), run.result.loss)
 
 
 class CoarseToFineTest(tf.test.TestCase):
@@ -223,52 +241,47 @@ def fake_result(map_index, loss, status, steps) -> AscentResult:
 
 
 class AutoEscalationTest(tf.test.TestCase):
-    """The escalation logic with stand-in strategies: which pairs go where, and how results merge."""
+    """The escalation logic with stand-in stages: which pairs go where, and how results merge."""
 
-    def test_pairs_escalate_only_while_without_activation(self):
-        # random fires for map 0; coarse_to_fine for map 1; precursor for map 2; preactivation for
-        # map 3; map 4 never fires.
-        fires = {"random": {0}, "coarse_to_fine": {1}, "precursor": {2}, "preactivation": {3}}
-        steps = {"random": 10, "coarse_to_fine": 20, "precursor": 40, "preactivation": 30}
+    def test_pairs_escalate_only_while_without_an_oip(self):
+        # random fires for maps 0 and 1; precursor for map 2 and has no start for map 4;
+        # preactivation for map 3; map 4 never fires.
+        fires = {"random": {0, 1}, "precursor": {2}, "preactivation": {3}}
+        steps = {"random": 10, "precursor": 40, "preactivation": 30}
         calls = []
 
         def stand_in(name):
             def run(ascent, map_index, init_index, seed, settings):
                 calls.append((name, map_index.tolist()))
+                rows = np.flatnonzero(map_index != 4) if name == "precursor" else np.arange(len(map_index))
+                map_index, init_index = map_index[rows], init_index[rows]
                 fired = np.isin(map_index, list(fires[name]))
                 status = np.where(fired, STATUS_COMPLETED, STATUS_NO_ACTIVATION)
                 result = fake_result(map_index, fired * (1.0 + map_index), status, steps[name])
                 streams = starts.pair_stream(map_index, init_index)
-                return OIPRun(result, result.images, init_index, seed, streams, [name] * len(map_index))
+                return rows, OIPRun(result, result.images, init_index, seed, streams, [name] * len(map_index))
 
             return run
 
-        with (
-            mock.patch.dict(strategies.STRATEGIES, {name: stand_in(name) for name in steps}),
-            mock.patch.object(strategies, "can_wake", return_value=True),
-        ):
-            run = strategies.auto_strategy(
-                None, np.arange(5, dtype=np.int32), np.zeros(5, np.int32), 0, StrategySettings()
-            )
-        self.assertEqual(
-            calls,
-            [
-                ("random", [0, 1, 2, 3, 4]),
-                ("coarse_to_fine", [1, 2, 3, 4]),
-                ("precursor", [2, 3, 4]),
-                ("preactivation", [3, 4]),
-            ],
-        )
-        self.assertEqual(run.strategy, ["random", "coarse_to_fine", "precursor", "preactivation", "preactivation"])
+        ascent = OIPAscent(large_scale_model(), "conv")
+        with mock.patch.dict(auto.STAGE_FUNCTIONS, {name: stand_in(name) for name in steps}):
+            run = auto.auto_strategy(ascent, np.arange(5, dtype=np.int32), np.zeros(5, np.int32), 0, fast_settings())
+        self.assertEqual(calls, [("random", [0, 1, 2, 3, 4]), ("precursor", [2, 3, 4]), ("preactivation", [3, 4])])
+        # Map 4 had no precursor start: it keeps random's result until the wake-up replaces it.
+        self.assertEqual(run.strategy, ["random", "random", "precursor", "preactivation", "preactivation"])
         self.assertEqual(run.result.status_names, ["completed"] * 4 + ["no_activation"])
         self.assertAllClose(run.result.loss, [1.0, 2.0, 3.0, 4.0, 0.0])
-        self.assertAllEqual(run.result.steps_run, [10, 20, 40, 30, 30])
-        self.assertAllClose(run.start_images[:, 0, 0, 0], [10, 20, 40, 30, 30])
+        self.assertAllEqual(run.result.steps_run, [10, 10, 40, 30, 30])
+        self.assertAllClose(run.start_images[:, 0, 0, 0], [10, 10, 40, 30, 30])
+        self.assertEqual(
+            [(stage.name, stage.pairs, stage.fired) for stage in run.stages],
+            [("random", 5, 2), ("precursor", 3, 1), ("preactivation", 2, 1)],
+        )
         # Histories are widened to the longest run, repeating each pair's final loss.
         self.assertEqual(run.result.loss_history.shape, (5, 40))
         self.assertAllClose(run.result.loss_history[0], np.full(40, 1.0))
         # Different step budgets: snapshot steps per pair.
-        self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 10, 20], [0, 20, 40], [0, 15, 30], [0, 15, 30]])
+        self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 5, 10], [0, 20, 40], [0, 15, 30], [0, 15, 30]])
 
     def test_layers_without_a_pre_activation_stop_after_the_precursor(self):
         inputs = keras.Input((SIZE, SIZE, 1))
@@ -277,27 +290,18 @@ class AutoEscalationTest(tf.test.TestCase):
         never = fake_result([0], [0.0], [STATUS_NO_ACTIVATION], 10)
 
         def stand_in(ascent, map_index, init_index, seed, settings):
-            return OIPRun(
-                never, never.images, init_index, seed, starts.pair_stream(map_index, init_index), ["stand-in"]
-            )
+            streams = starts.pair_stream(map_index, init_index)
+            return np.arange(1), OIPRun(never, never.images, init_index, seed, streams, ["stand-in"])
 
         wake = mock.Mock()
-        stand_ins = {"random": stand_in, "coarse_to_fine": stand_in, "precursor": stand_in, "preactivation": wake}
-        with mock.patch.dict(strategies.STRATEGIES, stand_ins):
+        stand_ins = {"random": stand_in, "precursor": stand_in, "preactivation": wake}
+        with mock.patch.dict(auto.STAGE_FUNCTIONS, stand_ins):
             run = create_oips(ascent, [0], "auto", settings=fast_settings())
         wake.assert_not_called()
         self.assertEqual(run.result.status_names, ["no_activation"])
+        self.assertEqual([stage.name for stage in run.stages], ["random", "precursor"])
         with self.assertRaisesRegex(OIPGraphError, "layer pool has no pre-activation to ascend"):
             create_oips(ascent, [0], "preactivation", settings=fast_settings())
-
-    def test_nothing_escalates_when_random_fires_everywhere(self):
-        ascent = OIPAscent(large_scale_model(), "conv")
-        coarse = mock.Mock()
-        with mock.patch.dict(strategies.STRATEGIES, {"coarse_to_fine": coarse}):
-            run = create_oips(ascent, [0], "auto", inits_per_map=2, settings=fast_settings())
-        coarse.assert_not_called()
-        self.assertEqual(run.strategy, ["random", "random"])
-        self.assertEqual(run.result.snapshot_steps.shape, (2, ascent.num_snapshots))
 
 
 class ResultsTest(tf.test.TestCase):
