@@ -6,15 +6,31 @@ so it loads with `tf.saved_model.load` or TF Serving where `oipgraph` is not
 installed. Every input is validated inside the graph; a bad input fails with
 `InvalidArgumentError` whose message names it.
 
+Which layers (`--layers=A,B`, any layer `oipgraph --layer` takes, `outer/inner`
+inside nested models): the chosen ones only, each with `optimize_<Layer>` and,
+for a layer with spatial output, `precursor_<Layer>`. Without `--layers`:
+
+- a small model (at most `SMALL_MODEL_CONV_LAYERS` = 8 conv layers: Conv2D,
+  SeparableConv2D, DepthwiseConv2D; like the shipped CNN): every conv and
+  Dense layer, as before, plus the `serving_default` layer;
+- a deeper model: only the `serving_default` layer. Every signature holds a
+  compiled copy of the model up to its layer, so exporting all 52 convs of
+  MobileNetV2 would cost minutes and gigabytes nobody asked for; choose more
+  with `--layers`.
+
+`<Layer>` in a signature name is the layer name with `/` written `__` and any
+other character outside [A-Za-z0-9_] written `_` (`base/block_2_add` ->
+`optimize_base__block_2_add`).
+
 Signatures (B = batch size, H, W, C = the model's image input, F = 8 snapshot
-frames, `<Layer>` = each Conv2D layer of the model, e.g. `Conv2D_1`,
-`Conv2D_2`, `Conv2D_3` for the shipped MNIST CNN):
+frames, `<Layer>` = each exported layer, e.g. `Conv2D_1`, `Conv2D_2`,
+`Conv2D_3`, `Dense_1`, `Dense_2` for the shipped MNIST CNN):
 
 `optimize_<Layer>`: the OIP ascent on the maps of `<Layer>`, one (image, map)
 pair per batch entry, with the default convergence stop (criterion 5e-4).
-Also for every Dense layer (e.g. `optimize_Dense_2` for the shipped CNN's
-classes), with the unit objective: `map_index` is then the unit, and after a
-softmax or sigmoid the loss is the unit's pre-activation logit.
+For a layer with [B, units] output (e.g. `optimize_Dense_2` for the shipped
+CNN's classes) the objective is the unit objective: `map_index` is then the
+unit, and after a softmax or sigmoid the loss is the unit's pre-activation logit.
 
     Inputs:
         images     float32 [B, H, W, C]  start images in the model's input domain
@@ -44,7 +60,13 @@ softmax or sigmoid the loss is the unit's pre-activation logit.
                                                4n, ..., steps, with
                                                n = max(1, steps // 2^(F-2)).
 
-`serving_default`: the same as `optimize_<Layer>` for the deepest conv layer.
+`serving_default`: the same as `optimize_<Layer>` for the deepest exported
+layer with spatial output that applies a nonlinearity itself (a conv with an
+activation, an activation layer such as ReLU; not a linear conv that a
+BatchNormalization follows): `Conv2D_3` for the shipped CNN, `out_relu` for
+MobileNetV2, `conv5_block3_out` for ResNet50, `top_activation` for
+EfficientNetB0. Without such a layer among the exported ones, the deepest
+exported spatial layer, else the first exported layer.
 
 `initial_images`: the multi-scale start images of `oipgraph.starts`.
 
@@ -57,8 +79,8 @@ softmax or sigmoid the loss is the unit's pre-activation logit.
                 (H, W, C))[b]`, mapped into the input domain
                 (`Domain.from_standardized`).
 
-`precursor_<Layer>`: the precursor scan of `oipgraph.precursor` for one map
-of `<Layer>`: all 3^9 = 19,683 patterns of a 3x3 grid with cell values
+`precursor_<Layer>` (layers with spatial output): the precursor scan of
+`oipgraph.precursor` for one map of `<Layer>`: all 3^9 = 19,683 patterns of a 3x3 grid with cell values
 (0.2, 0.5, 0.8), `scan_steps` ascent steps (epsilon 0.01) from each, ranked by
 loss. Its cost grows with `scan_steps` (1 step: a few seconds on a CPU).
 
@@ -80,31 +102,44 @@ With TF Serving's REST API, send the inputs in the columnar form
 scalar inputs have no batch dimension, so the row form (`"instances"`) does
 not fit these signatures.
 
+A failed or interrupted export (an error, Ctrl-C, SIGTERM) leaves nothing
+behind: the SavedModel is written to a hidden temporary folder that is removed
+on failure and renamed to the version directory when complete. A process that
+is killed outright (SIGKILL, out of memory) cannot clean up; its folder
+(`.tmp-oipgraph-export-<pid>-*`) is removed by the next export into the same
+directory.
+
 Example:
     oipgraph-export --export_dir=/tmp/oipgraph            # -> /tmp/oipgraph/1
     oipgraph-export --export_dir=/tmp/oipgraph            # -> /tmp/oipgraph/2
     oipgraph-export --model=my_cnn.keras --export_dir=/tmp/my_cnn --version=7
+    oipgraph-export --model=mobilenet.keras --image_size=96,96 --layers=block_6_expand_relu,out_relu \
+        --export_dir=/tmp/mobilenet
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
 from absl import flags, logging
 
-from oipgraph import errors, limits, starts
+from oipgraph import errors, layer_lookup, limits, starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
 from oipgraph.domain import Domain, infer_domain, parse_domain
 from oipgraph.errors import OIPGraphError
-from oipgraph.model import ModelError, check_image_model, conv_layer_names, load_model
+from oipgraph.model import ModelError, check_image_model, load_model
+from oipgraph.objectives.spatial import activation_name
 from oipgraph.precursor import PrecursorScan
 
 SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
@@ -115,64 +150,145 @@ OPTIMIZE_OUTPUTS = ("images", "loss", "loss_history", "status", "steps_run", "sn
 PRECURSOR_OUTPUTS = ("images", "scores")
 TEMP_PREFIX = ".tmp-oipgraph-export-"
 _VERSION_NAME = re.compile(r"[0-9]+")
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]+)-")
+# Models with at most this many conv layers export all of them (and their Dense layers) by default.
+SMALL_MODEL_CONV_LAYERS = 8
+CONV_LAYERS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
+# Layers that are a nonlinearity themselves (besides layers with a non-linear `activation`).
+_NONLINEAR_LAYERS = (
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    keras.layers.Softmax,
+)
+
+
+def applies_nonlinearity(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` ends in a nonlinearity: an activation layer, or an `activation` other than linear."""
+    if isinstance(layer, _NONLINEAR_LAYERS):
+        return True
+    return activation_name(layer) not in (None, "linear")
+
+
+def signature_suffix(layer_name: str) -> str:
+    """`<Layer>` of `optimize_<Layer>`: `/` -> `__`, other characters outside [A-Za-z0-9_] -> `_`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", layer_name.replace(layer_lookup.SEPARATOR, "__"))
+
+
+def serving_layer(model: keras.Model, layer_names: Sequence[str]) -> str:
+    """The `serving_default` layer among `layer_names` (qualified, graph order): see the module docstring."""
+    layers = dict(layer_lookup.graph_layers(model))
+    spatial = [name for name in layer_names if len(layer_lookup.output_shape(model, name)) == 4]
+    nonlinear = [name for name in spatial if applies_nonlinearity(layers[name])]
+    return (nonlinear or spatial or list(layer_names))[-1]
+
+
+def default_layers(model: keras.Model) -> list[str]:
+    """The layers exported without `--layers` (module docstring), qualified, in graph order.
+
+    Raises:
+        ModelError: the model has no layer with spatial output.
+    """
+    usable = layer_lookup.usable_layer_names(model)
+    spatial = [name for name in usable if len(layer_lookup.output_shape(model, name)) == 4]
+    if not spatial:
+        raise ModelError(
+            f"model {model.name!r} has no Conv2D layer or other layer with spatial [B, H, W, C] output to export"
+        )
+    default = serving_layer(model, spatial)
+    layers = dict(layer_lookup.graph_layers(model))
+    convs = [name for name in spatial if isinstance(layers[name], CONV_LAYERS)]
+    if len(convs) > SMALL_MODEL_CONV_LAYERS:
+        return [default]
+    dense = [name for name in usable if isinstance(layers[name], keras.layers.Dense)]
+    chosen = {*convs, *dense, default}
+    return [name for name in usable if name in chosen]
+
+
+def chosen_layers(model: keras.Model, layer_names: Sequence[str] | None) -> list[str]:
+    """The qualified names of the layers to export: `layer_names` resolved, or `default_layers`.
+
+    Raises:
+        OIPGraphError: an unknown, ambiguous or unusable layer, a layer named
+            twice, or two layers whose signature names collide.
+    """
+    if layer_names is None:
+        return default_layers(model)
+    names = [name.strip() for name in layer_names if name.strip()]
+    if not names:
+        raise OIPGraphError("--layers must name at least one layer")
+    resolved = [layer_lookup.resolve_layer(model, name).name for name in names]
+    suffixes: dict[str, str] = {}
+    for name in resolved:
+        other = suffixes.setdefault(signature_suffix(name), name)
+        if other != name:
+            raise OIPGraphError(f"layers {other!r} and {name!r} would both export as optimize_{signature_suffix(name)}")
+    if len(set(resolved)) != len(resolved):
+        raise OIPGraphError(f"--layers names a layer twice: {','.join(names)}")
+    order = {name: position for position, name in enumerate(layer_lookup.usable_layer_names(model))}
+    return sorted(resolved, key=order.__getitem__)
 
 
 class OIPServable(tf.Module):
     """Everything the SavedModel serves for one Keras model, as `tf.function`s.
 
-    One `OIPAscent` and one `PrecursorScan` per conv layer do the work; this
-    module only fixes the serving interface (names, dtypes, the convergence
-    criterion) and adds the start images. `signatures()` gives the concrete
-    functions to save.
+    One `OIPAscent` per exported layer and one `PrecursorScan` per exported
+    spatial layer do the work; this module only fixes the serving interface
+    (names, dtypes, the convergence criterion) and adds the start images.
+    `signatures()` gives the functions to save (traced by the save).
 
     Example:
         servable = OIPServable(load_model())
         tf.saved_model.save(servable, path, signatures=servable.signatures())
     """
 
-    def __init__(self, model: keras.Model, num_snapshots: int = DEFAULT_NUM_SNAPSHOTS, domain: Domain | None = None):
-        """Builds the ascents and serving functions for every conv layer of `model`.
+    def __init__(
+        self,
+        model: keras.Model,
+        num_snapshots: int = DEFAULT_NUM_SNAPSHOTS,
+        domain: Domain | None = None,
+        layers: Sequence[str] | None = None,
+    ):
+        """Builds the ascents and serving functions for the chosen layers of `model`.
 
         Args:
             model: A Keras model with one fixed-size NHWC image input (1 or 3
-                channels) and at least one Conv2D layer.
+                channels).
             num_snapshots: Frames in the `snapshots` output (>= 2).
             domain: The model's input domain (`oipgraph.domain`); None reads it
                 off the model (`domain.infer_domain`), else standardized images.
+            layers: The layers to export (names as `oipgraph --layer` takes
+                them); None for the default set (module docstring).
 
         Raises:
-            OIPGraphError: the model is unsuitable or has no Conv2D layer.
+            OIPGraphError: the model is unsuitable, a layer is unknown or
+                unusable, or (default set) the model has no spatial layer.
         """
         super().__init__(name="oipgraph")
         self.image_shape = check_image_model(model)
         self.domain = infer_domain(model)[0] if domain is None else domain
-        layer_names = conv_layer_names(model)
-        if not layer_names:
-            raise ModelError(f"model {model.name!r} has no Conv2D layer to export")
-        self.layer_names = tuple(layer_names)
-        dense_names = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+        self.layer_names = tuple(chosen_layers(model, layers))
+        self.serving_layer = serving_layer(model, self.layer_names)
+        spatial = [name for name in self.layer_names if len(layer_lookup.output_shape(model, name)) == 4]
         # A read-only mapping is not tracked: the Keras objects stay out of the
         # SavedModel, which holds only the serving functions and the variables.
         self.ascents = types.MappingProxyType(
-            {
-                name: OIPAscent(model, name, num_snapshots=num_snapshots, domain=self.domain)
-                for name in [*layer_names, *dense_names]
-            }
+            {name: OIPAscent(model, name, num_snapshots=num_snapshots, domain=self.domain) for name in self.layer_names}
         )
-        self.precursor_scans = types.MappingProxyType({name: PrecursorScan(self.ascents[name]) for name in layer_names})
+        self.precursor_scans = types.MappingProxyType({name: PrecursorScan(self.ascents[name]) for name in spatial})
         self.optimize_functions = {name: _optimize_function(ascent) for name, ascent in self.ascents.items()}
         self.precursor_functions = {name: _precursor_function(scan) for name, scan in self.precursor_scans.items()}
         self.initial_images = tf.function(
             self._initial_images,
             input_signature=[tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.int32, name="batch")],
         )
-        # Traces every signature once; the save reuses these traces.
-        self.model_variables = _captured_variables(self.signatures().values())
+        self.model_variables = _model_variables(self.ascents.values())
 
     @property
     def deepest_layer(self) -> str:
-        """The conv layer farthest from the input (Keras lists layers in graph order)."""
-        return self.layer_names[-1]
+        """The layer of `serving_default` (kept under its old name)."""
+        return self.serving_layer
 
     def _initial_images(self, seed: tf.Tensor, batch: tf.Tensor) -> dict[str, tf.Tensor]:
         # Checked before anything is sized by it: batch=1000000 must fail here, not abort the server.
@@ -183,33 +299,39 @@ class OIPServable(tf.Module):
         seeds = tf.stack([tf.fill([batch], seed), streams], axis=1)
         return {"images": self.domain.from_standardized(starts.multiscale(seeds, self.image_shape))}
 
-    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        """The serving signatures, keyed by signature name (see the module docstring)."""
-        optimize = {name: function.get_concrete_function() for name, function in self.optimize_functions.items()}
-        signatures = {SERVING_DEFAULT: optimize[self.deepest_layer]}
-        signatures.update({OPTIMIZE_PREFIX + name: concrete for name, concrete in optimize.items()})
-        signatures[INITIAL_IMAGES] = self.initial_images.get_concrete_function()
+    def signatures(self) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+        """The serving signatures, keyed by signature name (see the module docstring).
+
+        They are the `tf.function`s themselves, not traces: `tf.saved_model.save`
+        traces every function again inside its save context anyway, so tracing
+        them beforehand would double the export's largest cost.
+        """
+        signatures = {SERVING_DEFAULT: self.optimize_functions[self.serving_layer]}
         signatures.update(
-            {
-                PRECURSOR_PREFIX + name: function.get_concrete_function()
-                for name, function in self.precursor_functions.items()
-            }
+            {OPTIMIZE_PREFIX + signature_suffix(name): function for name, function in self.optimize_functions.items()}
+        )
+        signatures[INITIAL_IMAGES] = self.initial_images
+        signatures.update(
+            {PRECURSOR_PREFIX + signature_suffix(name): function for name, function in self.precursor_functions.items()}
         )
         return signatures
 
 
-def _captured_variables(functions: Iterable[tf.types.experimental.ConcreteFunction]) -> list[tf.Variable]:
-    """The `tf.Variable`s that the traced `functions` read (the Keras weights' own variables).
+def _model_variables(ascents: Iterable[OIPAscent]) -> list[tf.Variable]:
+    """The `tf.Variable`s behind the Keras weights that the ascents read: their feature models' and layers'.
 
     The module tracks these rather than the Keras model: a SavedModel of the
     Keras variables restores them into wrapper copies that TF1-style loaders
     (TF Serving, `saved_model_cli run`) never connect to the variables the
     functions read, and the first request fails with "Could not find variable".
+    Only the models up to the exported layers contribute, so the variables of
+    deeper layers stay out of the SavedModel.
     """
     variables: dict[int, tf.Variable] = {}
-    for function in functions:
-        for variable in function.variables:
-            variables.setdefault(id(variable), variable)
+    for ascent in ascents:
+        for variable in [*ascent.feature_model.variables, *ascent.objective.layer.variables]:
+            value = getattr(variable, "value", variable)  # A Keras variable wraps the tf.Variable that graphs read.
+            variables.setdefault(id(value), value)
     return list(variables.values())
 
 
@@ -289,14 +411,55 @@ def check_export_dir(export_dir: str, version: int | None) -> None:
             raise OIPGraphError(f"version directory already exists: {path}")
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt (so that cleanup runs) in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(export_dir: str) -> list[str]:
+    """Removes the temporary folders that killed exports (dead process ids) left in `export_dir`; returns them."""
+    removed = []
+    if not os.path.isdir(export_dir):
+        return removed
+    for entry in os.scandir(export_dir):
+        match = _TEMP_NAME.match(entry.name)
+        if match and entry.is_dir(follow_symlinks=False) and not _process_alive(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
 def write_savedmodel(servable: OIPServable, export_dir: str, version: int | None = None) -> str:
     """Saves `servable` as `export_dir/<version>/`, atomically.
 
     The SavedModel is written to a hidden temporary directory inside
     `export_dir` (TF Serving ignores non-numeric names, and the rename stays on
     one file system) and renamed to the version directory when complete, so a
-    server polling `export_dir` never sees a partial version and a failed
-    export leaves none behind.
+    server polling `export_dir` never sees a partial version and a failed or
+    interrupted export (an error, Ctrl-C, SIGTERM) leaves none behind, nor the
+    temporary directory. Temporary directories of killed exports are removed first.
 
     Args:
         servable: The module to save.
@@ -313,25 +476,27 @@ def write_savedmodel(servable: OIPServable, export_dir: str, version: int | None
     """
     check_export_dir(export_dir, version)
     os.makedirs(export_dir, exist_ok=True)
+    remove_stale_temp_dirs(export_dir)
     if version is None:
         version = next_version(export_dir)
     final_path = os.path.join(export_dir, str(version))
-    temp_path = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=export_dir)
-    try:
-        # mkdtemp makes the directory private (0700); the version directory gets
-        # the usual umask permissions, so a server running as another user can read it.
-        os.chmod(temp_path, 0o777 & ~_umask())
-        tf.saved_model.save(servable, temp_path, signatures=servable.signatures())
-        # os.rename would silently replace an empty directory created meanwhile.
-        if os.path.lexists(final_path):
-            raise OIPGraphError(f"version directory already exists: {final_path}")
+    with _sigterm_raises():
+        temp_path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=export_dir)
         try:
-            os.rename(temp_path, final_path)
-        except OSError as err:
-            raise OIPGraphError(f"cannot create version directory {final_path}: {err.strerror}") from err
-    finally:
-        if os.path.isdir(temp_path):
-            shutil.rmtree(temp_path, ignore_errors=True)
+            # mkdtemp makes the directory private (0700); the version directory gets
+            # the usual umask permissions, so a server running as another user can read it.
+            os.chmod(temp_path, 0o777 & ~_umask())
+            tf.saved_model.save(servable, temp_path, signatures=servable.signatures())
+            # os.rename would silently replace an empty directory created meanwhile.
+            if os.path.lexists(final_path):
+                raise OIPGraphError(f"version directory already exists: {final_path}")
+            try:
+                os.rename(temp_path, final_path)
+            except OSError as err:
+                raise OIPGraphError(f"cannot create version directory {final_path}: {err.strerror}") from err
+        finally:
+            if os.path.isdir(temp_path):
+                shutil.rmtree(temp_path, ignore_errors=True)
     return final_path
 
 
@@ -341,7 +506,14 @@ def _umask() -> int:
     return mask
 
 
-def export(model_path: str | None, export_dir: str, version: int | None = None, domain: Domain | None = None) -> str:
+def export(
+    model_path: str | None,
+    export_dir: str,
+    version: int | None = None,
+    domain: Domain | None = None,
+    layers: Sequence[str] | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> str:
     """Exports the OIP SavedModel of a Keras model file.
 
     Args:
@@ -349,15 +521,18 @@ def export(model_path: str | None, export_dir: str, version: int | None = None, 
         export_dir: TF Serving's base path for the model.
         version: Version number; default the next free one.
         domain: The model's input domain; None reads it off the model.
+        layers: The layers to export; None for the default set (module docstring).
+        image_size: (height, width) for a model with a variable-size input.
 
     Returns:
         The path of the new version directory.
 
     Raises:
-        OIPGraphError: unusable model, bad export directory or existing version.
+        OIPGraphError: unusable model or layer, bad export directory or existing version.
     """
     check_export_dir(export_dir, version)
-    return write_savedmodel(OIPServable(load_model(model_path), domain=domain), export_dir, version)
+    servable = OIPServable(load_model(model_path, image_size), domain=domain, layers=layers)
+    return write_savedmodel(servable, export_dir, version)
 
 
 def directory_size(path: str) -> int:
@@ -370,6 +545,14 @@ flags.DEFINE_string("model", None, "Keras .keras model to export; default: the s
 flags.DEFINE_string(
     "export_dir", None, "Required. TF Serving base path of the model; the SavedModel goes to EXPORT_DIR/<version>/."
 )
+flags.DEFINE_list(
+    "layers",
+    None,
+    "Layers to export (optimize_<Layer> and precursor_<Layer> each), e.g. block_6_expand_relu,out_relu or"
+    " base/out_relu; default: every conv and Dense layer of a model with at most 8 conv layers, else only the"
+    " serving_default layer (the deepest spatial layer with a nonlinearity).",
+)
+flags.DEFINE_string("image_size", None, "H,W for a model whose image input has a variable size (include_top=False).")
 flags.DEFINE_string(
     "input_range",
     None,
@@ -394,10 +577,16 @@ def main(argv: list[str]) -> None:
         # TensorFlow's INFO lines while saving name the temporary directory, not the result.
         logging.set_verbosity(logging.WARNING)
         tf.get_logger().setLevel("WARNING")
+    image_size = layer_lookup.parse_image_size(FLAGS.image_size)
+    check_export_dir(FLAGS.export_dir, FLAGS.version)
     started = time.perf_counter()
     domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
-    path = export(FLAGS.model, FLAGS.export_dir, FLAGS.version, domain)
-    print(f"exported {path} ({directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s")
+    servable = OIPServable(load_model(FLAGS.model, image_size), domain=domain, layers=FLAGS.layers)
+    path = write_savedmodel(servable, FLAGS.export_dir, FLAGS.version)
+    print(
+        f"exported {path} ({directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s;"
+        f" layers: {', '.join(servable.layer_names)}; serving_default: {servable.serving_layer}"
+    )
 
 
 def run() -> None:

@@ -39,6 +39,7 @@ import tensorflow as tf
 from oipgraph import limits
 from oipgraph.domain import Domain, infer_domain
 from oipgraph.errors import OIPGraphError
+from oipgraph.layer_lookup import module_name
 from oipgraph.model import check_image_model, load_model
 from oipgraph.objectives import Objective, build_objective
 from oipgraph.objectives.base import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NAMES, STATUS_NO_ACTIVATION
@@ -154,7 +155,7 @@ class OIPAscent(tf.Module):
         Raises:
             OIPGraphError: unsuitable model, layer or objective, or num_snapshots < 2.
         """
-        super().__init__(name=name or f"oip_ascent_{layer_name}")
+        super().__init__(name=name or f"oip_ascent_{module_name(layer_name)}")
         if num_snapshots < 2:
             raise OIPGraphError(f"num_snapshots must be >= 2, got {num_snapshots}")
         self.image_shape = check_image_model(model)

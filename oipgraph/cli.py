@@ -27,6 +27,7 @@ from oipgraph import catalog, datasets, errors, examples, limits, mnist, outputs
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
 from oipgraph.domain import parse_domain, pixels_to_domain
 from oipgraph.errors import OIPGraphError
+from oipgraph.layer_lookup import parse_image_size
 from oipgraph.model import load_model, shipped_model_path
 from oipgraph.objectives import OBJECTIVES
 from oipgraph.outlock import OutputLock
@@ -43,7 +44,12 @@ from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
-flags.DEFINE_string("layer", "Conv2D_3", "Layer whose feature maps get OIPs.")
+flags.DEFINE_string(
+    "layer", "Conv2D_3", "Layer whose feature maps get OIPs; `outer/inner` (or a unique inner name) in nested models."
+)
+flags.DEFINE_string(
+    "image_size", None, "H,W: run a model whose image input has a variable size (include_top=False) on HxW images."
+)
 flags.DEFINE_string("maps", "all", "Maps to optimize: 'all' or a list like '0-7,12'.")
 flags.DEFINE_string("strategy", "auto", f"Start strategy: {', '.join(STRATEGIES)}.")
 flags.DEFINE_integer(
@@ -87,6 +93,7 @@ flags.DEFINE_string(
 )
 RUN_FLAGS = (
     "model",
+    "image_size",
     "layer",
     "maps",
     "strategy",
@@ -136,6 +143,7 @@ def check_flags() -> StrategySettings:
         raise OIPGraphError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     limits.check_int("--batch_size", FLAGS.batch_size, limits.MAX_BATCH)
     limits.check_step_pairs(longest_steps(), FLAGS.batch_size, "--batch_size x --steps")
+    parse_image_size(FLAGS.image_size)
     if FLAGS.strategy not in STRATEGIES:
         raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if FLAGS.resume and FLAGS.overwrite:
@@ -208,7 +216,7 @@ def build_ascent() -> OIPAscent:
     neuron = neuron_position()
     objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
     domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
-    model = load_model(FLAGS.model)
+    model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
     ascent = OIPAscent(
         model,
         FLAGS.layer,
@@ -267,7 +275,7 @@ def run_layer(run: dict[str, Any]) -> None:
     inits = FLAGS.inits_per_map
     out = FLAGS.out
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
-    run_name = f"{FLAGS.layer}-{FLAGS.strategy}-seed{FLAGS.seed}"
+    run_name = f"{FLAGS.layer.replace('/', '__')}-{FLAGS.strategy}-seed{FLAGS.seed}"  # outer/inner: one folder
     OutputLock(out).check_free()
     catalog.check_tensorboard_run(logdir, run_name, out)
     progress = catalog.RunProgress(out)

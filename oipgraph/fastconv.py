@@ -189,16 +189,34 @@ class Col2ImConv2D(keras.layers.Layer):
         return self.conv.compute_output_shape(input_shape)
 
 
+def reads_few_channels(layer: keras.layers.Layer, args: Sequence[object]) -> bool:
+    """Whether a call `layer(*args)` is a stride-1 plain Conv2D on one NHWC tensor of <= 4 channels.
+
+    Anything else (merge layers called on a list, layers with several inputs,
+    unknown channel counts) keeps its own call.
+    """
+    if len(args) != 1 or not has_unit_stride(layer):
+        return False
+    shape = getattr(args[0], "shape", None)
+    return shape is not None and len(shape) == 4 and shape[-1] is not None and shape[-1] <= MAX_COL2IM_CHANNELS
+
+
 def fast_input_gradients(model: keras.Model) -> keras.Model:
     """`model` with the col2im input gradient in every stride-1 Conv2D that reads <= 4 channels.
 
     The returned functional model shares all layers and weights with `model` and
     computes the same outputs; only the graph of its input gradient differs.
+    Where no layer qualifies (most deep RGB models start with a strided conv),
+    `model` itself is returned without cloning it.
     """
+    nodes = [node for depth_nodes in getattr(model, "_nodes_by_depth", {}).values() for node in depth_nodes]
+    if not any(
+        node.operation is not None and reads_few_channels(node.operation, node.arguments.args) for node in nodes
+    ):
+        return model
 
     def call(layer, *args, **kwargs):
-        channels = args[0].shape[-1] if args else None
-        if has_unit_stride(layer) and channels is not None and channels <= MAX_COL2IM_CHANNELS:
+        if reads_few_channels(layer, args) and not kwargs:
             return Col2ImConv2D(layer)(args[0])
         return layer(*args, **kwargs)
 

@@ -17,6 +17,7 @@ from importlib import resources
 import keras
 import tensorflow as tf
 
+from oipgraph import layer_lookup
 from oipgraph.errors import OIPGraphError
 
 INPUT_SHAPE = (28, 28, 1)
@@ -62,11 +63,17 @@ def shipped_model_path() -> str:
     return str(resources.files("oipgraph") / "assets" / SHIPPED_MODEL_NAME)
 
 
-def load_model(path: str | None = None) -> keras.Model:
+def load_model(path: str | None = None, image_size: tuple[int, int] | None = None) -> keras.Model:
     """Loads a Keras model file; the shipped MNIST CNN when `path` is None.
+
+    Args:
+        path: A `.keras` file, or None.
+        image_size: (height, width) to rebuild a model with a variable-size
+            image input on (`layer_lookup.with_image_size`); None keeps the input.
 
     Raises:
         ModelError: the file is missing or is not a loadable `.keras` model.
+        OIPGraphError: `image_size` does not fit the model.
     """
     path = path or shipped_model_path()
     if not os.path.isfile(path):
@@ -74,35 +81,32 @@ def load_model(path: str | None = None) -> keras.Model:
     if not zipfile.is_zipfile(path):
         raise ModelError(f"not a Keras .keras model file: {path}")
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for corrupt archives.
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"cannot load Keras model {path}: {first_line}") from err
+    return layer_lookup.with_image_size(model, image_size)
 
 
 def conv_layer_names(model: keras.Model) -> list[str]:
-    """Names of the layers whose output is a spatial [B, H, W, C] feature map stack.
+    """Qualified names of the Conv2D layers (nested models' too, as `outer/inner`), in graph order.
 
     Pooling layers are left out: their maps are the conv maps below them.
     """
-    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    return [name for name, layer in layer_lookup.graph_layers(model) if isinstance(layer, keras.layers.Conv2D)]
 
 
 def spatial_layer(model: keras.Model, layer_name: str) -> keras.layers.Layer:
-    """Returns the layer named `layer_name`, checking it yields NHWC feature maps.
+    """Returns the layer named `layer_name` (`outer/inner` in nested models), checking it yields NHWC maps.
 
     Raises:
-        ModelError: unknown layer, or a layer without a spatial 4-D output.
+        ModelError: unknown layer (the message lists the usable ones), or a layer without a spatial 4-D output.
     """
-    try:
-        layer = model.get_layer(layer_name)
-    except ValueError:
-        known = ", ".join(conv_layer_names(model)) or "none"
-        raise ModelError(f"unknown layer {layer_name!r}; conv layers: {known}") from None
-    shape = tuple(layer.output.shape)
+    resolved = layer_lookup.resolve_layer(model, layer_name)
+    shape = tuple(resolved.feature_model.output.shape)
     if len(shape) != 4:
         raise ModelError(f"layer {layer_name!r} has output shape {shape}, not spatial [B, H, W, C] feature maps")
-    return layer
+    return resolved.layer
 
 
 def check_image_model(model: keras.Model) -> tuple[int, int, int]:
@@ -114,6 +118,11 @@ def check_image_model(model: keras.Model) -> tuple[int, int, int]:
     if len(model.inputs) != 1:
         raise ModelError(f"model {model.name!r} has {len(model.inputs)} inputs; one image input is needed")
     shape = tuple(model.inputs[0].shape)
+    if len(shape) == 4 and shape[3] in (1, 3) and None in shape[1:3]:
+        raise ModelError(
+            f"model {model.name!r} input shape {shape} has a variable image size; give one with --image_size=H,W"
+            " (API: oipgraph.model.load_model(path, image_size=(H, W)) or layer_lookup.with_image_size)"
+        )
     if len(shape) != 4 or any(dim is None for dim in shape[1:]) or shape[3] not in (1, 3):
         raise ModelError(
             f"model {model.name!r} input shape {shape} is not a fixed-size NHWC image with 1 or 3 channels"

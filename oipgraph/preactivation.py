@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, checked_steps
 from oipgraph.errors import OIPGraphError
+from oipgraph.layer_lookup import module_name
 from oipgraph.objectives import PreActivationPeak, SpatialObjective
 from oipgraph.step import AscentStep
 
@@ -80,7 +81,7 @@ class PreActivationWakeUp(tf.Module):
             OIPGraphError: the objective is not a map or neuron of a plain Conv2D
                 with an element-wise activation.
         """
-        super().__init__(name=name or f"wake_up_{ascent.layer_name}")
+        super().__init__(name=name or f"wake_up_{module_name(ascent.layer_name)}")
         if not can_wake(ascent):
             raise OIPGraphError(
                 f"layer {ascent.layer_name} has no pre-activation to ascend: the wake-up needs a plain Conv2D"

@@ -58,7 +58,8 @@ import tensorflow as tf
 from oipgraph import limits
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
-from oipgraph.step import AscentStep, never_single
+from oipgraph.layer_lookup import module_name
+from oipgraph.step import AscentStep, compiled_step, never_single
 
 DEFAULT_GRID = 3
 DEFAULT_VALUES = (0.2, 0.5, 0.8)
@@ -125,9 +126,11 @@ class PrecursorResult:
 def activation_bytes_per_image(model: keras.Model) -> int:
     """Rough bytes one image needs in one ascent step of `model`: all layer outputs, a few times."""
     floats = 0
-    for layer in model.layers:
-        for output in tf.nest.flatten(layer.output):
-            floats += math.prod(int(dim or 1) for dim in output.shape[1:])
+    # The outputs of this model's own nodes: a layer inlined from a nested model has other shapes at its first call.
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            for output in node.outputs if node.operation is not None and not node.is_input else ():
+                floats += math.prod(int(dim or 1) for dim in output.shape[1:])
     return floats * 4 * _FLOATS_PER_ACTIVATION
 
 
@@ -187,7 +190,7 @@ class PrecursorScan(tf.Module):
             OIPGraphError: a bad grid, values, chunk size or epsilon, or more
                 than 2^31 - 1 patterns.
         """
-        super().__init__(name=name or f"precursor_{ascent.layer_name}")
+        super().__init__(name=name or f"precursor_{module_name(ascent.layer_name)}")
         self.ascent = ascent
         self.grid = check_positive_int("grid", grid)
         self.values = self._check_values(values)
@@ -219,6 +222,12 @@ class PrecursorScan(tf.Module):
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
             self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
+        )
+        # One non-inlined trace of a chunk's scoring serves both passes of `scan` (halving and final):
+        # inlined, each pass held its own copy of the model, which doubled the export's tracing time.
+        self._compiled_score = compiled_step(
+            self.score_patterns,
+            [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
         )
         self._score_chunk = tf.function(
             self._checked_score_chunk,
@@ -381,7 +390,7 @@ class PrecursorScan(tf.Module):
 
         def body(begin, best_scores, best_index):
             pattern_index = candidates[begin : begin + self.chunk_size]
-            scores = self.score_patterns(pattern_index, map_index, steps)
+            scores = self._compiled_score(pattern_index, map_index, steps)
             best_scores, best_index = self.merge_top(best_scores, best_index, scores, pattern_index, top_n)
             return begin + self.chunk_size, best_scores, best_index
 

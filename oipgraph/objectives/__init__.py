@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import keras
 
 from oipgraph.errors import OIPGraphError
-from oipgraph.model import ModelError, conv_layer_names
+from oipgraph.layer_lookup import ResolvedLayer, output_layer, resolve_layer
 from oipgraph.objectives.base import (
     STATUS_COMPLETED,
     STATUS_CONVERGED,
@@ -62,34 +62,19 @@ __all__ = [
 ]
 
 
-def target_layer(model: keras.Model, layer_name: str) -> keras.layers.Layer:
-    """The layer `layer_name` of `model`, with a spatial [B, h, w, C] or flat [B, units] output.
+def target_layer(model: keras.Model, layer_name: str) -> ResolvedLayer:
+    """The layer `layer_name` of `model` (`outer/inner` in nested models) and its flat feature model.
 
     Raises:
-        ModelError: unknown layer (the message lists the usable ones), the input
-            layer, or an output of another rank.
+        OIPGraphError: unknown layer (the message lists the usable ones), the
+            input layer, or an output that is neither [B, h, w, C] nor [B, units].
     """
-    usable = [layer.name for layer in model.layers if len(getattr(layer.output, "shape", ())) in (2, 4)]
-    try:
-        layer = model.get_layer(layer_name)
-    except ValueError:
-        known = ", ".join(conv_layer_names(model)) or "none"
-        raise ModelError(
-            f"unknown layer {layer_name!r}; conv layers: {known}; all usable layers: {', '.join(usable)}"
-        ) from None
-    if isinstance(layer, keras.layers.InputLayer):
-        raise ModelError(f"layer {layer_name!r} is the model's input, not a layer with feature maps or units")
-    shape = tuple(layer.output.shape)
-    if len(shape) not in (2, 4):
-        raise ModelError(
-            f"layer {layer_name!r} has output shape {shape}: neither spatial [B, H, W, C] maps nor [B, units]"
-        )
-    return layer
+    return resolve_layer(model, layer_name)
 
 
-def default_objective(layer: keras.layers.Layer) -> str:
-    """`channel` for a layer with spatial output, `unit` otherwise."""
-    return "channel" if len(layer.output.shape) == 4 else "unit"
+def default_objective(feature_model: keras.Model) -> str:
+    """`channel` for a layer with spatial output (`feature_model` ends in it), `unit` otherwise."""
+    return "channel" if len(feature_model.output.shape) == 4 else "unit"
 
 
 def build_objective(
@@ -115,45 +100,44 @@ def build_objective(
         OIPGraphError: unknown kind or layer, a kind that does not fit the layer,
             or a neuron position outside the map.
     """
-    layer = target_layer(model, layer_name)
-    kind = default_objective(layer) if kind is None else kind
+    resolved = target_layer(model, layer_name)
+    feature_model = resolved.feature_model
+    kind = default_objective(feature_model) if kind is None else kind
     if kind not in OBJECTIVES:
         raise OIPGraphError(f"unknown objective {kind!r}; choose one of {', '.join(OBJECTIVES)}")
-    spatial = len(layer.output.shape) == 4
+    spatial = len(feature_model.output.shape) == 4
     if kind in ("channel", "neuron") and not spatial:
         raise OIPGraphError(
             f"objective {kind!r} needs a layer with spatial [B, H, W, C] output; layer {layer_name!r} has output"
-            f" shape {tuple(layer.output.shape)}: use the unit objective"
+            f" shape {tuple(feature_model.output.shape)}: use the unit objective"
         )
     if kind == "unit" and spatial:
         raise OIPGraphError(
             f"objective 'unit' needs a layer with [B, units] output; layer {layer_name!r} has spatial output"
-            f" {tuple(layer.output.shape)}: use channel or neuron"
+            f" {tuple(feature_model.output.shape)}: use channel or neuron"
         )
     if neuron is not None and kind != "neuron":
         raise OIPGraphError(f"a neuron position {tuple(neuron)} needs the neuron objective, not {kind!r}")
     if kind == "unit":
         objective: Objective = UnitObjective(model, layer_name)
+    elif kind == "channel":
+        objective = ChannelObjective(feature_model, layer_name, fast=fast)
     else:
-        feature_model = keras.Model(model.inputs[0], layer.output, name=f"features_{layer_name}")
-        if kind == "channel":
-            objective = ChannelObjective(feature_model, layer_name, fast=fast)
-        else:
-            objective = NeuronObjective(feature_model, layer_name, check_position(neuron, layer), fast=fast)
+        objective = NeuronObjective(feature_model, layer_name, check_position(neuron, feature_model), fast=fast)
     return Minimize(objective) if minimize else objective
 
 
-def check_position(neuron: Sequence[int] | None, layer: keras.layers.Layer) -> tuple[int, int] | None:
-    """The checked (row, col) of a neuron in `layer`'s maps; None stays None (the centre)."""
+def check_position(neuron: Sequence[int] | None, feature_model: keras.Model) -> tuple[int, int] | None:
+    """The checked (row, col) of a neuron in the maps `feature_model` outputs; None stays None (the centre)."""
     if neuron is None:
         return None
-    _, height, width, _ = layer.output.shape
+    _, height, width, _ = feature_model.output.shape
     if len(neuron) != 2 or not all(isinstance(value, int) and not isinstance(value, bool) for value in neuron):
         raise OIPGraphError(f"neuron must be two integers ROW,COL, got {tuple(neuron)!r}")
     row, col = neuron
     if not (0 <= row < height and 0 <= col < width):
         raise OIPGraphError(
-            f"neuron ({row}, {col}) is outside the {height}x{width} maps of layer {layer.name!r}:"
+            f"neuron ({row}, {col}) is outside the {height}x{width} maps of layer {output_layer(feature_model).name!r}:"
             f" rows 0..{height - 1}, cols 0..{width - 1}"
         )
     return (row, col)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from oipgraph import layer_lookup
 from oipgraph.fastconv import can_slice_channels, explicit_padding, fast_input_gradients, has_unit_stride, image_patches
 from oipgraph.objectives.base import Objective
 
@@ -30,9 +31,12 @@ NONNEGATIVE_ACTIVATIONS = frozenset({"relu", "relu6", "sigmoid", "hard_sigmoid",
 
 
 def layer_input_model(feature_model: keras.Model, layer_name: str) -> keras.Model:
-    """The model of `feature_model` from the image up to the input of its layer `layer_name`."""
-    layer = feature_model.get_layer(layer_name)
-    return keras.Model(feature_model.inputs[0], layer.input, name=f"inputs_of_{layer_name}")
+    """The model of `feature_model` from the image up to the input of its output layer `layer_name`.
+
+    The input is the one of the call that made `feature_model`'s output (`layer_lookup.layer_input_model`),
+    which is also right for layers inlined from nested models.
+    """
+    return layer_lookup.layer_input_model(feature_model, layer_name)
 
 
 def conv_pre_activation(layer: keras.layers.Conv2D, inputs: tf.Tensor, channel: tf.Tensor | None = None) -> tf.Tensor:
@@ -94,7 +98,7 @@ class SpatialObjective(Objective):
         """
         self.feature_model = feature_model
         self.layer_name = layer_name
-        self.layer = feature_model.get_layer(layer_name)
+        self.layer = layer_lookup.output_layer(feature_model)
         _, height, width, self.num_targets = (
             int(dim) if dim is not None else None for dim in feature_model.output.shape
         )

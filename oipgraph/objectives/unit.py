@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from oipgraph import layer_lookup
 from oipgraph.objectives.base import Objective
 from oipgraph.objectives.spatial import NONNEGATIVE_ACTIVATIONS, activation_name
 
@@ -38,15 +39,15 @@ class UnitObjective(Objective):
     target_kind = "unit"
 
     def __init__(self, model: keras.Model, layer_name: str):
-        """Builds the objective for layer `layer_name` of `model` (output [B, units])."""
+        """Builds the objective for layer `layer_name` (`outer/inner` if nested) of `model` (output [B, units])."""
         self.layer_name = layer_name
-        self.layer = model.get_layer(layer_name)
-        self.num_targets = int(self.layer.output.shape[-1])
+        features = layer_lookup.resolve_layer(model, layer_name).feature_model
+        self.layer = layer_lookup.output_layer(features)
+        self.num_targets = int(features.output.shape[-1])
         self.logits = ends_in_squashing(self.layer)
         self.dense_logits = self.logits and isinstance(self.layer, keras.layers.Dense)
         self.name = "unit_logit" if self.logits else "unit"
-        reads = self.layer.input if self.logits else self.layer.output
-        self.feature_model = keras.Model(model.inputs[0], reads, name=f"features_{layer_name}")
+        self.feature_model = layer_lookup.layer_input_model(features, layer_name) if self.logits else features
         self.nonnegative = not self.logits and activation_name(self.layer) in NONNEGATIVE_ACTIVATIONS
 
     def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
