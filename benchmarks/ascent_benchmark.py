@@ -22,13 +22,12 @@ from __future__ import annotations
 import oipgraph  # noqa: F401
 
 # isort: split
-import os
-import platform
 import time
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from machine import machine_description
 
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, ascent_update
@@ -61,28 +60,6 @@ def eager_loop(ascent: OIPAscent, image: tf.Tensor, map_index: int, steps: int, 
         if float(loss) == 0.0 and float(tf.reduce_mean(grad)) == 0.0:
             break
         image = tf.image.per_image_standardization(image + epsilon * grad)
-
-
-def machine_description() -> str:
-    """CPU model, vector extensions, cores, load and whether TensorFlow runs oneDNN kernels."""
-    cpu, flags_line = platform.processor() or platform.machine(), ""
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as cpuinfo:
-            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
-        cpu = fields.get("model name\t", cpu).strip()
-        flags_line = fields.get("flags\t\t", "")
-    vector = "AVX-512" if "avx512f" in flags_line.split() else "AVX2" if "avx2" in flags_line.split() else "no AVX2"
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # Private, but the only way to ask.
-
-        onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
-    except (ImportError, AttributeError):
-        onednn = "unknown"
-    return (
-        f"{cpu} ({vector}), cpus={len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}, "
-        f"TensorFlow {tf.__version__}, oneDNN {onednn} "
-        f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})"
-    )
 
 
 def main(argv: list[str]) -> None:

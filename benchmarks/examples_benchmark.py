@@ -24,13 +24,12 @@ import oipgraph  # noqa: F401  (first: importing it turns on TensorFlow's oneDNN
 # isort: split
 import json
 import os
-import platform
 import time
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from tensorflow.python.util import _pywrap_util_port
+from machine import machine_description, onednn_enabled
 
 from oipgraph import datasets, examples, mnist
 from oipgraph.ascent import STATUS_NO_ACTIVATION, OIPAscent
@@ -79,15 +78,11 @@ def main(argv: list[str]) -> None:
     if not path:
         raise app.UsageError(f"pass --dataset or set ${mnist.ENV_VAR}")
     ascent = OIPAscent.from_file(FLAGS.model, FLAGS.layer)
-    cpu = platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
     figures = {
-        "machine": f"{cpu}, {len(os.sched_getaffinity(0))} cpus, load average {os.getloadavg()[0]:.1f}",
+        "machine": machine_description(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "tensorflow": tf.__version__,
-        "oneDNN": _pywrap_util_port.IsMklEnabled(),  # Private, but the only way to ask.
+        "oneDNN": onednn_enabled(),
     }
     load_seconds, dataset = timed(datasets.load_dataset, path, ascent.image_shape)
     scores, num_maps = examples.feature_scores(ascent.feature_model)

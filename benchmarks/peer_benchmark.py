@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -70,6 +69,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+import machine
+
 # isort: on
 
 FLAGS = flags.FLAGS
@@ -84,23 +85,8 @@ PEERS = {"xplique": "xplique", "tf_keras_vis": "tf_keras_vis"}  # tool name -> m
 
 
 def machine_description() -> str:
-    """CPU model, cores, load and whether TensorFlow runs its oneDNN kernels (one setting for all tools)."""
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as cpuinfo:
-            fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)
-        cpu = fields.get("model name\t", cpu).strip()
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # Private, but the only way to ask.
-
-        onednn = "on" if _pywrap_util_port.IsMklEnabled() else "off"
-    except (ImportError, AttributeError):
-        onednn = "unknown"
-    return (
-        f"{cpu}, cpus={len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, oneDNN {onednn} for every tool "
-        f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})"
-    )
+    """The machine, plus Keras' version; the oneDNN setting holds for all tools (one process)."""
+    return f"{machine.machine_description()}, Keras {keras.__version__}, the same oneDNN for every tool"
 
 
 def oipgraph_tool(model: keras.Model, maps: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:

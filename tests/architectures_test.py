@@ -32,7 +32,7 @@ from unittest import mock
 
 import keras
 import tensorflow as tf
-from helpers import assert_one_line_error
+from helpers import HIDE_OIPGRAPH, assert_one_line_error
 from oipgraph.export import export_savedmodel
 
 from oipgraph import layer_lookup
@@ -130,20 +130,9 @@ MATRIX = {
 
 # Runs in `python -I`: loads every export with plain TensorFlow (oipgraph hidden), serves each optimize_
 # signature and serving_default for maps 0 and 1 of the initial images, and prints what it got.
-CHILD_SCRIPT = r"""
-import importlib.abc
-import json
-import sys
-
-
-class HideOipgraph(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "oipgraph" or name.startswith("oipgraph."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, HideOipgraph())
+CHILD_SCRIPT = (
+    HIDE_OIPGRAPH
+    + r"""
 import numpy as np
 import tensorflow as tf
 
@@ -162,6 +151,7 @@ for path in sys.argv[1:]:
 report["oipgraph_modules"] = sorted(name for name in sys.modules if name.split(".")[0] == "oipgraph")
 print(json.dumps(report))
 """
+)
 
 
 class ArchitectureMatrixTest(tf.test.TestCase):

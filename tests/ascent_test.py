@@ -2,6 +2,7 @@
 
 import re
 
+import helpers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -15,32 +16,9 @@ from oipgraph.model import load_model
 
 def eager_reference(feature_model, image, map_index, steps, epsilon, conv_criterion):
     """The articles' loop, written straight from the formulas: one image, GradientTape, Python steps."""
-    x = tf.constant(image[None])
-    history, loss_prev, zero_steps, streak = [], 0.0, 0, 0
-    status, steps_run = ascent_lib.STATUS_COMPLETED, steps
-    for step in range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_mean(feature_model(x)[0, :, :, map_index])
-        grad = tape.gradient(loss, x)
-        loss = float(loss)
-        history.append(loss)
-        relative_change = (loss - loss_prev) / (loss + 1e-7)
-        loss_prev = loss
-        streak = streak + 1 if step > 10 and relative_change < conv_criterion else 0
-        if float(tf.reduce_mean(grad)) == 0.0 and loss == 0.0:
-            zero_steps += 1
-        if conv_criterion > 0 and streak >= 4:
-            status, steps_run = ascent_lib.STATUS_CONVERGED, step + 1
-            break
-        if zero_steps > 10:
-            status, steps_run = ascent_lib.STATUS_NO_ACTIVATION, step + 1
-            break
-        grad = grad / (tf.sqrt(tf.reduce_mean(grad**2)) + 1e-7)
-        x = tf.image.per_image_standardization(x + epsilon * grad)
-    final_loss = float(tf.reduce_mean(feature_model(x)[0, :, :, map_index]))
-    history += [final_loss] * (steps - len(history))
-    return x.numpy()[0], final_loss, np.array(history, np.float32), status, steps_run
+    return helpers.eager_reference(
+        lambda x: tf.reduce_mean(feature_model(x)[0, :, :, map_index]), image, steps, epsilon, conv_criterion
+    )
 
 
 def tiny_model(input_shape=(12, 12, 1), dead_channel=True) -> keras.Model:

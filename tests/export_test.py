@@ -15,6 +15,7 @@ from unittest import mock
 import keras
 import numpy as np
 import tensorflow as tf
+from helpers import HIDE_OIPGRAPH
 from oipgraph.export import export_savedmodel
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
@@ -49,20 +50,9 @@ PRECURSOR_MAPS = {"Conv2D_1": 3, "Conv2D_2": 3, "Conv2D_3": 0}
 # installed in this venv (editable, through a .pth hook that -I keeps), so the
 # child hides it explicitly: anything in the SavedModel that needed oipgraph
 # would fail to load or run.
-CHILD_SCRIPT = r"""
-import importlib.abc
-import json
-import sys
-
-
-class HideOipgraph(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "oipgraph" or name.startswith("oipgraph."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, HideOipgraph())
+CHILD_SCRIPT = (
+    HIDE_OIPGRAPH
+    + r"""
 try:
     import oipgraph  # noqa: F401
 except ModuleNotFoundError:
@@ -89,6 +79,7 @@ print(json.dumps({
     "isolated": bool(sys.flags.isolated),
 }))
 """
+)
 
 
 # Runs in a child process started with `python -I` (oipgraph hidden as above): sends each hostile

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import tensorflow as tf
+from helpers import eager_reference
 
 from oipgraph import starts
 from oipgraph import step as step_lib
@@ -12,40 +13,6 @@ from oipgraph.model import load_model
 from oipgraph.objectives import Minimize, NeuronObjective, UnitObjective, build_objective
 from oipgraph.strategies import StrategySettings, create_oips
 from oipgraph.transforms import Transforms
-
-
-def eager_reference(loss_of, image, steps, epsilon, conv_criterion):
-    """The loop straight from the formulas for one image: GradientTape, Python steps, |loss| in the stop rule.
-
-    Args:
-        loss_of: image [1, H, W, C] -> scalar objective, written out plainly.
-    """
-    x = tf.constant(image[None])
-    history, loss_prev, zero_steps, streak = [], 0.0, 0, 0
-    status, steps_run = STATUS_COMPLETED, steps
-    for step in range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = loss_of(x)
-        grad = tape.gradient(loss, x)
-        loss = float(loss)
-        history.append(loss)
-        relative_change = (loss - loss_prev) / (abs(loss) + 1e-7)
-        loss_prev = loss
-        streak = streak + 1 if step > 10 and relative_change < conv_criterion else 0
-        if float(tf.reduce_mean(grad)) == 0.0 and loss == 0.0:
-            zero_steps += 1
-        if conv_criterion > 0 and streak >= 4:
-            status, steps_run = STATUS_CONVERGED, step + 1
-            break
-        if zero_steps > 10:
-            status, steps_run = STATUS_NO_ACTIVATION, step + 1
-            break
-        grad = grad / (tf.sqrt(tf.reduce_mean(grad**2)) + 1e-7)
-        x = tf.image.per_image_standardization(x + epsilon * grad)
-    final_loss = float(loss_of(x))
-    history += [final_loss] * (steps - len(history))
-    return x.numpy()[0], final_loss, np.array(history, np.float32), status, steps_run
 
 
 def linear_conv_model() -> keras.Model:

@@ -91,7 +91,23 @@ class Objective(abc.ABC):
         return {"objective": self.name, "layer": self.layer_name, "target_kind": self.target_kind}
 
 
-class Minimize(Objective):
+class DerivedObjective(Objective):
+    """An objective made from another one: the same layer and targets, a loss of its own.
+
+    Its loss can be negative (`nonnegative` is False), so a pair fired
+    wherever it did not stop with `no_activation`.
+    """
+
+    def __init__(self, inner: Objective, name: str):
+        self.inner = inner
+        self.name = name
+        self.layer_name = inner.layer_name
+        self.num_targets = inner.num_targets
+        self.target_kind = inner.target_kind
+        self.nonnegative = False
+
+
+class Minimize(DerivedObjective):
     """loss[b] = -inner(images, target)[b]: ascending it minimizes `inner`.
 
     `fired` is True for every pair that did not stop with `no_activation`
@@ -99,12 +115,7 @@ class Minimize(Objective):
     """
 
     def __init__(self, inner: Objective):
-        self.inner = inner
-        self.name = f"minimize({inner.name})"
-        self.layer_name = inner.layer_name
-        self.num_targets = inner.num_targets
-        self.target_kind = inner.target_kind
-        self.nonnegative = False
+        super().__init__(inner, f"minimize({inner.name})")
 
     def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         return -self.inner(images, target)

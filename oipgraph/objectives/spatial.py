@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from oipgraph import layer_lookup
 from oipgraph.fastconv import can_slice_channels, explicit_padding, fast_input_gradients, has_unit_stride, image_patches
-from oipgraph.objectives.base import Objective
+from oipgraph.objectives.base import DerivedObjective, Objective
 
 # A per-pair sliced layer materializes kh*kw*C_in patch values per output position instead of
 # C_out outputs; beyond this factor the memory would outweigh the saved FLOPs for big layers.
@@ -184,7 +184,7 @@ class NeuronObjective(SpatialObjective):
         return {**super().describe(), "neuron": list(self.position)}
 
 
-class PreActivationPeak(Objective):
+class PreActivationPeak(DerivedObjective):
     """loss[b] = the largest pre-activation z of map `target[b]` (for a neuron: z at its position).
 
     The wake-up ascends it for maps that never fire: z keeps its gradient
@@ -193,12 +193,8 @@ class PreActivationPeak(Objective):
     """
 
     def __init__(self, spatial: SpatialObjective):
+        super().__init__(spatial, f"preactivation_peak({spatial.name})")
         self.spatial = spatial
-        self.name = f"preactivation_peak({spatial.name})"
-        self.layer_name = spatial.layer_name
-        self.num_targets = spatial.num_targets
-        self.target_kind = spatial.target_kind
-        self.nonnegative = False
 
     def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         maps = self.spatial.pre_activation_maps(images, target)
