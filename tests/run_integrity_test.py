@@ -164,7 +164,7 @@ class RunIntegrityTest(tf.test.TestCase):
         self.assertEqual(sorted(os.listdir(out)), ["catalog.json", "grid.png", "maps", "oips.npz", "tensorboard"])
 
     def test_advice_of_every_refusal_works_and_other_runs_summaries_are_kept(self):
-        args = [f"--model={self.model_path}", "--layer=conv", "--maps=0-1", "--steps=20"]
+        args = [f"--model={self.model_path}", "--layer=conv", "--maps=0-1", "--steps=20", "--strategy=random"]
         out, other = os.path.join(self.root, "advice"), os.path.join(self.root, "other")
         code, stderr = finish(start(*args, f"--out={out}"))
         self.assertEqual(code, 0, stderr[-3000:])
