@@ -7,7 +7,9 @@ plain `Conv2D` target they run the model up to the layer's input, take the
 layer's patches (`fastconv.image_patches`) and apply each pair's own kernel
 row, bias and element-wise activation, which skips the layer's other maps
 (1.2x faster on the shipped CNN's Conv2D_3, BENCHMARKS.md). Other layers use
-the full feature model and gather the pair's map.
+the full feature model and gather the pair's map. Both run the model on the
+image window their outputs read (`receptive`: the whole map for `channel`,
+one position for `neuron`) where that window is exact and smaller than the image.
 
 `PreActivationPeak` is the wake-up's objective: the largest pre-activation
 z = conv(inputs) + bias of the map (or z at the neuron), whose gradient is not
@@ -19,7 +21,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from oipgraph import layer_lookup
+from oipgraph import layer_lookup, receptive
 from oipgraph.fastconv import can_slice_channels, explicit_padding, fast_input_gradients, has_unit_stride, image_patches
 from oipgraph.objectives.base import DerivedObjective, Objective
 
@@ -82,19 +84,31 @@ class SpatialObjective(Objective):
         feature_model: The model from the image to the layer's output [B, h, w, C].
         layer: The target layer.
         map_shape: (h, w) of the layer's maps.
+        map_window: The window of each map that the loss reads (`receptive.Window`);
+            the maps of `pair_maps` and `pre_activation_maps` are this window.
+        image_window: The window of the image that `map_window` reads, or None for
+            the whole image (`receptive.input_window`; only where `fast`).
         sliced: Whether each pair's map is computed alone from the layer's patches.
         shared_sliced: Whether one map shared by a batch is computed with a sliced kernel.
     """
 
-    def __init__(self, feature_model: keras.Model, layer_name: str, fast: bool = True):
+    def __init__(
+        self,
+        feature_model: keras.Model,
+        layer_name: str,
+        fast: bool = True,
+        map_window: receptive.Window | None = None,
+    ):
         """Builds the objective.
 
         Args:
             feature_model: A model from the image to the output of layer `layer_name` ([B, h, w, C]).
             layer_name: The target layer.
-            fast: Use the per-pair sliced layer and the col2im input gradients where
-                they are exact; False evaluates `feature_model` as it is and gathers
-                each pair's map (the plain formulation, for comparison).
+            fast: Use the per-pair sliced layer, the col2im input gradients and the
+                image window where they are exact; False evaluates `feature_model`
+                as it is on the whole image and gathers each pair's map (the plain
+                formulation, for comparison).
+            map_window: The window of each map the loss reads; None for the whole map.
         """
         self.feature_model = feature_model
         self.layer_name = layer_name
@@ -103,23 +117,33 @@ class SpatialObjective(Objective):
             int(dim) if dim is not None else None for dim in feature_model.output.shape
         )
         self.map_shape = (height, width)
+        whole_map = receptive.full_window(self.map_shape)
+        self.image_window = receptive.input_window(feature_model, map_window or whole_map) if fast else None
+        # Without an image window the model computes whole maps, and the loss reads its window from them.
+        self.map_window = (map_window or whole_map) if self.image_window is not None else whole_map
         self.nonnegative = activation_name(self.layer) in NONNEGATIVE_ACTIVATIONS
         self.sliced = fast and can_slice_per_pair(self.layer)
         self.shared_sliced = can_slice_channels(self.layer)
+        inputs_model = layer_input_model(feature_model, layer_name)
         if self.sliced:
-            self.model = fast_input_gradients(layer_input_model(feature_model, layer_name))
+            self.model = fast_input_gradients(receptive.cropped_model(inputs_model, self.image_window))
         else:
-            self.model = fast_input_gradients(feature_model) if fast else feature_model
+            model = receptive.cropped_model(feature_model, self.image_window)
+            self.model = fast_input_gradients(model) if fast else model
         if self.shared_sliced:
-            self.layer_input_model = layer_input_model(feature_model, layer_name)
+            self.layer_input_model = receptive.cropped_model(inputs_model, self.image_window)
 
     def reduce(self, maps: tf.Tensor) -> tf.Tensor:
         """float32 [B]: the loss of one map per image, `maps` float32 [B, h, w]."""
         raise NotImplementedError
 
+    def window_of(self, images: tf.Tensor) -> tf.Tensor:
+        """The part of `images` float32 [B, H, W, C] that the objective reads (`image_window`)."""
+        return receptive.crop(images, self.image_window)
+
     def pair_maps(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        """float32 [B, h, w]: map `target[b]` of the layer (after its activation) for image b."""
-        outputs = self.model(images, training=False)
+        """float32 [B, h', w']: the `map_window` of map `target[b]` of the layer (after its activation) for image b."""
+        outputs = self.model(self.window_of(images), training=False)
         if not self.sliced:
             return tf.gather(outputs, target, axis=3, batch_dims=1)
         kernel_height, kernel_width, in_channels, out_channels = self.layer.kernel.shape
@@ -133,8 +157,9 @@ class SpatialObjective(Objective):
         return self.layer.activation(pre_activation)
 
     def pre_activation_maps(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        """float32 [B, h, w]: the pre-activation z of map `target[b]` for image b (plain Conv2D layers only)."""
-        outputs = conv_pre_activation(self.layer, self.layer_input_model(images, training=False))
+        """float32 [B, h', w']: the `map_window` of the pre-activation z of map `target[b]` for image b
+        (plain Conv2D layers only)."""
+        outputs = conv_pre_activation(self.layer, self.layer_input_model(self.window_of(images), training=False))
         return tf.gather(outputs, target, axis=3, batch_dims=1)
 
     def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
@@ -143,7 +168,7 @@ class SpatialObjective(Objective):
     def shared_target(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         if not self.shared_sliced:
             return super().shared_target(images, target)
-        inputs = self.layer_input_model(images, training=False)
+        inputs = self.layer_input_model(self.window_of(images), training=False)
         return self.reduce(self.layer.activation(conv_pre_activation(self.layer, inputs, target))[..., 0])
 
 
@@ -167,14 +192,17 @@ class NeuronObjective(SpatialObjective):
     """
 
     def __init__(self, feature_model: keras.Model, layer_name: str, position: tuple[int, int] | None = None, **kwargs):
-        super().__init__(feature_model, layer_name, **kwargs)
-        height, width = self.map_shape
+        height, width = (int(dim) for dim in feature_model.output.shape[1:3])
         self.position = (height // 2, width // 2) if position is None else tuple(int(p) for p in position)
-        self.name = f"neuron({self.position[0]},{self.position[1]})"
+        row, col = self.position
+        super().__init__(feature_model, layer_name, map_window=((row, row + 1), (col, col + 1)), **kwargs)
+        self.name = f"neuron({row},{col})"
 
     def reduce(self, maps: tf.Tensor) -> tf.Tensor:
+        # The maps are the map window: the position relative to its corner.
+        (top, _), (left, _) = self.map_window
         row, col = self.position
-        return maps[..., row, col]
+        return maps[..., row - top, col - left]
 
     def all_targets(self, images: tf.Tensor) -> tf.Tensor:
         row, col = self.position
@@ -203,10 +231,10 @@ class PreActivationPeak(DerivedObjective):
         return tf.reduce_max(maps, axis=[1, 2])
 
     def all_targets(self, images: tf.Tensor) -> tf.Tensor:
-        outputs = conv_pre_activation(self.spatial.layer, self.spatial.layer_input_model(images, training=False))
+        inputs = self.spatial.layer_input_model(self.spatial.window_of(images), training=False)
+        outputs = conv_pre_activation(self.spatial.layer, inputs)
         if isinstance(self.spatial, NeuronObjective):
-            row, col = self.spatial.position
-            return outputs[:, row, col, :]
+            return self.spatial.reduce(tf.transpose(outputs, [0, 3, 1, 2]))
         return tf.reduce_max(outputs, axis=[1, 2])
 
     def fires(self, loss: tf.Tensor) -> tf.Tensor:
