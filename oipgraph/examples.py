@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from oipgraph import summaries
 from oipgraph.datasets import Dataset
+from oipgraph.domain import Domain
 from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.model import standardize
 
@@ -309,9 +310,12 @@ def run_summary_text(document: dict) -> str:
     )
 
 
-def example_strip(oips: np.ndarray, top_images: np.ndarray, scale: int = 4) -> np.ndarray:
-    """uint8 [h, w, 3]: a map's OIPs [K, H, W, C], a dark gap, then its top dataset images [k, H, W, C], in one row."""
-    left = summaries.labelled_grid(oips, columns=len(oips), scale=scale)
-    right = summaries.labelled_grid(top_images, columns=len(top_images), scale=scale)
+def example_strip(oips: np.ndarray, top_images: np.ndarray, domain: Domain, scale: int = 4) -> np.ndarray:
+    """uint8 [h, w, 3]: a map's OIPs [K, H, W, C], a dark gap, then its top dataset images [k, H, W, C], in one row.
+
+    Both are images of the model's input `domain` and are shown as it says (`summaries.to_display`).
+    """
+    left = summaries.labelled_grid(oips, domain, columns=len(oips), scale=scale)
+    right = summaries.labelled_grid(top_images, domain, columns=len(top_images), scale=scale)
     gap = np.zeros([left.shape[0], 3 * scale, 3], np.uint8)
     return np.concatenate([left, gap, right], axis=1)
