@@ -1,6 +1,5 @@
 """Tests of how images are shown: `Domain.display` per domain, and every picture of a run (PNGs, TensorBoard)."""
 
-import glob
 import os
 import tempfile
 
@@ -119,7 +118,7 @@ class RunPicturesTest(tf.test.TestCase):
             outputs.write_outputs(out, os.path.join(out, "tb"), "run", cls.pairs, INITS, header, domain, cls.found)
 
     def events(self, name: str) -> event_accumulator.EventAccumulator:
-        [run_dir] = glob.glob(os.path.join(self.root, name, "tb", "run"))
+        run_dir = os.path.join(self.root, name, "tb", "run")
         events = event_accumulator.EventAccumulator(run_dir, size_guidance={"tensors": 0})
         events.Reload()
         return events
