@@ -194,15 +194,16 @@ def main(argv: list[str]) -> None:
             f"{np.median(1 / np.array(ratios[peer])):.2f}x (median over {len(ratios[peer])} rounds of "
             f"{', '.join(f'{1 / r:.2f}' for r in ratios[peer])})"
         )
+    scoring = OIPAscent(model, FLAGS.layer)
     for tool, images in finals.items():
-        activation = OIPAscent(model, FLAGS.layer).loss(tf.constant(images, tf.float32), maps).numpy()
+        activation = scoring.loss(tf.constant(images, tf.float32), maps).numpy()
         print(
             f"{tool}: final mean activation of its map: median {np.median(activation):.3f}, "
             f"{int(np.sum(activation > 0))} of {len(maps)} maps > 0 (as the model sees its final images)"
         )
         if FLAGS.image_dir:
             path = os.path.join(FLAGS.image_dir, f"peer_{tool}.png")
-            grid = summaries.labelled_grid(images, labels=[int(k) for k in maps], columns=16, scale=1)
+            grid = summaries.labelled_grid(images, scoring.domain, labels=[int(k) for k in maps], columns=16, scale=1)
             with open(path, "wb") as png:
                 png.write(summaries.png_bytes(grid))
             print(f"wrote {path}")

@@ -374,7 +374,9 @@ def compute_and_write(
         ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]
     )
     print(f"oipgraph: writing {out}/grid.png, maps/, oips.npz, catalog.json and TensorBoard summaries to {logdir}")
-    document = outputs.write_outputs(out, logdir, run_name, pairs, inits, {**header, "command": command}, found)
+    document = outputs.write_outputs(
+        out, logdir, run_name, pairs, inits, {**header, "command": command}, ascent.domain, found
+    )
     progress.finish()
     fired = sum(entry["fired"] for entry in document["maps"])
     print(

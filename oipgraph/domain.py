@@ -20,6 +20,12 @@ A domain also sets the size of a step: the ascent moves an image by
 `epsilon * step_scale` in root-mean-square per pixel, where `step_scale` is 1
 for standardized images (their standard deviation) and (high - low) / 4 for a
 range, so that one epsilon means a similar relative change in both.
+
+A domain also says how its images are shown (PNGs, TensorBoard): `display`
+maps them to [0, 1]. Standardized images have no absolute brightness, so each
+image's own [min, max] is stretched to [0, 1]; range images are real pixel
+values, shown linearly, (x - low) / (high - low), so that a grey image looks
+grey and colours are the colours the model sees.
 """
 
 from __future__ import annotations
@@ -51,6 +57,17 @@ class Standardized:
     def from_standardized(self, images: tf.Tensor) -> tf.Tensor:
         """Start images of this domain made from standardized ones: unchanged."""
         return tf.convert_to_tensor(images, tf.float32)
+
+    def display(self, images: np.ndarray) -> np.ndarray:
+        """float32 [N, H, W, C] in [0, 1]: every image's own [min, max] stretched to [0, 1] (flat images 0.5).
+
+        Args:
+            images: float [N, H, W, C], standardized images.
+        """
+        images = np.asarray(images, np.float32)
+        low = images.min(axis=(1, 2, 3), keepdims=True)
+        span = images.max(axis=(1, 2, 3), keepdims=True) - low
+        return np.where(span > 0, (images - low) / np.where(span > 0, span, 1.0), 0.5).astype(np.float32)
 
     def describe(self) -> str:
         return self.name
@@ -88,6 +105,15 @@ class ValueRange:
         """Start images in the range: mid + RANGE_START_CONTRAST * (high - low) * z, clipped (z standardized)."""
         middle, span = (self.low + self.high) / 2, self.high - self.low
         return self.project(middle + RANGE_START_CONTRAST * span * tf.convert_to_tensor(images, tf.float32))
+
+    def display(self, images: np.ndarray) -> np.ndarray:
+        """float32 [N, H, W, C] in [0, 1]: (images - low) / (high - low), clipped; no per-image stretch.
+
+        Args:
+            images: float [N, H, W, C], pixel values of the range.
+        """
+        shown = (np.asarray(images, np.float32) - self.low) / (self.high - self.low)
+        return np.clip(shown, 0.0, 1.0).astype(np.float32)
 
     def describe(self) -> str:
         return self.name

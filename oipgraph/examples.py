@@ -23,8 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import summaries
+from oipgraph import layer_lookup, summaries
 from oipgraph.datasets import Dataset
+from oipgraph.domain import Domain
 from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.model import standardize
 
@@ -75,21 +76,15 @@ def feature_scores(feature_model: keras.Model) -> tuple[Scores, int]:
 
 
 def batch_size_for(feature_model: keras.Model) -> int:
-    """Images per batch: `DEFAULT_BATCH_SIZE`, fewer where a layer's output for a batch would exceed `MAX_BATCH_VALUES`.
+    """Images per batch: `DEFAULT_BATCH_SIZE`, fewer where one tensor of a batch would exceed `MAX_BATCH_VALUES`.
 
-    batch = max(1, min(DEFAULT_BATCH_SIZE, MAX_BATCH_VALUES // largest per-image layer output)); 1024 for the
-    shipped CNN (largest output 26x26x32), 10 for a 224x224x64 convolution.
+    batch = max(1, min(DEFAULT_BATCH_SIZE, MAX_BATCH_VALUES // largest)), where largest is the most values
+    per image of the input or any layer output at the sizes the model runs at (`layer_lookup.output_sizes`,
+    also inside nested bases); 1024 for the shipped CNN (largest output 26x26x32), 10 for a 224x224x64
+    convolution.
     """
-    largest = 1
-    for layer in feature_model.layers:
-        try:
-            outputs = tf.nest.flatten(layer.output)
-        except (AttributeError, ValueError):  # A layer used several times has no single output.
-            continue
-        for output in outputs:
-            dims = tuple(output.shape)[1:]
-            if all(dim is not None for dim in dims):
-                largest = max(largest, int(np.prod(dims, dtype=np.int64)))
+    image_values = layer_lookup.values_per_image(feature_model.inputs[0].shape)
+    largest = max(image_values, *layer_lookup.output_sizes(feature_model))
     return max(1, min(DEFAULT_BATCH_SIZE, MAX_BATCH_VALUES // largest))
 
 
@@ -309,9 +304,12 @@ def run_summary_text(document: dict) -> str:
     )
 
 
-def example_strip(oips: np.ndarray, top_images: np.ndarray, scale: int = 4) -> np.ndarray:
-    """uint8 [h, w, 3]: a map's OIPs [K, H, W, C], a dark gap, then its top dataset images [k, H, W, C], in one row."""
-    left = summaries.labelled_grid(oips, columns=len(oips), scale=scale)
-    right = summaries.labelled_grid(top_images, columns=len(top_images), scale=scale)
+def example_strip(oips: np.ndarray, top_images: np.ndarray, domain: Domain, scale: int = 4) -> np.ndarray:
+    """uint8 [h, w, 3]: a map's OIPs [K, H, W, C], a dark gap, then its top dataset images [k, H, W, C], in one row.
+
+    Both are images of the model's input `domain` and are shown as it says (`summaries.to_display`).
+    """
+    left = summaries.labelled_grid(oips, domain, columns=len(oips), scale=scale)
+    right = summaries.labelled_grid(top_images, domain, columns=len(top_images), scale=scale)
     gap = np.zeros([left.shape[0], 3 * scale, 3], np.uint8)
     return np.concatenate([left, gap, right], axis=1)

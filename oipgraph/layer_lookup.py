@@ -23,6 +23,7 @@ is a plain layer the fast paths can inspect.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import weakref
 
@@ -138,6 +139,25 @@ def graph_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
 def output_shape(model: keras.Model, name: str) -> tuple:
     """The output shape of layer `name` (qualified) in `model`'s flat graph: concrete for a fixed-size input."""
     return tuple(_graph(model).outputs[name][1].shape)
+
+
+def values_per_image(shape: tuple) -> int:
+    """prod(shape[1:]) of a batch shape; unknown dimensions count as 1."""
+    return math.prod(int(dim or 1) for dim in shape[1:])
+
+
+def output_sizes(model: keras.Model) -> list[int]:
+    """Values per image, prod(shape[1:]), of every layer output of `model` as traced in its flat graph.
+
+    The shapes are those of this graph's own calls (nested models inlined), not a layer's `output` (its
+    first call): a layer of a nested base first ran in the base's own graph, at the base's input size
+    (None for a variable-size base). The input is not a layer output.
+    """
+    return [
+        values_per_image(tensor.shape)
+        for _, result in _graph(model).outputs.values()
+        for tensor in keras.tree.flatten(result)
+    ]
 
 
 def usable_layer_names(model: keras.Model) -> list[str]:

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from oipgraph import catalog, examples, summaries, uniqueness
 from oipgraph.ascent import STATUS_NAMES
+from oipgraph.domain import Domain
 
 START_KINDS = {
     "random": "multiscale",
@@ -79,6 +80,7 @@ def write_tensorboard(
     entries: list[dict],
     flag_text: str,
     out: str,
+    domain: Domain,
     example_strips: list[np.ndarray] | None = None,
 ) -> None:
     """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME.
@@ -88,7 +90,8 @@ def write_tensorboard(
     of every map's status, loss, steps and strategy), `layer/oips` (the grid in pages of 16 maps, page k
     at step k), and per map `map_NNN/2_ascent` (the step slider walks through the ascent),
     `map_NNN/3_loss`, and where they apply `1_start`, `4_variants` and `5_dataset_examples`
-    (`example_strips[m]`, uint8 [h, w, 3] from `examples.example_strip`, when given).
+    (`example_strips[m]`, uint8 [h, w, 3] from `examples.example_strip`, when given). Images are shown as
+    the model's input `domain` says (`Domain.display`).
     """
     os.makedirs(logdir, exist_ok=True)
     final = os.path.join(logdir, run_name)
@@ -102,7 +105,9 @@ def write_tensorboard(
             tf.summary.text("run/maps", summaries.status_table(entries), step=0)
             rows = np.arange(len(best))
             map_indices = [int(map_index) for map_index in arrays["map_index"][:, 0]]
-            summaries.write_grid_pages("layer/oips", arrays["images"][rows, best], map_indices, TENSORBOARD_GRID_SCALE)
+            summaries.write_grid_pages(
+                "layer/oips", arrays["images"][rows, best], map_indices, TENSORBOARD_GRID_SCALE, domain
+            )
             tags = [f"map_{map_index:03d}" for map_index in map_indices]
             for row, tag in enumerate(tags):
                 init = int(best[row])
@@ -113,6 +118,7 @@ def write_tensorboard(
                     arrays["snapshot_steps"][row, init],
                     int(arrays["steps_run"][row, init]),
                     arrays["images"][row, init],
+                    domain,
                     variants=arrays["images"][row] if arrays["images"].shape[1] > 1 else None,
                 )
                 if example_strips is not None:
@@ -138,9 +144,13 @@ def write_outputs(
     pairs: dict[str, np.ndarray],
     inits: int,
     header: dict,
+    domain: Domain,
     found: examples.DatasetExamples | None = None,
 ) -> dict:
     """Writes PNGs, `oips.npz`, TensorBoard summaries and, last, `catalog.json`.
+
+    Every picture shows the images as the model's input `domain` says (`Domain.display`: standardized
+    images contrast-stretched per image, range images linearly from [low, high] to 0..255).
 
     With dataset examples `found` (rows: all maps of the layer), each map's PNG and TensorBoard image show
     its top dataset images beside its OIP(s), and the catalog and `oips.npz` get `examples.run_fields`.
@@ -152,7 +162,7 @@ def write_outputs(
     # Starts where the map never fired are still noise: only OIPs take part in the score.
     scores = [uniqueness.uniqueness(arrays["images"][row][arrays["fired"][row]]) for row in rows]
     map_indices = [int(k) for k in arrays["map_index"][:, 0]]
-    grid = summaries.labelled_grid(arrays["images"][rows, best], labels=map_indices, scale=GRID_SCALE)
+    grid = summaries.labelled_grid(arrays["images"][rows, best], domain, labels=map_indices, scale=GRID_SCALE)
     catalog.atomic_write_bytes(os.path.join(out, "grid.png"), summaries.png_bytes(grid))
     strips = None
     if found is not None:
@@ -160,10 +170,12 @@ def write_outputs(
         fields, dataset_summary, dataset_arrays = examples.run_fields(
             found, map_indices, arrays["loss"][rows, best], has_oip
         )
-        strips = [examples.example_strip(arrays["images"][row], found.images[k]) for row, k in enumerate(map_indices)]
+        strips = [
+            examples.example_strip(arrays["images"][row], found.images[k], domain) for row, k in enumerate(map_indices)
+        ]
     os.makedirs(os.path.join(out, catalog.MAPS_DIR), exist_ok=True)
     for row, map_index in enumerate(map_indices):
-        variants = summaries.labelled_grid(arrays["images"][row], columns=inits, scale=MAP_PNG_SCALE)
+        variants = summaries.labelled_grid(arrays["images"][row], domain, columns=inits, scale=MAP_PNG_SCALE)
         picture = variants if strips is None else strips[row]
         catalog.atomic_write_bytes(
             os.path.join(out, catalog.MAPS_DIR, f"map_{map_index:03d}.png"), summaries.png_bytes(picture)
@@ -178,7 +190,7 @@ def write_outputs(
         npz_arrays.update(dataset_arrays)
     catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
     entries = catalog_entries(arrays, best, scores, header["seed"])
-    write_tensorboard(logdir, run_name, arrays, best, entries, header["command"], out, strips)
+    write_tensorboard(logdir, run_name, arrays, best, entries, header["command"], out, domain, strips)
     document = {**header, "maps": entries}
     if found is not None:
         document["maps"] = [{**entry, **extra} for entry, extra in zip(document["maps"], fields)]

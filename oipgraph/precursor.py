@@ -58,7 +58,7 @@ import tensorflow as tf
 from oipgraph import limits
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
-from oipgraph.layer_lookup import module_name
+from oipgraph.layer_lookup import module_name, output_sizes
 from oipgraph.step import AscentStep, compiled_step, never_single
 
 DEFAULT_GRID = 3
@@ -124,14 +124,11 @@ class PrecursorResult:
 
 
 def activation_bytes_per_image(model: keras.Model) -> int:
-    """Rough bytes one image needs in one ascent step of `model`: all layer outputs, a few times."""
-    floats = 0
-    # The outputs of this model's own nodes: a layer inlined from a nested model has other shapes at its first call.
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            for output in node.outputs if node.operation is not None and not node.is_input else ():
-                floats += math.prod(int(dim or 1) for dim in output.shape[1:])
-    return floats * 4 * _FLOATS_PER_ACTIVATION
+    """Rough bytes one image needs in one ascent step of `model`: all layer outputs, a few times.
+
+    bytes = 4 * _FLOATS_PER_ACTIVATION * sum of `layer_lookup.output_sizes(model)` (sizes as traced).
+    """
+    return sum(output_sizes(model)) * 4 * _FLOATS_PER_ACTIVATION
 
 
 class PrecursorScan(tf.Module):

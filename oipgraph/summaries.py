@@ -1,10 +1,16 @@
-"""Pictures of OIPs: contrast stretching, labelled grids, PNG bytes and TensorBoard summaries."""
+"""Pictures of OIPs: display pixels, labelled grids, PNG bytes and TensorBoard summaries.
+
+Every picture shows its images as the model's input domain says (`Domain.display`): standardized
+images contrast-stretched per image, range images linearly from [low, high] to 0..255.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+from oipgraph.domain import Domain
 
 # A 3x5 pixel font for map numbers in grid labels (tf.image has no text rendering).
 _DIGITS = {
@@ -15,24 +21,18 @@ _DIGITS = {
 _GLYPH_HEIGHT, _GLYPH_WIDTH = 5, 3
 
 
-def stretch_contrast(images: np.ndarray) -> np.ndarray:
-    """Maps every image's own [min, max] to [0, 1] (flat images become 0.5).
+def to_display(images: np.ndarray, domain: Domain, scale: int = 1) -> np.ndarray:
+    """RGB uint8 [N, H*scale, W*scale, 3]: round(255 * domain.display(images)), grey images repeated to 3 channels.
 
     Args:
-        images: float [N, H, W, C].
+        images: float [N, H, W, C], images of `domain` (contrast-stretched if standardized, linear for a range).
+        domain: The model's input domain.
+        scale: Nearest-neighbour upscaling.
     """
-    images = np.asarray(images, np.float32)
-    low = images.min(axis=(1, 2, 3), keepdims=True)
-    span = images.max(axis=(1, 2, 3), keepdims=True) - low
-    return np.where(span > 0, (images - low) / np.where(span > 0, span, 1.0), 0.5).astype(np.float32)
-
-
-def to_display(images: np.ndarray, scale: int = 1) -> np.ndarray:
-    """Contrast-stretched RGB uint8 images [N, H*scale, W*scale, 3] (grey maps repeated)."""
-    stretched = stretch_contrast(images)
-    if stretched.shape[-1] == 1:
-        stretched = np.repeat(stretched, 3, axis=-1)
-    pixels = np.round(stretched * 255).astype(np.uint8)
+    shown = domain.display(images)
+    if shown.shape[-1] == 1:
+        shown = np.repeat(shown, 3, axis=-1)
+    pixels = np.round(shown * 255).astype(np.uint8)
     return pixels.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
@@ -53,12 +53,13 @@ def render_label(text: str, height: int, width: int) -> np.ndarray:
 
 
 def labelled_grid(
-    images: np.ndarray, labels: list[int] | None = None, columns: int | None = None, scale: int = 3
+    images: np.ndarray, domain: Domain, labels: list[int] | None = None, columns: int | None = None, scale: int = 3
 ) -> np.ndarray:
-    """Tiles contrast-stretched images in a grid, each with its label above it.
+    """Tiles images, shown as `domain.display` says (`to_display`), in a grid, each with its label above it.
 
     Args:
-        images: float [N, H, W, C].
+        images: float [N, H, W, C], images of `domain`.
+        domain: The model's input domain.
         labels: One number per image (e.g. its map index); None for no labels.
         columns: Tiles per row; default about sqrt(N).
         scale: Nearest-neighbour upscaling of each image.
@@ -66,7 +67,7 @@ def labelled_grid(
     Returns:
         uint8 RGB [rows * tile_h, columns * tile_w, 3].
     """
-    tiles = to_display(images, scale)
+    tiles = to_display(images, domain, scale)
     count, height, width, _ = tiles.shape
     columns = columns or int(np.ceil(np.sqrt(count)))
     rows = int(np.ceil(count / columns))
@@ -118,9 +119,10 @@ def write_map_images(
     snapshot_steps: np.ndarray,
     steps_run: int,
     oip: np.ndarray,
+    domain: Domain,
     variants: np.ndarray | None = None,
 ) -> None:
-    """Image summaries of one map into the default writer.
+    """Image summaries of one map into the default writer, each image shown as `domain.display` says.
 
     `TAG/2_ascent` is one card whose step slider walks through the ascent: the
     image at each snapshot step the pair ran (step 0 is the ascent's start),
@@ -130,14 +132,14 @@ def write_map_images(
     `TAG/4_variants` the OIPs of several start images, when given.
     """
     if not np.array_equal(start_image, snapshots[0]):
-        tf.summary.image(f"{tag}/{START_TAG}", stretch_contrast(start_image[None]), step=0)
+        tf.summary.image(f"{tag}/{START_TAG}", domain.display(start_image[None]), step=0)
     for step, image in ascent_frames(snapshots, snapshot_steps, steps_run, oip):
-        tf.summary.image(f"{tag}/{ASCENT_TAG}", stretch_contrast(image[None]), step=step)
+        tf.summary.image(f"{tag}/{ASCENT_TAG}", domain.display(image[None]), step=step)
     if variants is not None:
-        tf.summary.image(f"{tag}/{VARIANTS_TAG}", stretch_contrast(variants), step=0, max_outputs=len(variants))
+        tf.summary.image(f"{tag}/{VARIANTS_TAG}", domain.display(variants), step=0, max_outputs=len(variants))
 
 
-def write_grid_pages(tag: str, images: np.ndarray, labels: list[int], scale: int) -> int:
+def write_grid_pages(tag: str, images: np.ndarray, labels: list[int], scale: int, domain: Domain) -> int:
     """The layer's OIPs as labelled grids of `GRID_PAGE_MAPS` maps, page k at step k of one card.
 
     Returns:
@@ -146,7 +148,7 @@ def write_grid_pages(tag: str, images: np.ndarray, labels: list[int], scale: int
     pages = range(0, len(images), GRID_PAGE_MAPS)
     for page, begin in enumerate(pages):
         chunk = slice(begin, begin + GRID_PAGE_MAPS)
-        grid = labelled_grid(images[chunk], labels=labels[chunk], columns=4, scale=scale)
+        grid = labelled_grid(images[chunk], domain, labels=labels[chunk], columns=4, scale=scale)
         first, last = labels[chunk][0], labels[chunk][-1]
         tf.summary.image(tag, grid[None], step=page, description=f"Maps {first}..{last}; the step is the page")
     return len(pages)

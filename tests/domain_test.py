@@ -119,6 +119,12 @@ class RawPixelModelTest(tf.test.TestCase):
         self.assertIn("input range 0,255, inferred from the leading Rescaling layer 'to_unit'", done.stdout)
         with np.load(os.path.join(out, "oips.npz")) as arrays:
             self.assertAllInRange(arrays["images"], 0.0, 255.0)
+            oip = arrays["images"][0, 0]
+        # The map's PNG shows the pixel values linearly (0 black, 255 white), not stretched per image.
+        picture = tf.io.decode_png(tf.io.read_file(os.path.join(out, "maps", "map_000.png"))).numpy()
+        side = 16 * 4  # outputs.MAP_PNG_SCALE
+        shown = np.round(np.repeat(oip, 4, axis=0).repeat(4, axis=1))
+        self.assertAllClose(picture[:side, :side], np.repeat(shown, 3, axis=-1), atol=1)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import tensorflow as tf
 from helpers import assert_one_line_error, large_scale_model, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
-from oipgraph import datasets, examples, mnist
+from oipgraph import datasets, examples, layer_lookup, mnist
 from oipgraph.errors import OIPGraphError
 
 OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
@@ -134,6 +134,18 @@ class BatchSizeTest(tf.test.TestCase):
         inputs = keras.Input((224, 224, 3))
         model = keras.Model(inputs, keras.layers.Conv2D(64, 3, padding="same")(inputs))
         self.assertEqual(examples.batch_size_for(model), 2**25 // (224 * 224 * 64))
+
+    def test_nested_base_counts_its_layers_at_the_traced_size(self):
+        # A variable-size base run at 64x64: its own layers were first called on (None, None, C) tensors.
+        base = keras.applications.MobileNetV2(input_shape=(None, None, 3), alpha=0.35, include_top=False, weights=None)
+        inputs = keras.Input((None, None, 3))
+        transfer = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(base(inputs))))
+        model = layer_lookup.with_image_size(transfer, (64, 64))
+        target = "block_1_expand_relu"  # 32x32x48: larger than the input and every layer before it.
+        feature_model = layer_lookup.resolve_layer(model, target).feature_model
+        target_values = int(np.prod(layer_lookup.output_shape(model, f"{base.name}/{target}")[1:]))
+        self.assertGreater(target_values, 64 * 64 * 3)
+        self.assertEqual(examples.batch_size_for(feature_model), 2**25 // target_values)
 
 
 class CompareTest(tf.test.TestCase):
