@@ -202,6 +202,7 @@ def main(argv: list[str]) -> None:
             f"{int(np.sum(activation > 0))} of {len(maps)} maps > 0 (as the model sees its final images)"
         )
         if FLAGS.image_dir:
+            os.makedirs(FLAGS.image_dir, exist_ok=True)
             path = os.path.join(FLAGS.image_dir, f"peer_{tool}.png")
             grid = summaries.labelled_grid(images, scoring.domain, labels=[int(k) for k in maps], columns=16, scale=1)
             with open(path, "wb") as png:
