@@ -22,11 +22,10 @@ from __future__ import annotations
 import oipgraph  # noqa: F401
 
 # isort: split
-import time
-
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from eager_reference import eager_loop, timed
 from machine import machine_description
 
 from oipgraph import starts
@@ -41,25 +40,6 @@ flags.DEFINE_list("batch_sizes", ["128", "256", "512"], "Batch sizes of the batc
 flags.DEFINE_integer("steps", 200, "Steps per timed batched run.")
 flags.DEFINE_integer("eager_steps", 100, "Steps of the eager loop.")
 flags.DEFINE_integer("repeats", 5, "Timed rounds; each round runs every variant once.")
-
-
-def timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
-def eager_loop(ascent: OIPAscent, image: tf.Tensor, map_index: int, steps: int, epsilon: float = 0.01) -> None:
-    """The articles' loop for one image."""
-    for _ in range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(image)
-            loss = tf.reduce_mean(ascent.feature_model(image)[0, :, :, map_index])
-        grad = tape.gradient(loss, image)
-        grad = grad / (tf.sqrt(tf.reduce_mean(tf.square(grad))) + 1e-7)
-        if float(loss) == 0.0 and float(tf.reduce_mean(grad)) == 0.0:
-            break
-        image = tf.image.per_image_standardization(image + epsilon * grad)
 
 
 def main(argv: list[str]) -> None:

@@ -63,7 +63,9 @@ def precursor_stage(
         the order of `rows`), None where no pair got one; `start_images`
         holds each pair's pattern.
     """
-    scan = PrecursorScan(ascent, grid=settings.precursor_grid, values=settings.precursor_values)
+    scan = PrecursorScan(
+        ascent, grid=settings.precursor_grid, values=settings.precursor_values, colors=settings.precursor_colors
+    )
     maps = np.unique(map_index)
     top_n = max(settings.auto_precursor_starts, int(np.max(init_index)) + 1)
     screened = SharedScreen(scan).starts(

@@ -82,7 +82,12 @@ DEFAULT_HALVING_KEEP_PER_RESULT = 128
 
 
 def default_colors(channels: int) -> tuple[tuple[float, ...], ...]:
-    """The pattern colours for images with `channels` channels: gray alone (see `check_colors`)."""
+    """The pattern colours for images with `channels` channels: gray alone (see `check_colors`).
+
+    Also for RGB models: on random RGB CNNs, colour sets (primaries, opponent colours) fired 3-5 more of
+    162 dark maps for 1.6-1.7x auto's CPU time, fewer maps per CPU second than gray (BENCHMARKS.md, "RGB
+    precursor colours"); `StrategySettings.precursor_colors` asks for them.
+    """
     return ((1.0,) * channels,)
 
 

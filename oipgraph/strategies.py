@@ -84,6 +84,9 @@ class StrategySettings:
         factors: Weight of each scale; None for 0.5 each.
         precursor_grid: Cells per side of the precursor patterns.
         precursor_values: Cell values of the precursor patterns.
+        precursor_colors: Colours of the precursor patterns (one value per
+            image channel each, `PrecursorScan`'s `colors`); None for
+            `precursor.default_colors`.
         precursor_scan_steps: Ascent steps per pattern in the scan.
         precursor_top_n: Best patterns per map that get the full ascent.
         precursor_fallbacks: (grid, values) of further scans for pairs that
@@ -107,6 +110,7 @@ class StrategySettings:
     factors: tuple[float, ...] | None = None
     precursor_grid: int = DEFAULT_GRID
     precursor_values: tuple[float, ...] = DEFAULT_VALUES
+    precursor_colors: tuple[tuple[float, ...], ...] | None = None
     precursor_scan_steps: int = DEFAULT_SCAN_STEPS
     precursor_top_n: int = DEFAULT_TOP_N
     precursor_fallbacks: tuple[tuple[int, tuple[float, ...]], ...] = DEFAULT_PRECURSOR_FALLBACKS
@@ -334,7 +338,7 @@ def _precursor_pass(
     values: Sequence[float],
 ) -> tuple[AscentResult, np.ndarray]:
     """One precursor pass on one pattern grid: the full-ascent results and start patterns of the pairs."""
-    scan = PrecursorScan(ascent, grid=grid, values=values)
+    scan = PrecursorScan(ascent, grid=grid, values=values, colors=settings.precursor_colors)
     distinct_images = scan.num_patterns - scan.repeated_patterns
     if int(np.max(init_index)) >= distinct_images:
         raise OIPGraphError(

@@ -351,5 +351,39 @@ class SettingsTest(tf.test.TestCase):
                 self.assertTrue(all(strategy == (name if name != "auto" else "random") for strategy in run.strategy))
 
 
+def red_minus_green_model() -> keras.Model:
+    """An RGB image -> a 1x1 map: relu(mean(red - green) - 1.9), after a separate ReLU layer (no wake-up).
+
+    A gray pattern has red = green and never fires it; random multi-scale starts
+    stay below the threshold; a red (or green-free) colour pattern gets above it.
+    """
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    conv = keras.layers.Conv2D(1, SIZE, name="conv")
+    model = keras.Model(inputs, keras.layers.ReLU(name="relu")(conv(inputs)))
+    kernel = np.zeros((SIZE, SIZE, 3, 1), np.float32)
+    kernel[:, :, 0, 0], kernel[:, :, 1, 0] = 1 / SIZE**2, -1 / SIZE**2
+    conv.set_weights([kernel, np.array([-1.9], np.float32)])
+    return model
+
+
+class PrecursorColorsTest(tf.test.TestCase):
+    def test_auto_scans_gray_by_default_and_the_colours_of_the_settings(self):
+        # Gray stays the default for RGB models (BENCHMARKS.md, "RGB precursor colours"): a map that only a
+        # colour fires gets its OIP when the settings ask for colours, from auto's screen and the per-map scan.
+        ascent = OIPAscent(red_minus_green_model(), "relu")
+        self.assertEqual(PrecursorScan(ascent).colors, ((1.0, 1.0, 1.0),))
+        gray = create_oips(ascent, [0], "auto", settings=fast_settings(steps=20))
+        self.assertEqual(gray.result.status_names, ["no_activation"])
+        self.assertEqual([stage.name for stage in gray.stages], ["random", "precursor"])
+        primaries = ((1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+        for strategy in ("auto", "precursor"):
+            with self.subTest(strategy=strategy):
+                run = create_oips(ascent, [0], strategy, settings=fast_settings(steps=20, precursor_colors=primaries))
+                self.assertEqual(run.strategy, ["precursor"])
+                self.assertGreater(run.result.loss[0], 0.0)
+                red = run.start_images[0]
+                self.assertGreater(red[..., 0].mean(), red[..., 1].mean())
+
+
 if __name__ == "__main__":
     tf.test.main()
