@@ -124,14 +124,15 @@ class SpatialObjective(Objective):
         self.nonnegative = activation_name(self.layer) in NONNEGATIVE_ACTIVATIONS
         self.sliced = fast and can_slice_per_pair(self.layer)
         self.shared_sliced = can_slice_channels(self.layer)
-        inputs_model = layer_input_model(feature_model, layer_name)
+        if self.sliced or self.shared_sliced:
+            inputs_model = receptive.cropped_model(layer_input_model(feature_model, layer_name), self.image_window)
         if self.sliced:
-            self.model = fast_input_gradients(receptive.cropped_model(inputs_model, self.image_window))
+            self.model = fast_input_gradients(inputs_model)
         else:
             model = receptive.cropped_model(feature_model, self.image_window)
             self.model = fast_input_gradients(model) if fast else model
         if self.shared_sliced:
-            self.layer_input_model = receptive.cropped_model(inputs_model, self.image_window)
+            self.layer_input_model = inputs_model
 
     def reduce(self, maps: tf.Tensor) -> tf.Tensor:
         """float32 [B]: the loss of one map per image, `maps` float32 [B, h, w]."""
