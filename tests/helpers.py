@@ -1,6 +1,10 @@
 """Helpers shared by the test suites."""
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 
 import keras
 import numpy as np
@@ -8,6 +12,9 @@ import tensorflow as tf
 
 from oipgraph import mnist
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION
+
+BIN_DIR = os.path.dirname(sys.executable)
+FORKED_COMMANDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forked_commands.py")
 
 # TensorFlow's C++ runtime logs these at start-up, beyond the reach of TF_CPP_MIN_LOG_LEVEL in TF 2.21.
 TF_LOG_PREFIXES = (
@@ -39,6 +46,60 @@ sys.meta_path.insert(0, HideOipgraph())
 """
 
 
+def start(command: str, *args: str, **popen_kwargs) -> subprocess.Popen:
+    """Starts one of the venv's commands (`oipgraph`, `oipgraph-export`, `oipgraph-train`), output piped as text."""
+    return subprocess.Popen(
+        [os.path.join(BIN_DIR, command), *args],
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen_kwargs},
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Waits for a process from `start`, killing it after `timeout` seconds (then TimeoutExpired is raised)."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_command(command: str, *args: str, timeout: float = 300, **popen_kwargs) -> subprocess.CompletedProcess:
+    return finish(start(command, *args, **popen_kwargs), timeout)
+
+
+def run_forked(
+    command: str, cases: list[list[str]], env: dict[str, str] | None = None, timeout: float = 600
+) -> list[subprocess.CompletedProcess]:
+    """Runs `command` once per argument list in `cases`, all after one shared import (tests/forked_commands.py).
+
+    Each case runs the command's entry point in its own forked process, from TensorFlow's runtime start-up to
+    its exit, with what the shared import printed prepended to its output: what the command would give, at a
+    fraction of the cost (one TensorFlow import instead of one per case). For the many refusals of bad input;
+    tests that check a refusal this way also run some of their cases as the real command and compare.
+    """
+    with tempfile.TemporaryDirectory(prefix="run_forked_") as scratch:
+        request = os.path.join(scratch, "cases.json")
+        with open(request, "w") as file:
+            json.dump({"program": os.path.join(BIN_DIR, command), "cases": cases}, file)
+        done = subprocess.run(
+            [sys.executable, FORKED_COMMANDS, request], capture_output=True, text=True, timeout=timeout, env=env
+        )
+    if done.returncode != 0:
+        raise AssertionError(f"tests/forked_commands.py failed:\n{done.stderr[-3000:]}")
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return [
+        subprocess.CompletedProcess([os.path.join(BIN_DIR, command), *args], r["returncode"], r["stdout"], r["stderr"])
+        for args, r in zip(cases, results, strict=True)
+    ]
+
+
+def own_lines(stderr: str) -> list[str]:
+    """The lines of stderr that oipgraph wrote: TensorFlow's C++ start-up log left out."""
+    return [line for line in stderr.splitlines() if not line.startswith(TF_LOG_PREFIXES)]
+
+
 def mnist_or_skip(test: tf.test.TestCase):
     """The full MNIST set from $OIPGRAPH_MNIST; skips only where that is unset (no data, no download).
 
@@ -68,10 +129,10 @@ def write_npz(directory: str, name: str = "mnist.npz", **overrides) -> str:
 
 def assert_one_line_error(test: tf.test.TestCase, stderr: str, program: str, message: str) -> None:
     """Our own output on stderr is exactly one error line (TensorFlow's C++ start-up log aside)."""
-    own_lines = [line for line in stderr.splitlines() if not line.startswith(TF_LOG_PREFIXES)]
-    test.assertLen(own_lines, 1, stderr)
-    test.assertStartsWith(own_lines[0], f"{program}: error: ")
-    test.assertIn(message, own_lines[0])
+    lines = own_lines(stderr)
+    test.assertLen(lines, 1, stderr)
+    test.assertStartsWith(lines[0], f"{program}: error: ")
+    test.assertIn(message, lines[0])
 
 
 # A tiny model for the strategies: maps that only specific start images excite.
