@@ -32,7 +32,7 @@ from unittest import mock
 
 import keras
 import tensorflow as tf
-from helpers import HIDE_OIPGRAPH, assert_one_line_error
+from helpers import HIDE_OIPGRAPH, assert_one_line_error, run_forked
 from oipgraph.export import export_savedmodel
 
 from oipgraph import layer_lookup
@@ -198,27 +198,19 @@ class ArchitectureMatrixTest(tf.test.TestCase):
         self.assertEqual(ascent.num_maps, inner.filters)
 
     def test_cli_runs_a_layer_after_a_merge(self):
-        for name, (_, _, layer, _) in MATRIX.items():
+        outs = {name: os.path.join(self.temp_dir, f"cli_{name}") for name in MATRIX}
+        cases = [
+            [f"--model={self.paths[name]}", f"--layer={layer}", "--maps=0-1", "--steps=3", f"--out={outs[name]}"]
+            for name, (_, _, layer, _) in MATRIX.items()
+        ]
+        # All runs after one TensorFlow import (each still the whole command, in its own process).
+        for (name, (_, _, layer, _)), result in zip(MATRIX.items(), run_forked("oipgraph", cases)):
             with self.subTest(model=name, layer=layer):
-                out = os.path.join(self.temp_dir, f"cli_{name}")
-                result = subprocess.run(
-                    [
-                        os.path.join(BIN_DIR, "oipgraph"),
-                        f"--model={self.paths[name]}",
-                        f"--layer={layer}",
-                        "--maps=0-1",
-                        "--steps=3",
-                        f"--out={out}",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
                 self.assertEqual(result.returncode, 0, msg=result.stderr[-3000:])
-                with open(os.path.join(out, "catalog.json")) as handle:
+                with open(os.path.join(outs[name], "catalog.json")) as handle:
                     catalog = json.load(handle)
                 self.assertEqual([entry["map_index"] for entry in catalog["maps"]], [0, 1])
-                self.assertTrue(os.path.isfile(os.path.join(out, "grid.png")))
+                self.assertTrue(os.path.isfile(os.path.join(outs[name], "grid.png")))
 
     def test_chosen_layers_export_and_serve_without_oipgraph(self):
         export_paths, expected = [], {}
