@@ -31,8 +31,9 @@ import tempfile
 from unittest import mock
 
 import keras
+import pytest
 import tensorflow as tf
-from helpers import HIDE_OIPGRAPH, assert_one_line_error, run_forked
+from helpers import HIDE_OIPGRAPH, assert_one_line_error, finish, run_forked, start
 from oipgraph.export import export_savedmodel
 
 from oipgraph import layer_lookup
@@ -41,7 +42,6 @@ from oipgraph.errors import OIPGraphError
 from oipgraph.model import ModelError, check_image_model, load_model
 from oipgraph.step import loss_and_gradient
 
-BIN_DIR = os.path.dirname(sys.executable)
 SIZE = 32
 # The nested base's name: keras.applications names it after alpha and the (variable) input size.
 BASE = "mobilenetv2_0.35_None"
@@ -154,6 +154,7 @@ print(json.dumps(report))
 )
 
 
+@pytest.mark.heavy
 class ArchitectureMatrixTest(tf.test.TestCase):
     """Every model of the matrix, through the API, the CLI and the export."""
 
@@ -214,20 +215,19 @@ class ArchitectureMatrixTest(tf.test.TestCase):
 
     def test_chosen_layers_export_and_serve_without_oipgraph(self):
         export_paths, expected = [], {}
+        export_dirs = {name: os.path.join(self.temp_dir, f"export_{name}") for name in MATRIX}
+        # The transfer model through the command, with a nested name in --layers; it runs while the others export.
+        command = start(
+            "oipgraph-export",
+            f"--model={self.paths['transfer']}",
+            f"--layers={','.join(MATRIX['transfer'][3])}",
+            f"--export_dir={export_dirs['transfer']}",
+        )
+        self.addCleanup(command.kill)  # A no-op once it has ended.
         for name, (_, _, _, layers) in MATRIX.items():
-            export_dir = os.path.join(self.temp_dir, f"export_{name}")
-            if name == "transfer":  # The command, with a nested name in --layers.
-                result = subprocess.run(
-                    [
-                        os.path.join(BIN_DIR, "oipgraph-export"),
-                        f"--model={self.paths[name]}",
-                        f"--layers={','.join(layers)}",
-                        f"--export_dir={export_dir}",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
+            export_dir = export_dirs[name]
+            if name == "transfer":
+                result = finish(command)
                 self.assertEqual(result.returncode, 0, msg=result.stderr[-3000:])
                 path = os.path.join(export_dir, "1")
             else:
@@ -346,10 +346,9 @@ class ImageSizeTest(tf.test.TestCase):
         shutil.rmtree(cls.temp_dir, ignore_errors=True)
         super().tearDownClass()
 
-    def run_cli(self, *args: str) -> subprocess.CompletedProcess:
+    def start_cli(self, *args: str) -> subprocess.Popen:
         out = tempfile.mkdtemp(dir=self.temp_dir)
-        command = [os.path.join(BIN_DIR, "oipgraph"), f"--model={self.path}", f"--out={out}", "--maps=0", *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+        return start("oipgraph", f"--model={self.path}", f"--out={out}", "--maps=0", *args)
 
     def test_api_rebuilds_on_a_fixed_size(self):
         with self.assertRaisesRegex(ModelError, "variable image size; give one with --image_size=H,W"):
@@ -379,14 +378,18 @@ class ImageSizeTest(tf.test.TestCase):
             layer_lookup.with_image_size(self.model, (2, 2))
 
     def test_cli(self):
-        result = self.run_cli("--image_size=32,32", "--layer=block_1_expand_relu", "--steps=2")
-        self.assertEqual(result.returncode, 0, msg=result.stderr[-3000:])
-        for args, message in [
+        # All three at once: each a whole command, its own process.
+        run = self.start_cli("--image_size=32,32", "--layer=block_1_expand_relu", "--steps=2")
+        refusals = [
             ((), "variable image size; give one with --image_size=H,W"),
             (("--image_size=32",), "--image_size must be two integers H,W, got '32'"),
-        ]:
+        ]
+        refused = [self.start_cli(*args, "--layer=block_1_expand_relu") for args, _ in refusals]
+        result = finish(run)
+        self.assertEqual(result.returncode, 0, msg=result.stderr[-3000:])
+        for (args, message), process in zip(refusals, refused):
             with self.subTest(args=args):
-                result = self.run_cli(*args, "--layer=block_1_expand_relu")
+                result = finish(process)
                 self.assertEqual(result.returncode, 2)
                 assert_one_line_error(self, result.stderr, "oipgraph", message)
 

@@ -5,23 +5,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
-from helpers import assert_one_line_error, finish, large_scale_model, own_lines, run_forked, start
+from helpers import assert_one_line_error, finish, large_scale_model, own_lines, run_command, run_forked, start
 from tensorboard.backend.event_processing import event_accumulator
 
-OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
 # Without $OIPGRAPH_MNIST the shipped model's runs compare with no dataset: these tests check the outputs as
 # they are without one (tests/examples_test.py covers the dataset examples), and skip the MNIST pass.
 ENV = {name: value for name, value in os.environ.items() if name != "OIPGRAPH_MNIST"}
 
 
 def run_oipgraph(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([OIPGRAPH, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+    return run_command("oipgraph", *args, timeout=timeout, env=ENV)
 
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
@@ -156,6 +155,7 @@ class AutoStrategyTest(tf.test.TestCase):
         self.assertAllGreater(arrays["loss"], 0.0)
 
 
+@pytest.mark.heavy
 class ResumeTest(tf.test.TestCase):
     def test_killed_run_resumes_to_the_same_outputs(self):
         root = self.get_temp_dir()
@@ -166,8 +166,8 @@ class ResumeTest(tf.test.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
 
         out = os.path.join(root, "killed")
-        process = subprocess.Popen(
-            [OIPGRAPH, *args, f"--out={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
+        process = start(
+            "oipgraph", *args, f"--out={out}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
         )
         deadline = time.time() + 240
         while len(glob.glob(os.path.join(out, ".progress", "chunk_*.npz"))) < 2 and time.time() < deadline:
@@ -178,13 +178,16 @@ class ResumeTest(tf.test.TestCase):
         self.assertBetween(saved, 2, 7, "the run was not killed mid-way")
         self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
 
-        done = run_oipgraph(*args, f"--out={out}")
-        self.assertEqual(done.returncode, 2)
-        self.assertIn("holds an interrupted run; pass --resume to continue it", done.stderr)
-
-        done = run_oipgraph(*args, f"--out={out}", "--steps=10", "--resume")
-        self.assertEqual(done.returncode, 2)
-        self.assertIn("--resume with other settings: steps was 400, now 10; rerun with the saved settings", done.stderr)
+        # Both refusals after one TensorFlow import (tests/forked_commands.py).
+        without_resume, other_steps = run_forked(
+            "oipgraph", [[*args, f"--out={out}"], [*args, f"--out={out}", "--steps=10", "--resume"]], env=ENV
+        )
+        self.assertEqual(without_resume.returncode, 2)
+        self.assertIn("holds an interrupted run; pass --resume to continue it", without_resume.stderr)
+        self.assertEqual(other_steps.returncode, 2)
+        self.assertIn(
+            "--resume with other settings: steps was 400, now 10; rerun with the saved settings", other_steps.stderr
+        )
 
         done = run_oipgraph(*args, f"--out={out}", "--resume")
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
@@ -200,19 +203,15 @@ class ResumeTest(tf.test.TestCase):
 
     def test_interrupt_says_how_to_resume(self):
         out = os.path.join(self.get_temp_dir(), "interrupted")
-        process = subprocess.Popen(
-            [
-                OIPGRAPH,
-                "--maps=0-15",
-                "--strategy=random",
-                "--steps=400",
-                "--conv_criterion=0",
-                "--batch_size=2",
-                f"--out={out}",
-            ],
+        process = start(
+            "oipgraph",
+            "--maps=0-15",
+            "--strategy=random",
+            "--steps=400",
+            "--conv_criterion=0",
+            "--batch_size=2",
+            f"--out={out}",
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
             env=ENV,
             # As from a terminal: a test runner started in the background (`cmd &`) ignores SIGINT, and children
             # inherit that.
@@ -228,6 +227,7 @@ class ResumeTest(tf.test.TestCase):
         self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
 
 
+@pytest.mark.heavy
 class BadInvocationTest(tf.test.TestCase):
     def test_each_bad_invocation_exits_2_with_one_line_and_writes_nothing(self):
         root = self.get_temp_dir()

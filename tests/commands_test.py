@@ -2,11 +2,11 @@
 
 import os
 import subprocess
-import sys
 
+import helpers
+import pytest
 import tensorflow as tf
 
-BIN_DIR = os.path.dirname(sys.executable)
 # Each command, one of its own flags (with its default as --help shows it) and a bad value for it.
 COMMANDS = {
     "oipgraph": ("--layer", "(default: 'Conv2D_3')", ["--steps=-1"], "--steps must be > 0, got -1"),
@@ -17,16 +17,10 @@ COMMANDS = {
 
 def start(command: str, *args: str, env: dict | None = None) -> subprocess.Popen:
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    environment.update(env or {})
-    return subprocess.Popen(
-        [os.path.join(BIN_DIR, command), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment,
-    )
+    return helpers.start(command, *args, env={**environment, **(env or {})})
 
 
+@pytest.mark.heavy
 class CommandLineTest(tf.test.TestCase):
     def test_a_bad_flag_prints_exactly_one_line(self):
         processes = {name: start(name, *bad) for name, (_, _, bad, _) in COMMANDS.items()}

@@ -10,8 +10,15 @@ import oipgraph  # noqa: F401  (must come before anything imports TensorFlow)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Drops `test_session`, which every `tf.test.TestCase` inherits and pytest would report as a skip.
+    """Drops `test_session`, and puts the classes marked `heavy` first.
 
-    It is TensorFlow's deprecated session helper ("Not a test."), not a test of this project.
+    `test_session` is TensorFlow's deprecated session helper ("Not a test."), which every `tf.test.TestCase`
+    inherits and pytest would report as a skip; it is not a test of this project.
+
+    pytest-xdist (`--dist loadscope --no-loadscope-reorder`, pyproject.toml) hands the test classes to its two
+    workers in this order, one class to one worker. A class of a minute or more of CPU time that came last
+    would run alone on one worker while the other waits; started first, the light classes fill in around it.
+    The order within a class (and so its shared set-up) is kept: the sort is stable.
     """
     items[:] = [item for item in items if item.name != "test_session"]
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

@@ -1,21 +1,18 @@
 """Tests of input domains: standardized images or a value range, inferred from the model where it says so."""
 
 import os
-import subprocess
-import sys
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
+from helpers import run_command
 
 from oipgraph.ascent import OIPAscent
 from oipgraph.domain import STANDARDIZED, ValueRange, infer_domain, parse_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.step import ascent_update
 from oipgraph.strategies import StrategySettings, create_oips
-
-OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
 
 
 def raw_pixel_model(maps: int = 16) -> keras.Model:
@@ -109,12 +106,7 @@ class RawPixelModelTest(tf.test.TestCase):
         path = os.path.join(directory, "raw.keras")
         raw_pixel_model().save(path)
         out = os.path.join(directory, "run")
-        done = subprocess.run(
-            [OIPGRAPH, f"--model={path}", "--layer=conv", "--maps=0-3", "--steps=5", f"--out={out}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_command("oipgraph", f"--model={path}", "--layer=conv", "--maps=0-3", "--steps=5", f"--out={out}")
         self.assertEqual(done.returncode, 0, done.stderr[-2000:])
         self.assertIn("input range 0,255, inferred from the leading Rescaling layer 'to_unit'", done.stdout)
         with np.load(os.path.join(out, "oips.npz")) as arrays:

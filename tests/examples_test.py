@@ -5,19 +5,18 @@ import glob
 import json
 import os
 import subprocess
-import sys
 from unittest import mock
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
-from helpers import assert_one_line_error, large_scale_model, write_npz
+from helpers import assert_one_line_error, large_scale_model, start, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
 from oipgraph import datasets, examples, layer_lookup, mnist
 from oipgraph.errors import OIPGraphError
 
-OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
 SHAPE = (8, 8, 1)
 
 
@@ -282,9 +281,10 @@ class LoadDatasetTest(tf.test.TestCase):
 
 
 def run_oipgraph(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([OIPGRAPH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return start("oipgraph", *args, env=env)
 
 
+@pytest.mark.heavy
 class CommandLineTest(tf.test.TestCase):
     def test_runs_with_and_without_a_dataset(self):
         root = self.get_temp_dir()

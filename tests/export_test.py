@@ -14,6 +14,7 @@ from unittest import mock
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from helpers import HIDE_OIPGRAPH, run_command, run_forked
 from oipgraph.export import export_savedmodel
@@ -32,7 +33,6 @@ IMAGE_SHAPE = (28, 28, 1)
 OPTIMIZE_SIGNATURES = ("serving_default",) + tuple(f"optimize_{layer}" for layer in LAYERS + DENSE_LAYERS)
 PRECURSOR_SIGNATURES = tuple(f"precursor_{layer}" for layer in LAYERS)
 ALL_SIGNATURES = OPTIMIZE_SIGNATURES + PRECURSOR_SIGNATURES + ("initial_images",)
-BIN_DIR = os.path.dirname(sys.executable)
 PYTHON_BOUND_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 # Small budgets keep the file fast; epsilon 3e-4 makes Conv2D_1 pairs converge
 # within 24 steps, so the fixed convergence criterion is exercised.
@@ -189,6 +189,7 @@ def parse_saved_model_cli_show(text: str) -> dict[str, dict[str, dict[str, tuple
     return signatures
 
 
+@pytest.mark.heavy
 class ExportedSavedModelTest(tf.test.TestCase):
     """One export of the shipped model, checked from every side."""
 
@@ -308,12 +309,7 @@ class ExportedSavedModelTest(tf.test.TestCase):
         self.assertIn("EagerPyFunc", saved_model_ops(path))
 
     def test_saved_model_cli_show_lists_documented_signatures(self):
-        show = subprocess.run(
-            [os.path.join(BIN_DIR, "saved_model_cli"), "show", "--all", "--dir", self.export_path],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        show = run_command("saved_model_cli", "show", "--all", "--dir", self.export_path)
         self.assertEqual(show.returncode, 0, msg=show.stderr[-3000:])
         listed = parse_saved_model_cli_show(show.stdout)
         listed.pop("__saved_model_init_op", None)
@@ -354,26 +350,21 @@ class ExportedSavedModelTest(tf.test.TestCase):
         images_path = os.path.join(self.temp_dir, "cli_images.npy")
         outdir = os.path.join(self.temp_dir, "cli_outputs")
         np.save(images_path, images)
-        run = subprocess.run(
-            [
-                os.path.join(BIN_DIR, "saved_model_cli"),
-                "run",
-                "--dir",
-                self.export_path,
-                "--tag_set",
-                "serve",
-                "--signature_def",
-                "serving_default",
-                "--inputs",
-                f"images={images_path}",
-                "--input_exprs",
-                "map_index=[0];steps=3;epsilon=0.01",
-                "--outdir",
-                outdir,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
+        run = run_command(
+            "saved_model_cli",
+            "run",
+            "--dir",
+            self.export_path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"images={images_path}",
+            "--input_exprs",
+            "map_index=[0];steps=3;epsilon=0.01",
+            "--outdir",
+            outdir,
         )
         self.assertEqual(run.returncode, 0, msg=run.stderr[-3000:])
         expected = self.loaded.signatures["serving_default"](
@@ -684,6 +675,7 @@ class OtherModelExportTest(tf.test.TestCase):
             export_savedmodel.OIPServable(model)
 
 
+@pytest.mark.heavy
 class ExportCommandTest(tf.test.TestCase):
     """`oipgraph-export` as a user runs it."""
 

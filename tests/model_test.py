@@ -2,14 +2,12 @@
 
 import glob
 import os
-import subprocess
-import sys
 import tempfile
 from unittest import mock
 
 import numpy as np
 import tensorflow as tf
-from helpers import assert_one_line_error, mnist_or_skip, write_npz
+from helpers import assert_one_line_error, mnist_or_skip, run_command, run_forked, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
 from oipgraph import mnist, train
@@ -148,14 +146,11 @@ class TrainingTest(tf.test.TestCase):
 
 
 class TrainCommandTest(tf.test.TestCase):
-    def run_train(self, *args):
-        command = [os.path.join(os.path.dirname(sys.executable), "oipgraph-train"), *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=300)
-
     def test_trains_and_saves_a_loadable_model(self):
         directory = self.get_temp_dir()
         out = os.path.join(directory, "small.keras")
-        done = self.run_train(
+        done = run_command(
+            "oipgraph-train",
             f"--mnist={write_npz(directory)}",
             "--epochs=1",
             "--batch_size=64",
@@ -171,18 +166,22 @@ class TrainCommandTest(tf.test.TestCase):
         directory = self.get_temp_dir()
         data = write_npz(directory)
         out = os.path.join(directory, "never.keras")
-        for args, message in (
+        cases = [
             ([f"--mnist={directory}/missing.npz"], "MNIST file not found"),
             ([f"--mnist={data}", "--epochs=0"], "--epochs must be > 0, got 0"),
             ([f"--mnist={data}", "--epochs=two"], "flag --epochs=two"),
             ([f"--mnist={data}", "--out=model.h5"], "--out must end in .keras, got model.h5"),
             ([f"--mnist={data}", f"--out={directory}/no/such/dir/m.keras"], "output directory does not exist"),
-        ):
+        ]
+        commands = [
+            [*args, *([] if any(a.startswith("--out") for a in args) else [f"--out={out}"])] for args, _ in cases
+        ]
+        # All after one TensorFlow import (tests/forked_commands.py); commands_test runs a bad flag for real.
+        for (_, message), done in zip(cases, run_forked("oipgraph-train", commands)):
             with self.subTest(message):
-                done = self.run_train(*args, *([] if any(a.startswith("--out") for a in args) else [f"--out={out}"]))
                 self.assertEqual(done.returncode, 2, done.stderr[-2000:])
                 assert_one_line_error(self, done.stderr, "oipgraph-train", message)
-                self.assertFalse(os.path.exists(out))
+        self.assertFalse(os.path.exists(out))
 
 
 if __name__ == "__main__":

@@ -10,19 +10,17 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 import tempfile
 import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, finish, run_forked, start
 
 from oipgraph.outlock import OutputLock
 
-OIPGRAPH = os.path.join(os.path.dirname(sys.executable), "oipgraph")
 NUM_MAPS = 16
 # 8 chunks of one map, about a second each: a run can be stopped mid-way.
 RUN_MAPS = 8
@@ -39,15 +37,6 @@ def tiny_model(seed: int) -> keras.Model:
     return keras.Model(inputs, layer(inputs))
 
 
-def start(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([OIPGRAPH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def finish(process: subprocess.Popen, timeout: int = 300) -> tuple[int, str]:
-    _, stderr = process.communicate(timeout=timeout)
-    return process.returncode, stderr
-
-
 def load_arrays(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
@@ -61,6 +50,7 @@ def wait_for(condition, what: str, timeout: float = 240) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.heavy
 class RunIntegrityTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -71,7 +61,9 @@ class RunIntegrityTest(tf.test.TestCase):
         cls.args = [f"--model={cls.model_path}", *RUN_ARGS]
         # The uninterrupted reference run, under umask 027; the tests wait for it only when they need it.
         cls.reference = os.path.join(cls.root, "reference")
-        cls.reference_process = start(*cls.args, f"--out={cls.reference}", preexec_fn=lambda: os.umask(0o027))
+        cls.reference_process = start(
+            "oipgraph", *cls.args, f"--out={cls.reference}", preexec_fn=lambda: os.umask(0o027)
+        )
 
     @classmethod
     def tearDownClass(cls):
@@ -104,27 +96,29 @@ class RunIntegrityTest(tf.test.TestCase):
         out = os.path.join(self.root, "interrupted")
         progress = os.path.join(out, ".progress")
         chunks = lambda: sorted(glob.glob(os.path.join(progress, "chunk_*.npz")))  # noqa: E731
-        first = start(*self.args, f"--out={out}")
+        first = start("oipgraph", *self.args, f"--out={out}")
 
         # A second writer while another process holds --out (here this test, at the same time as the first
         # run starts elsewhere): refused at once, naming the holder, and nothing written.
         busy = os.path.join(self.root, "busy")
         with OutputLock(busy):
             before = sorted(os.listdir(busy))
-            writers = [start(*self.args, f"--out={busy}", *extra) for extra in ([], ["--resume"])]
+            writers = [start("oipgraph", *self.args, f"--out={busy}", *extra) for extra in ([], ["--resume"])]
             for writer in writers:
-                code, stderr = finish(writer)
-                self.assertEqual(code, 2, stderr[-2000:])
-                assert_one_line_error(self, stderr, "oipgraph", f"--out={busy} is in use by another oipgraph process")
-                self.assertIn(f"(pid {os.getpid()})", stderr)
+                done = finish(writer)
+                self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+                assert_one_line_error(
+                    self, done.stderr, "oipgraph", f"--out={busy} is in use by another oipgraph process"
+                )
+                self.assertIn(f"(pid {os.getpid()})", done.stderr)
             self.assertEqual(sorted(os.listdir(busy)), before)
 
         # SIGTERM as Ctrl-C: a message, exit 143, the finished chunks kept, no lock left.
         wait_for(lambda: len(chunks()) >= 1, "a finished chunk")
         first.send_signal(signal.SIGTERM)
-        code, stderr = finish(first)
-        self.assertEqual(code, 143, stderr[-2000:])
-        self.assertRegex(stderr, rf"oipgraph: terminated with \d+ of {RUN_MAPS} maps saved; rerun with --resume")
+        done = finish(first)
+        self.assertEqual(done.returncode, 143, done.stderr[-2000:])
+        self.assertRegex(done.stderr, rf"oipgraph: terminated with \d+ of {RUN_MAPS} maps saved; rerun with --resume")
         saved = len(chunks())
         self.assertBetween(saved, 1, RUN_MAPS - 1, "the run was not terminated mid-way")
         self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
@@ -135,21 +129,21 @@ class RunIntegrityTest(tf.test.TestCase):
         shutil.copyfile(self.model_path, original)
         tiny_model(1).save(self.model_path)
         try:
-            code, stderr = finish(start(*self.args, f"--out={out}", "--resume"))
+            done = finish(start("oipgraph", *self.args, f"--out={out}", "--resume"))
         finally:
             os.replace(original, self.model_path)
-        self.assertEqual(code, 2, stderr[-2000:])
-        assert_one_line_error(self, stderr, "oipgraph", "the model file changed since the run started")
+        self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+        assert_one_line_error(self, done.stderr, "oipgraph", "the model file changed since the run started")
         self.assertLen(chunks(), saved)
 
         # A damaged chunk is computed again, with a warning; the result equals the uninterrupted run's.
         damaged = chunks()[0]
         with open(damaged, "r+b") as file:
             file.truncate(os.path.getsize(damaged) // 2)
-        code, stderr = finish(start(*self.args, f"--out={out}", "--resume"))
-        self.assertEqual(code, 0, stderr[-3000:])
-        warnings = [line for line in stderr.splitlines() if line.startswith("oipgraph: warning: ")]
-        self.assertLen(warnings, 1, stderr[-3000:])
+        done = finish(start("oipgraph", *self.args, f"--out={out}", "--resume"))
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("oipgraph: warning: ")]
+        self.assertLen(warnings, 1, done.stderr[-3000:])
         self.assertIn(f"{damaged} is damaged", warnings[0])
         self.assertIn("computing its maps again", warnings[0])
         reference = self.reference_outputs()
@@ -166,8 +160,8 @@ class RunIntegrityTest(tf.test.TestCase):
     def test_advice_of_every_refusal_works_and_other_runs_summaries_are_kept(self):
         args = [f"--model={self.model_path}", "--layer=conv", "--maps=0-1", "--steps=20", "--strategy=random"]
         out, other = os.path.join(self.root, "advice"), os.path.join(self.root, "other")
-        code, stderr = finish(start(*args, f"--out={out}"))
-        self.assertEqual(code, 0, stderr[-3000:])
+        done = finish(start("oipgraph", *args, f"--out={out}"))
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         run_dir = os.path.join(out, "tensorboard", "conv-random-seed0")
         events = sorted(glob.glob(os.path.join(run_dir, "events.*")))
         self.assertLen(events, 1)
@@ -185,21 +179,21 @@ class RunIntegrityTest(tf.test.TestCase):
                 "choose another --logdir",
             ),
         ]
-        processes = [(extra, message, start(*args, *extra)) for extra, message in refusals]
-        for extra, message, process in processes:
-            code, stderr = finish(process)
+        # All four after one TensorFlow import (tests/forked_commands.py).
+        results = run_forked("oipgraph", [[*args, *extra] for extra, _ in refusals])
+        for (extra, message), done in zip(refusals, results):
             with self.subTest(flags=extra):
-                self.assertEqual(code, 2, stderr[-2000:])
-                assert_one_line_error(self, stderr, "oipgraph", message)
+                self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+                assert_one_line_error(self, done.stderr, "oipgraph", message)
         self.assertFalse(os.path.exists(other))
         self.assertEqual(sorted(glob.glob(os.path.join(run_dir, "events.*"))), events)
 
         # Following the advice: --overwrite replaces the run and its own summaries; another --logdir works.
-        overwrite = start(*args, f"--out={out}", "--overwrite")
-        elsewhere = start(*args, f"--out={other}", f"--logdir={os.path.join(self.root, 'other_logs')}")
+        overwrite = start("oipgraph", *args, f"--out={out}", "--overwrite")
+        elsewhere = start("oipgraph", *args, f"--out={other}", f"--logdir={os.path.join(self.root, 'other_logs')}")
         for process in (overwrite, elsewhere):
-            code, stderr = finish(process)
-            self.assertEqual(code, 0, stderr[-3000:])
+            done = finish(process)
+            self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         replaced = glob.glob(os.path.join(run_dir, "events.*"))
         self.assertLen(replaced, 1)
         self.assertNotEqual(replaced, events)
