@@ -15,8 +15,8 @@ import wrote is prepended to every case's output, so a line that the import prin
 as it would in the command. The imported objects are frozen (`gc.freeze`) before the first fork, so that
 the children do not copy their memory pages.
 
-Prints one JSON line: a list with `{"returncode", "stdout", "stderr"}` per case, in order. A case that runs
-longer than `timeout` seconds (default 120) is killed and reported with returncode null.
+Prints one JSON line: a list with `{"returncode", "stdout", "stderr", "cpu_seconds"}` per case, in order.
+A case that runs longer than `timeout` seconds (default 120) is killed and reported with returncode null.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import contextlib
 import gc
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -117,12 +118,17 @@ def main() -> None:
     def paths(case: int) -> tuple[str, str]:
         return os.path.join(scratch, f"{case}.out"), os.path.join(scratch, f"{case}.err")
 
-    def collect(pid: int, status: int | None) -> None:
+    def collect(pid: int, status: int | None, usage: resource.struct_rusage) -> None:
         case, _ = running.pop(pid)
         out_path, err_path = paths(case)
         stdout, stderr = read(out_path), read(err_path)
         code = None if status is None else os.waitstatus_to_exitcode(status)
-        results[case] = {"returncode": code, "stdout": import_out + stdout, "stderr": import_err + stderr}
+        results[case] = {
+            "returncode": code,
+            "stdout": import_out + stdout,
+            "stderr": import_err + stderr,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        }
 
     while pending or running:
         while pending and len(running) < PARALLEL:
@@ -133,15 +139,14 @@ def main() -> None:
             if pid == 0:
                 run_child(program, cases[case], *paths(case), main_function)
             running[pid] = (case, time.monotonic())
-        pid, status = os.waitpid(-1, os.WNOHANG)
+        pid, status, usage = os.wait4(-1, os.WNOHANG)
         if pid:
-            collect(pid, status)
+            collect(pid, status, usage)
             continue
         for pid, (_, started) in list(running.items()):
             if time.monotonic() - started > timeout:
                 os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                collect(pid, None)
+                collect(pid, None, os.wait4(pid, 0)[2])
         time.sleep(0.01)
     shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(results))

@@ -76,8 +76,9 @@ def run_forked(
 
     Each case runs the command's entry point in its own forked process, from TensorFlow's runtime start-up to
     its exit, with what the shared import printed prepended to its output: what the command would give, at a
-    fraction of the cost (one TensorFlow import instead of one per case). For the many refusals of bad input;
-    tests that check a refusal this way also run some of their cases as the real command and compare.
+    fraction of the cost (one TensorFlow import, about 4 s of CPU, instead of one per case). Two cases run at
+    a time. cli_test's BadInvocationTest also runs three of its cases as the real command and compares.
+    Each result also has `cpu_seconds`, the CPU time of its process.
     """
     with tempfile.TemporaryDirectory(prefix="run_forked_") as scratch:
         request = os.path.join(scratch, "cases.json")
@@ -88,11 +89,12 @@ def run_forked(
         )
     if done.returncode != 0:
         raise AssertionError(f"tests/forked_commands.py failed:\n{done.stderr[-3000:]}")
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    return [
-        subprocess.CompletedProcess([os.path.join(BIN_DIR, command), *args], r["returncode"], r["stdout"], r["stderr"])
-        for args, r in zip(cases, results, strict=True)
-    ]
+    completed = []
+    for args, result in zip(cases, json.loads(done.stdout.strip().splitlines()[-1]), strict=True):
+        process = [os.path.join(BIN_DIR, command), *args]
+        completed.append(subprocess.CompletedProcess(process, result["returncode"], result["stdout"], result["stderr"]))
+        completed[-1].cpu_seconds = result["cpu_seconds"]
+    return completed
 
 
 def own_lines(stderr: str) -> list[str]:
