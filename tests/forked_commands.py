@@ -16,7 +16,7 @@ as it would in the command. The imported objects are frozen (`gc.freeze`) before
 the children do not copy their memory pages.
 
 Prints one JSON line: a list with `{"returncode", "stdout", "stderr", "cpu_seconds"}` per case, in order.
-A case that runs longer than `timeout` seconds (default 120) is killed and reported with returncode null.
+A case that runs longer than `timeout` seconds (default 300) is killed and reported with returncode null.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def run_child(program: str, args: list[str], out_path: str, err_path: str, main)
 def main() -> None:
     with open(sys.argv[1]) as file:
         request = json.load(file)
-    program, cases, timeout = request["program"], request["cases"], request.get("timeout", 120)
+    program, cases, timeout = request["program"], request["cases"], request.get("timeout", 300)
     name = os.path.basename(program)
     if name not in oipgraph.COMMANDS:
         sys.exit(f"forked_commands: {name} is not one of {sorted(oipgraph.COMMANDS)}")

@@ -70,7 +70,7 @@ def run_command(command: str, *args: str, timeout: float = 300, **popen_kwargs) 
 
 
 def run_forked(
-    command: str, cases: list[list[str]], env: dict[str, str] | None = None, timeout: float = 600
+    command: str, cases: list[list[str]], env: dict[str, str] | None = None, timeout: float = 300
 ) -> list[subprocess.CompletedProcess]:
     """Runs `command` once per argument list in `cases`, all after one shared import (tests/forked_commands.py).
 
@@ -78,14 +78,19 @@ def run_forked(
     its exit, with what the shared import printed prepended to its output: what the command would give, at a
     fraction of the cost (one TensorFlow import, about 4 s of CPU, instead of one per case). Two cases run at
     a time. cli_test's BadInvocationTest also runs three of its cases as the real command and compares.
-    Each result also has `cpu_seconds`, the CPU time of its process.
+    Each result also has `cpu_seconds`, the CPU time of its process. A case that runs longer than `timeout`
+    seconds is killed (returncode None).
     """
     with tempfile.TemporaryDirectory(prefix="run_forked_") as scratch:
         request = os.path.join(scratch, "cases.json")
         with open(request, "w") as file:
-            json.dump({"program": os.path.join(BIN_DIR, command), "cases": cases}, file)
+            json.dump({"program": os.path.join(BIN_DIR, command), "cases": cases, "timeout": timeout}, file)
         done = subprocess.run(
-            [sys.executable, FORKED_COMMANDS, request], capture_output=True, text=True, timeout=timeout, env=env
+            [sys.executable, FORKED_COMMANDS, request],
+            capture_output=True,
+            text=True,
+            timeout=timeout * (len(cases) + 1),
+            env=env,
         )
     if done.returncode != 0:
         raise AssertionError(f"tests/forked_commands.py failed:\n{done.stderr[-3000:]}")
