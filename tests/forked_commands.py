@@ -64,6 +64,8 @@ def import_like_the_command(entry_point: metadata.EntryPoint, quiet: bool, scrat
     point's module. Returns the entry point and what the imports wrote to stdout and to stderr."""
     out, tf_err, err = (os.path.join(scratch, name) for name in ("import.out", "import_tf.err", "import.err"))
     if quiet:
+        # This script is its own child process (helpers.run_forked), never imported by a test: it sets the
+        # variable for itself and its forks, as `oipgraph/__init__.py` does in the command's own process.
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with captured(1, out):
         with captured(2, os.devnull if quiet else tf_err):
