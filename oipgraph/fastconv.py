@@ -182,7 +182,9 @@ class Col2ImConv2D(keras.layers.Layer):
         kernel = tf.cast(tf.convert_to_tensor(self.conv.kernel), inputs.dtype)
         outputs = conv2d_col2im_gradient(explicit_padding(self.conv, inputs), kernel)
         if self.conv.use_bias:
-            outputs = outputs + tf.cast(self.conv.bias, outputs.dtype)
+            # BiasAdd, not AddV2: TensorFlow's remapper fuses Conv2D + BiasAdd + activation into one
+            # oneDNN kernel only for BiasAdd, also inside a while_loop's step function.
+            outputs = tf.nn.bias_add(outputs, tf.cast(self.conv.bias, outputs.dtype))
         return self.conv.activation(outputs)
 
     def compute_output_shape(self, input_shape):

@@ -107,6 +107,15 @@ class FastInputGradientsTest(tf.test.TestCase):
         self.assertFalse(fastconv.has_unit_stride(model.get_layer("strided")))
         self.assertFalse(fastconv.has_unit_stride(model.get_layer("dilated")))
 
+    def test_bias_is_a_bias_add_that_tensorflow_fuses_into_the_conv(self):
+        # Grappler's remapper fuses Conv2D + BiasAdd + Relu into one oneDNN kernel; an AddV2 bias stays a
+        # separate op over the whole first feature map inside the ascent loop (BENCHMARKS.md, issue 16).
+        layer = fastconv.Col2ImConv2D(mixed_model().get_layer("image_conv"))
+        graph = tf.function(layer).get_concrete_function(tf.TensorSpec([None, 14, 13, 3])).graph
+        op_types = {op.type for op in graph.get_operations()}
+        self.assertIn("BiasAdd", op_types)
+        self.assertNotIn("AddV2", op_types)
+
     def test_shares_the_weights_of_the_model(self):
         model = mixed_model()
         fast = fastconv.fast_input_gradients(model)
