@@ -94,7 +94,9 @@ class AscentMatchesEagerReferenceTest(tf.test.TestCase):
         ascent = OIPAscent(self.model, "Conv2D_3")
         maps = np.array([3, 0, 5, 77, 9, 46, 3, 127], np.int32)
         images = starts.multiscale(starts.start_seeds(4, range(len(maps))), ascent.image_shape).numpy()
-        run = lambda images, maps: ascent(images, maps, steps=120, conv_criterion=4e-3)  # noqa: E731
+        # At 5e-3 maps 46 and 127 converge at step 101 and maps 0, 77 and 9 would at 108-109, so they complete
+        # in 105 steps; both kinds keep a few steps' margin against float rounding. Maps 3 and 5 never fire.
+        run = lambda images, maps: ascent(images, maps, steps=105, conv_criterion=5e-3)  # noqa: E731
         alone = [run(images[pair : pair + 1], maps[pair : pair + 1]) for pair in range(len(maps))]
         self.assertContainsSubset({0, 1, 2}, {int(result.status[0]) for result in alone})
         for order in (np.arange(len(maps)), np.array([7, 2, 5, 0, 3, 6, 1, 4])):

@@ -1,5 +1,7 @@
 """Tests of the col2im convolution pieces: equal values and input gradients to TensorFlow's own ops."""
 
+from unittest import mock
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -57,6 +59,50 @@ class PatchesTest(tf.test.TestCase):
                 )
                 self.assertAllEqual(outputs, expected)
                 self.assertAllClose(gradient, expected_gradient, atol=1e-5)
+
+    def test_per_pair_conv_equals_each_images_own_conv_with_its_input_gradient(self):
+        # Both formulations: gathered patches (small maps) and image_patches (above the matrix bound).
+        rng = np.random.default_rng(2)
+        for size, kernel_size, channels in (((5, 5), (3, 3), 6), ((4, 6), (2, 3), 1), ((9, 8), (3, 3), 2)):
+            for bound in (fastconv.MAX_PATCH_MATRIX_ENTRIES, 0):
+                with self.subTest(size=size, kernel_size=kernel_size, bound=bound):
+                    inputs = tf.constant(rng.normal(size=[3, *size, channels]), tf.float32)
+                    kernels = tf.constant(rng.normal(size=[3, kernel_size[0] * kernel_size[1], channels]), tf.float32)
+                    out_shape = [3, size[0] - kernel_size[0] + 1, size[1] - kernel_size[1] + 1]
+                    upstream = tf.constant(rng.normal(size=out_shape), tf.float32)
+
+                    def reference(x):
+                        return tf.concat(
+                            [
+                                tf.nn.conv2d(
+                                    x[b : b + 1], tf.reshape(kernels[b], [*kernel_size, channels, 1]), 1, "VALID"
+                                )
+                                for b in range(3)
+                            ],
+                            axis=0,
+                        )[..., 0]
+
+                    with mock.patch.object(fastconv, "MAX_PATCH_MATRIX_ENTRIES", bound):
+                        outputs, gradient = input_gradient(
+                            lambda x: fastconv.per_pair_conv(x, kernels, kernel_size), inputs, upstream
+                        )
+                    expected, expected_gradient = input_gradient(reference, inputs, upstream)
+                    self.assertAllClose(outputs, expected, atol=1e-5)
+                    self.assertAllClose(gradient, expected_gradient, atol=1e-5)
+
+    def test_per_pair_conv_of_an_image_does_not_depend_on_its_batch(self):
+        # A batched matmul per image ([h*w, C] x [C, taps]) rounded differently at batch sizes that are not
+        # multiples of 8 under oneDNN; the matrix-vector product of the gathered patches does not.
+        rng = np.random.default_rng(3)
+        inputs = tf.constant(rng.normal(size=[96, 5, 5, 64]), tf.float32)
+        kernels = tf.constant(rng.normal(size=[96, 9, 64]), tf.float32)
+        conv = tf.function(lambda x, k: input_gradient(lambda y: fastconv.per_pair_conv(y, k, (3, 3)), x, None))
+        outputs, gradient = conv(inputs, kernels)
+        for batch in (2, 7, 13, 93):
+            with self.subTest(batch=batch):
+                part_outputs, part_gradient = conv(inputs[:batch], kernels[:batch])
+                self.assertAllEqual(part_outputs, outputs[:batch])
+                self.assertAllEqual(part_gradient, gradient[:batch])
 
     def test_col2im_conv_in_a_compiled_function_with_unknown_batch(self):
         kernel = tf.random.normal([3, 3, 1, 4], seed=2)

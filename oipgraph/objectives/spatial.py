@@ -4,8 +4,8 @@
 `NeuronObjective` is one position (row, col) of a map (default the centre).
 Both compute only each pair's own map where that is exact: for a stride-1
 plain `Conv2D` target they run the model up to the layer's input, take the
-layer's patches (`fastconv.image_patches`) and apply each pair's own kernel
-row, bias and element-wise activation, which skips the layer's other maps
+layer's patches and apply each pair's own kernel row (`fastconv.per_pair_conv`),
+bias and element-wise activation, which skips the layer's other maps
 (1.2x faster on the shipped CNN's Conv2D_3, BENCHMARKS.md). Other layers use
 the full feature model and gather the pair's map. Both run the model on the
 image window their outputs read (`receptive`: the whole map for `channel`,
@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from oipgraph import layer_lookup, receptive
-from oipgraph.fastconv import can_slice_channels, explicit_padding, fast_input_gradients, has_unit_stride, image_patches
+from oipgraph.fastconv import can_slice_channels, explicit_padding, fast_input_gradients, has_unit_stride, per_pair_conv
 from oipgraph.objectives.base import DerivedObjective, Objective
 
 # A per-pair sliced layer materializes kh*kw*C_in patch values per output position instead of
@@ -148,13 +148,14 @@ class SpatialObjective(Objective):
         if not self.sliced:
             return tf.gather(outputs, target, axis=3, batch_dims=1)
         kernel_height, kernel_width, in_channels, out_channels = self.layer.kernel.shape
-        patches = image_patches(explicit_padding(self.layer, outputs), (kernel_height, kernel_width))
         # Map-major [C_out, taps, C_in], so that each pair's kernel is one contiguous row to gather.
-        kernel = tf.transpose(tf.cast(self.layer.kernel, patches.dtype), [3, 0, 1, 2])
+        kernel = tf.transpose(tf.cast(self.layer.kernel, outputs.dtype), [3, 0, 1, 2])
         kernel = tf.reshape(kernel, [out_channels, kernel_height * kernel_width, in_channels])
-        pre_activation = tf.einsum("tbyxc,btc->byx", patches, tf.gather(kernel, target))
+        pre_activation = per_pair_conv(
+            explicit_padding(self.layer, outputs), tf.gather(kernel, target), (kernel_height, kernel_width)
+        )
         if self.layer.use_bias:
-            pre_activation += tf.gather(tf.cast(self.layer.bias, patches.dtype), target)[:, None, None]
+            pre_activation += tf.gather(tf.cast(self.layer.bias, outputs.dtype), target)[:, None, None]
         return self.layer.activation(pre_activation)
 
     def pre_activation_maps(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
