@@ -61,20 +61,24 @@ MAX_COL2IM_CHANNELS = 4
 MAX_PATCH_MATRIX_ENTRIES = 2**14
 
 
+def activation_name(layer: keras.layers.Layer) -> str | None:
+    """The name of `layer`'s activation function (`relu`, ...), or None where it has none."""
+    return getattr(getattr(layer, "activation", None), "__name__", None)
+
+
 def can_slice_channels(layer: keras.layers.Layer) -> bool:
     """Whether one output channel of `layer` can be computed alone with a sliced kernel.
 
     True for a plain channels-last `Conv2D` (no groups, no quantization, no
     overridden `call`) with an element-wise activation.
     """
-    activation = getattr(getattr(layer, "activation", None), "__name__", None)
     return (
         isinstance(layer, keras.layers.Conv2D)
         and type(layer).call is BaseConv.call
         and layer.data_format == "channels_last"
         and layer.groups == 1
         and getattr(layer, "quantization_mode", None) is None
-        and activation in ELEMENTWISE_ACTIVATIONS
+        and activation_name(layer) in ELEMENTWISE_ACTIVATIONS
     )
 
 
@@ -253,61 +257,3 @@ def conv2d_col2im_gradient(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return tf.nn.conv2d(images, weights, 1, "VALID"), gradient
 
     return conv(inputs, kernel)
-
-
-class Col2ImConv2D(keras.layers.Layer):
-    """Computes exactly what a stride-1 `Conv2D` computes, with the col2im input gradient.
-
-    Shares the wrapped layer's weights; made by `fast_input_gradients`.
-    """
-
-    def __init__(self, conv: keras.layers.Conv2D):
-        super().__init__(name=f"{conv.name}_col2im", dtype=conv.dtype_policy)
-        self.conv = conv
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        kernel = tf.cast(tf.convert_to_tensor(self.conv.kernel), inputs.dtype)
-        outputs = conv2d_col2im_gradient(explicit_padding(self.conv, inputs), kernel)
-        if self.conv.use_bias:
-            # BiasAdd, not AddV2: TensorFlow's remapper fuses Conv2D + BiasAdd + activation into one
-            # oneDNN kernel only for BiasAdd, also inside a while_loop's step function.
-            outputs = tf.nn.bias_add(outputs, tf.cast(self.conv.bias, outputs.dtype))
-        return self.conv.activation(outputs)
-
-    def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(input_shape)
-
-
-def reads_few_channels(layer: keras.layers.Layer, args: Sequence[object]) -> bool:
-    """Whether a call `layer(*args)` is a stride-1 plain Conv2D on one NHWC tensor of <= 4 channels.
-
-    Anything else (merge layers called on a list, layers with several inputs,
-    unknown channel counts) keeps its own call.
-    """
-    if len(args) != 1 or not has_unit_stride(layer):
-        return False
-    shape = getattr(args[0], "shape", None)
-    return shape is not None and len(shape) == 4 and shape[-1] is not None and shape[-1] <= MAX_COL2IM_CHANNELS
-
-
-def fast_input_gradients(model: keras.Model) -> keras.Model:
-    """`model` with the col2im input gradient in every stride-1 Conv2D that reads <= 4 channels.
-
-    The returned functional model shares all layers and weights with `model` and
-    computes the same outputs; only the graph of its input gradient differs.
-    Where no layer qualifies (most deep RGB models start with a strided conv),
-    `model` itself is returned without cloning it.
-    """
-    nodes = [node for depth_nodes in getattr(model, "_nodes_by_depth", {}).values() for node in depth_nodes]
-    if not any(
-        node.operation is not None and reads_few_channels(node.operation, node.arguments.args) for node in nodes
-    ):
-        return model
-
-    def call(layer, *args, **kwargs):
-        if reads_few_channels(layer, args) and not kwargs:
-            return Col2ImConv2D(layer)(args[0])
-        return layer(*args, **kwargs)
-
-    clone = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
-    return clone if any(isinstance(layer, Col2ImConv2D) for layer in clone.layers) else model

@@ -2,7 +2,6 @@
 
 from unittest import mock
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -118,63 +117,6 @@ class PatchesTest(tf.test.TestCase):
         for batch in (1, 5):
             images = tf.random.normal([batch, 8, 8, 1], seed=batch)
             self.assertAllClose(gradient(images), expected(images), atol=1e-5)
-
-
-def mixed_model(channels: int = 3) -> keras.Model:
-    """A 'same' conv on the image, a strided conv, a dilated conv and a valid conv with tanh."""
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((14, 13, channels))
-    x = keras.layers.Conv2D(6, (3, 2), padding="same", activation="relu", name="image_conv")(inputs)
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="strided")(x)
-    x = keras.layers.Conv2D(4, 2, dilation_rate=2, padding="same", name="dilated")(x)
-    x = keras.layers.Conv2D(5, 2, activation="tanh", use_bias=False, name="top")(x)
-    return keras.Model(inputs, x)
-
-
-class FastInputGradientsTest(tf.test.TestCase):
-    def test_same_outputs_and_input_gradients_as_the_model(self):
-        for channels in (1, 3):
-            with self.subTest(channels=channels):
-                model = mixed_model(channels)
-                fast = fastconv.fast_input_gradients(model)
-                images = tf.random.normal([4, 14, 13, channels], seed=channels)
-                outputs, gradient = input_gradient(fast, images, None)
-                expected, expected_gradient = input_gradient(model, images, None)
-                self.assertAllClose(outputs, expected, atol=1e-6)
-                self.assertAllClose(gradient, expected_gradient, atol=1e-6)
-
-    def test_only_unit_stride_convs_on_few_channels_are_replaced(self):
-        model = mixed_model()
-        fast = fastconv.fast_input_gradients(model)
-        replaced = [layer.conv.name for layer in fast.layers if isinstance(layer, fastconv.Col2ImConv2D)]
-        # 'image_conv' reads the 3-channel image and 'top' the 4 maps of 'dilated' (<= MAX_COL2IM_CHANNELS);
-        # 'strided' (stride 2) and 'dilated' (dilation 2) keep TensorFlow's gradient.
-        self.assertEqual(replaced, ["image_conv", "top"])
-        self.assertFalse(fastconv.has_unit_stride(model.get_layer("strided")))
-        self.assertFalse(fastconv.has_unit_stride(model.get_layer("dilated")))
-
-    def test_bias_is_a_bias_add_that_tensorflow_fuses_into_the_conv(self):
-        # Grappler's remapper fuses Conv2D + BiasAdd + Relu into one oneDNN kernel; an AddV2 bias stays a
-        # separate op over the whole first feature map inside the ascent loop (BENCHMARKS.md, issue 16).
-        layer = fastconv.Col2ImConv2D(mixed_model().get_layer("image_conv"))
-        graph = tf.function(layer).get_concrete_function(tf.TensorSpec([None, 14, 13, 3])).graph
-        op_types = {op.type for op in graph.get_operations()}
-        self.assertIn("BiasAdd", op_types)
-        self.assertNotIn("AddV2", op_types)
-
-    def test_shares_the_weights_of_the_model(self):
-        model = mixed_model()
-        fast = fastconv.fast_input_gradients(model)
-        layer = model.get_layer("image_conv")
-        kernel, bias = layer.get_weights()
-        layer.set_weights([kernel * 2.0, bias])
-        images = tf.random.normal([2, 14, 13, 3], seed=7)
-        self.assertAllClose(fast(images), model(images), atol=1e-6)
-
-    def test_model_without_such_convs_is_returned_as_is(self):
-        inputs = keras.Input((8, 8, 3))
-        model = keras.Model(inputs, keras.layers.Conv2D(4, 3, strides=2)(inputs))
-        self.assertIs(fastconv.fast_input_gradients(model), model)
 
 
 if __name__ == "__main__":

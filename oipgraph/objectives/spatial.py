@@ -22,7 +22,8 @@ import keras
 import tensorflow as tf
 
 from oipgraph import layer_lookup, receptive
-from oipgraph.fastconv import can_slice_channels, explicit_padding, fast_input_gradients, has_unit_stride, per_pair_conv
+from oipgraph.fastconv import activation_name, can_slice_channels, explicit_padding, has_unit_stride, per_pair_conv
+from oipgraph.fastmodel import fast_model
 from oipgraph.objectives.base import DerivedObjective, Objective
 
 # A per-pair sliced layer materializes kh*kw*C_in patch values per output position instead of
@@ -70,11 +71,6 @@ def can_slice_per_pair(layer: keras.layers.Layer) -> bool:
         return False
     kernel_height, kernel_width, in_channels, out_channels = layer.kernel.shape
     return kernel_height * kernel_width * in_channels <= MAX_PATCH_TO_OUTPUT_RATIO * out_channels
-
-
-def activation_name(layer: keras.layers.Layer) -> str | None:
-    """The name of `layer`'s activation function (`relu`, ...), or None where it has none."""
-    return getattr(getattr(layer, "activation", None), "__name__", None)
 
 
 class SpatialObjective(Objective):
@@ -127,12 +123,13 @@ class SpatialObjective(Objective):
         if self.sliced or self.shared_sliced:
             inputs_model = receptive.cropped_model(layer_input_model(feature_model, layer_name), self.image_window)
         if self.sliced:
-            self.model = fast_input_gradients(inputs_model)
+            self.model = fast_model(inputs_model)
         else:
             model = receptive.cropped_model(feature_model, self.image_window)
-            self.model = fast_input_gradients(model) if fast else model
+            self.model = fast_model(model) if fast else model
         if self.shared_sliced:
-            self.layer_input_model = inputs_model
+            # The precursor scan's and the wake-up's model: the fast one where the ascent's is the same model.
+            self.layer_input_model = self.model if self.sliced else fast_model(inputs_model) if fast else inputs_model
 
     def reduce(self, maps: tf.Tensor) -> tf.Tensor:
         """float32 [B]: the loss of one map per image, `maps` float32 [B, h, w]."""

@@ -15,8 +15,9 @@ import keras
 import tensorflow as tf
 
 from oipgraph import layer_lookup
+from oipgraph.fastconv import activation_name
 from oipgraph.objectives.base import Objective
-from oipgraph.objectives.spatial import NONNEGATIVE_ACTIVATIONS, activation_name
+from oipgraph.objectives.spatial import NONNEGATIVE_ACTIVATIONS
 
 SQUASHING_ACTIVATIONS = frozenset({"softmax", "sigmoid"})
 

@@ -1,0 +1,136 @@
+"""Tests of the fast model: the same outputs and input gradients as the model, only where the rewrites are exact."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from oipgraph import fastmodel
+
+
+def input_gradient(function, inputs, upstream=None):
+    """(function(inputs), d <function(inputs), upstream> / d inputs)."""
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = function(inputs)
+    return outputs, tape.gradient(outputs, inputs, output_gradients=upstream)
+
+
+def conv(filters, kernel_size, name, seed, **kwargs) -> keras.layers.Conv2D:
+    """A Conv2D with seeded random weights (no global Keras seed is touched) and a nonzero bias."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        name=name,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        bias_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=seed + 100),
+        **kwargs,
+    )
+
+
+def mixed_model(channels: int = 3) -> keras.Model:
+    """A 'same' conv on the image, a strided conv, a dilated conv and a valid conv with tanh."""
+    inputs = keras.Input((14, 13, channels))
+    x = conv(6, (3, 2), "image_conv", 1, padding="same", activation="relu")(inputs)
+    x = conv(4, 3, "strided", 2, strides=2, activation="relu")(x)
+    x = conv(4, 2, "dilated", 3, dilation_rate=2, padding="same")(x)
+    x = conv(5, 2, "top", 4, activation="tanh", use_bias=False)(x)
+    return keras.Model(inputs, x)
+
+
+def pooled_model() -> keras.Model:
+    """The shipped CNN's pattern (conv, ReLU, 2x2 max-pool, twice) plus the cases the pool rewrite must skip."""
+    inputs = keras.Input((16, 16, 1))
+    x = conv(8, 3, "image_conv", 1, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
+    x = conv(8, 3, "relu6_conv", 2, activation="relu6", padding="same")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool_2")(x)
+    branch = conv(8, 1, "read_twice", 3, activation="relu")(x)  # Read by a pool and by the Add: kept.
+    x = keras.layers.Add(name="add")([keras.layers.MaxPooling2D(1, name="pool_3")(branch), branch])
+    x = conv(6, 1, "tanh_conv", 4, activation="tanh")(x)  # tanh is not in POOL_COMMUTING_ACTIVATIONS: kept.
+    x = keras.layers.MaxPooling2D(2, name="pool_4")(x)
+    x = conv(6, 1, "before_average", 5, activation="relu")(x)  # An average pool does not commute: kept.
+    return keras.Model(inputs, keras.layers.AveragePooling2D(1, name="average")(x))
+
+
+class FastModelTest(tf.test.TestCase):
+    def test_same_outputs_and_input_gradients_as_the_model(self):
+        for name, model in (("mixed_1", mixed_model(1)), ("mixed_3", mixed_model(3)), ("pooled", pooled_model())):
+            with self.subTest(model=name):
+                fast = fastmodel.fast_model(model)
+                images = tf.random.normal([4, *model.input_shape[1:]], seed=len(name))
+                outputs, gradient = input_gradient(fast, images)
+                expected, expected_gradient = input_gradient(model, images)
+                self.assertAllClose(outputs, expected, atol=1e-6)
+                self.assertAllClose(gradient, expected_gradient, atol=1e-6)
+                self.assertNotEqual(float(tf.reduce_max(tf.abs(gradient))), 0.0)
+
+    def test_only_unit_stride_convs_on_few_channels_get_col2im(self):
+        fast = fastmodel.fast_model(mixed_model())
+        replaced = [layer.conv.name for layer in fast.layers if isinstance(layer, fastmodel.FastConv2D)]
+        # 'image_conv' reads the 3-channel image and 'top' the 4 maps of 'dilated' (<= MAX_COL2IM_CHANNELS);
+        # 'strided' (stride 2) and 'dilated' (dilation 2) keep TensorFlow's gradient.
+        self.assertEqual(replaced, ["image_conv", "top"])
+        self.assertTrue(all(layer.col2im and layer.activate for layer in fast.layers[1:] if hasattr(layer, "col2im")))
+
+    def test_relu_and_relu6_move_behind_the_max_pool_that_alone_reads_them(self):
+        model = pooled_model()
+        fast = fastmodel.fast_model(model)
+        names = [layer.name for layer in fast.layers]
+        self.assertEqual(
+            names[1:7],
+            [
+                "image_conv_col2im_linear",
+                "pool_1",
+                "image_conv_activation",
+                "relu6_conv_linear",
+                "pool_2",
+                "relu6_conv_activation",
+            ],
+        )
+        for kept in ("read_twice", "tanh_conv", "before_average"):
+            self.assertIn(kept, names)
+        # The pooled maps are bit for bit the same: max and a nondecreasing activation commute exactly.
+        images = tf.random.normal([3, 16, 16, 1], seed=5)
+        pooled = keras.Model(model.input, model.get_layer("pool_2").output)
+        fast_pooled = fastmodel.fast_model(pooled)
+        self.assertAllEqual(fast_pooled(images), pooled(images))
+
+    def test_activation_gradient_is_the_same_where_a_window_ties(self):
+        # Windows where the ReLU makes all four values 0 (a tie after the activation, not before) or where
+        # ReLU6 saturates two of them: the gradient is 0 there either way, as through the original layer.
+        inputs = keras.Input((2, 4, 1))
+        layer = keras.layers.Conv2D(1, 1, activation="relu6", kernel_initializer="ones", bias_initializer="zeros")
+        model = keras.Model(inputs, keras.layers.MaxPooling2D(2)(layer(inputs)))
+        images = tf.constant([[[-1.0, -2.0, 7.0, 8.0], [-3.0, -0.5, 6.5, 2.0]]])[..., None]
+        outputs, gradient = input_gradient(fastmodel.fast_model(model), images)
+        expected, expected_gradient = input_gradient(model, images)
+        self.assertAllEqual(outputs, expected)
+        self.assertAllEqual(gradient, expected_gradient)
+        self.assertAllEqual(gradient, np.zeros([1, 2, 4, 1]))
+
+    def test_bias_is_a_bias_add_that_tensorflow_fuses_into_the_conv(self):
+        # Grappler's remapper fuses Conv2D + BiasAdd + Relu into one oneDNN kernel; an AddV2 bias stays a
+        # separate op over the whole first feature map inside the ascent loop (BENCHMARKS.md, issue 16).
+        layer = fastmodel.FastConv2D(mixed_model().get_layer("image_conv"))
+        graph = tf.function(layer).get_concrete_function(tf.TensorSpec([None, 14, 13, 3])).graph
+        op_types = {op.type for op in graph.get_operations()}
+        self.assertIn("BiasAdd", op_types)
+        self.assertNotIn("AddV2", op_types)
+
+    def test_shares_the_weights_of_the_model(self):
+        model = pooled_model()
+        fast = fastmodel.fast_model(model)
+        layer = model.get_layer("image_conv")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel * 2.0, bias])
+        images = tf.random.normal([2, 16, 16, 1], seed=7)
+        self.assertAllClose(fast(images), model(images), atol=1e-6)
+
+    def test_model_without_such_layers_is_returned_as_is(self):
+        inputs = keras.Input((8, 8, 3))
+        model = keras.Model(inputs, keras.layers.Conv2D(4, 3, strides=2)(inputs))
+        self.assertIs(fastmodel.fast_model(model), model)
+
+
+if __name__ == "__main__":
+    tf.test.main()
