@@ -1,7 +1,6 @@
-"""Tests of the fast model: the same outputs and input gradients as the model, only where the rewrites are exact."""
+"""Tests of the fast model: the same outputs and input gradients as the model, col2im only where it applies."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from oipgraph import fastmodel
@@ -38,18 +37,12 @@ def mixed_model(channels: int = 3) -> keras.Model:
 
 
 def pooled_model() -> keras.Model:
-    """The shipped CNN's pattern (conv, ReLU, 2x2 max-pool, twice) plus the cases the pool rewrite must skip."""
+    """The shipped CNN's pattern: conv on the image, ReLU, 2x2 max-pool, a second conv and pool."""
     inputs = keras.Input((16, 16, 1))
     x = conv(8, 3, "image_conv", 1, activation="relu")(inputs)
     x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
-    x = conv(8, 3, "relu6_conv", 2, activation="relu6", padding="same")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool_2")(x)
-    branch = conv(8, 1, "read_twice", 3, activation="relu")(x)  # Read by a pool and by the Add: kept.
-    x = keras.layers.Add(name="add")([keras.layers.MaxPooling2D(1, name="pool_3")(branch), branch])
-    x = conv(6, 1, "tanh_conv", 4, activation="tanh")(x)  # tanh is not in POOL_COMMUTING_ACTIVATIONS: kept.
-    x = keras.layers.MaxPooling2D(2, name="pool_4")(x)
-    x = conv(6, 1, "before_average", 5, activation="relu")(x)  # An average pool does not commute: kept.
-    return keras.Model(inputs, keras.layers.AveragePooling2D(1, name="average")(x))
+    x = conv(8, 3, "second_conv", 2, activation="relu", padding="same")(x)
+    return keras.Model(inputs, keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool_2")(x))
 
 
 class FastModelTest(tf.test.TestCase):
@@ -70,43 +63,6 @@ class FastModelTest(tf.test.TestCase):
         # 'image_conv' reads the 3-channel image and 'top' the 4 maps of 'dilated' (<= MAX_COL2IM_CHANNELS);
         # 'strided' (stride 2) and 'dilated' (dilation 2) keep TensorFlow's gradient.
         self.assertEqual(replaced, ["image_conv", "top"])
-        self.assertTrue(all(layer.col2im and layer.activate for layer in fast.layers[1:] if hasattr(layer, "col2im")))
-
-    def test_relu_and_relu6_move_behind_the_max_pool_that_alone_reads_them(self):
-        model = pooled_model()
-        fast = fastmodel.fast_model(model)
-        names = [layer.name for layer in fast.layers]
-        self.assertEqual(
-            names[1:7],
-            [
-                "image_conv_col2im_linear",
-                "pool_1",
-                "image_conv_activation",
-                "relu6_conv_linear",
-                "pool_2",
-                "relu6_conv_activation",
-            ],
-        )
-        for kept in ("read_twice", "tanh_conv", "before_average"):
-            self.assertIn(kept, names)
-        # The pooled maps are bit for bit the same: max and a nondecreasing activation commute exactly.
-        images = tf.random.normal([3, 16, 16, 1], seed=5)
-        pooled = keras.Model(model.input, model.get_layer("pool_2").output)
-        fast_pooled = fastmodel.fast_model(pooled)
-        self.assertAllEqual(fast_pooled(images), pooled(images))
-
-    def test_activation_gradient_is_the_same_where_a_window_ties(self):
-        # Windows where the ReLU makes all four values 0 (a tie after the activation, not before) or where
-        # ReLU6 saturates two of them: the gradient is 0 there either way, as through the original layer.
-        inputs = keras.Input((2, 4, 1))
-        layer = keras.layers.Conv2D(1, 1, activation="relu6", kernel_initializer="ones", bias_initializer="zeros")
-        model = keras.Model(inputs, keras.layers.MaxPooling2D(2)(layer(inputs)))
-        images = tf.constant([[[-1.0, -2.0, 7.0, 8.0], [-3.0, -0.5, 6.5, 2.0]]])[..., None]
-        outputs, gradient = input_gradient(fastmodel.fast_model(model), images)
-        expected, expected_gradient = input_gradient(model, images)
-        self.assertAllEqual(outputs, expected)
-        self.assertAllEqual(gradient, expected_gradient)
-        self.assertAllEqual(gradient, np.zeros([1, 2, 4, 1]))
 
     def test_bias_is_a_bias_add_that_tensorflow_fuses_into_the_conv(self):
         # Grappler's remapper fuses Conv2D + BiasAdd + Relu into one oneDNN kernel; an AddV2 bias stays a
