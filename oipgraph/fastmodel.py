@@ -76,4 +76,6 @@ def fast_model(model: keras.Model) -> keras.Model:
             return FastConv2D(layer)(args[0])
         return layer(*args, **kwargs)
 
-    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+    clone = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+    # The check above reads the model's own shapes; a clone whose calls saw other shapes may replace nothing.
+    return clone if any(isinstance(layer, FastConv2D) for layer in clone.layers) else model
