@@ -95,7 +95,11 @@ class PatchesTest(tf.test.TestCase):
         rng = np.random.default_rng(3)
         inputs = tf.constant(rng.normal(size=[96, 5, 5, 64]), tf.float32)
         kernels = tf.constant(rng.normal(size=[96, 9, 64]), tf.float32)
-        conv = tf.function(lambda x, k: input_gradient(lambda y: fastconv.per_pair_conv(y, k, (3, 3)), x, None))
+        # An unknown batch size, as in the ascent's step function.
+        conv = tf.function(
+            lambda x, k: input_gradient(lambda y: fastconv.per_pair_conv(y, k, (3, 3)), x, None),
+            input_signature=[tf.TensorSpec([None, 5, 5, 64]), tf.TensorSpec([None, 9, 64])],
+        )
         outputs, gradient = conv(inputs, kernels)
         for batch in (2, 7, 13, 93):
             with self.subTest(batch=batch):
