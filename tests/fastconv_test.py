@@ -4,16 +4,9 @@ from unittest import mock
 
 import numpy as np
 import tensorflow as tf
+from helpers import input_gradient
 
 from oipgraph import fastconv
-
-
-def input_gradient(function, inputs, upstream):
-    """d <function(inputs), upstream> / d inputs."""
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        outputs = function(inputs)
-    return outputs, tape.gradient(outputs, inputs, output_gradients=upstream)
 
 
 class PatchesTest(tf.test.TestCase):

@@ -2,16 +2,9 @@
 
 import keras
 import tensorflow as tf
+from helpers import input_gradient
 
 from oipgraph import fastmodel
-
-
-def input_gradient(function, inputs, upstream=None):
-    """(function(inputs), d <function(inputs), upstream> / d inputs)."""
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        outputs = function(inputs)
-    return outputs, tape.gradient(outputs, inputs, output_gradients=upstream)
 
 
 def conv(filters, kernel_size, name, seed, **kwargs) -> keras.layers.Conv2D:

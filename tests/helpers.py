@@ -16,6 +16,15 @@ from oipgraph.ascent import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVA
 BIN_DIR = os.path.dirname(sys.executable)
 FORKED_COMMANDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forked_commands.py")
 
+
+def input_gradient(function, inputs, upstream=None):
+    """(function(inputs), d <function(inputs), upstream> / d inputs); upstream None: all ones."""
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = function(inputs)
+    return outputs, tape.gradient(outputs, inputs, output_gradients=upstream)
+
+
 # TensorFlow's C++ runtime logs these at start-up, beyond the reach of TF_CPP_MIN_LOG_LEVEL in TF 2.21.
 TF_LOG_PREFIXES = (
     "I0000 ",
