@@ -30,6 +30,7 @@ import sys
 import tempfile
 from unittest import mock
 
+import helpers
 import keras
 import pytest
 import tensorflow as tf
@@ -163,10 +164,10 @@ class ArchitectureMatrixTest(tf.test.TestCase):
         super().setUpClass()
         cls.temp_dir = tempfile.mkdtemp(prefix="architectures_test_")
         cls.paths = {}
-        keras.utils.set_random_seed(0)
-        for name, (builder, *_) in MATRIX.items():
-            cls.paths[name] = os.path.join(cls.temp_dir, f"{name}.keras")
-            builder().save(cls.paths[name])
+        with helpers.keras_seed(0):
+            for name, (builder, *_) in MATRIX.items():
+                cls.paths[name] = os.path.join(cls.temp_dir, f"{name}.keras")
+                builder().save(cls.paths[name])
 
     @classmethod
     def tearDownClass(cls):
@@ -266,9 +267,9 @@ class LayerLookupTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        keras.utils.set_random_seed(0)
-        cls.transfer = transfer_model()
-        cls.residual = small_residual_cnn()
+        with helpers.keras_seed(0):
+            cls.transfer = transfer_model()
+            cls.residual = small_residual_cnn()
 
     def test_nested_layer_by_qualified_and_own_name(self):
         inner = self.transfer.layers[0].get_layer("block_2_add")
@@ -334,12 +335,12 @@ class ImageSizeTest(tf.test.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.temp_dir = tempfile.mkdtemp(prefix="image_size_test_")
-        keras.utils.set_random_seed(0)
-        cls.model = keras.applications.MobileNetV2(
-            weights=None, include_top=False, input_shape=(None, None, 3), alpha=0.35
-        )
-        cls.path = os.path.join(cls.temp_dir, "variable.keras")
-        cls.model.save(cls.path)
+        with helpers.keras_seed(0):
+            cls.model = keras.applications.MobileNetV2(
+                weights=None, include_top=False, input_shape=(None, None, 3), alpha=0.35
+            )
+            cls.path = os.path.join(cls.temp_dir, "variable.keras")
+            cls.model.save(cls.path)
 
     @classmethod
     def tearDownClass(cls):
@@ -398,21 +399,21 @@ class ExportChoiceTest(tf.test.TestCase):
     """Which layers `oipgraph-export` takes by default, and a clean directory after a failure."""
 
     def test_default_serving_layer_is_the_deepest_nonlinear_spatial_layer(self):
-        keras.utils.set_random_seed(0)
-        for name, expected in [
-            ("MobileNetV2", "out_relu"),
-            ("ResNet50", "conv5_block3_out"),
-            ("EfficientNetB0", "top_activation"),
-        ]:
-            with self.subTest(model=name):
-                model = applications(name)
-                self.assertEqual(export_savedmodel.default_layers(model), [expected])  # Deep: the default only.
-        small = small_residual_cnn()
-        self.assertEqual(export_savedmodel.serving_layer(small, ["conv1", "bn1", "add"]), "add")
-        self.assertEqual(export_savedmodel.serving_layer(small, ["conv1", "bn1"]), "bn1")
-        self.assertEqual(
-            export_savedmodel.default_layers(small), ["conv1", "conv2", "separable", "depthwise", "tanh", "classes"]
-        )
+        with helpers.keras_seed(0):
+            for name, expected in [
+                ("MobileNetV2", "out_relu"),
+                ("ResNet50", "conv5_block3_out"),
+                ("EfficientNetB0", "top_activation"),
+            ]:
+                with self.subTest(model=name):
+                    model = applications(name)
+                    self.assertEqual(export_savedmodel.default_layers(model), [expected])  # Deep: the default only.
+            small = small_residual_cnn()
+            self.assertEqual(export_savedmodel.serving_layer(small, ["conv1", "bn1", "add"]), "add")
+            self.assertEqual(export_savedmodel.serving_layer(small, ["conv1", "bn1"]), "bn1")
+            self.assertEqual(
+                export_savedmodel.default_layers(small), ["conv1", "conv2", "separable", "depthwise", "tanh", "classes"]
+            )
 
     def test_bad_layer_choices(self):
         model = small_residual_cnn()

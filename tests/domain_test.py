@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import helpers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -21,14 +22,16 @@ def raw_pixel_model(maps: int = 16) -> keras.Model:
     Its kernels have a positive mean, so on images around mid-grey most maps fire; on
     standardized images (+-3 becomes +-0.01 after the rescaling) every map sits at its bias.
     """
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((16, 16, 1), name="image")
-    x = keras.layers.Rescaling(1 / 255, name="to_unit")(inputs)
-    conv = keras.layers.Conv2D(maps, 3, activation="relu", name="conv")
-    model = keras.Model(inputs, conv(x))
-    rng = np.random.default_rng(0)
-    conv.set_weights([rng.normal(0.05, 0.1, [3, 3, 1, maps]).astype(np.float32), np.full([maps], -0.05, np.float32)])
-    return model
+    with helpers.keras_seed(7):
+        inputs = keras.Input((16, 16, 1), name="image")
+        x = keras.layers.Rescaling(1 / 255, name="to_unit")(inputs)
+        conv = keras.layers.Conv2D(maps, 3, activation="relu", name="conv")
+        model = keras.Model(inputs, conv(x))
+        rng = np.random.default_rng(0)
+        conv.set_weights(
+            [rng.normal(0.05, 0.1, [3, 3, 1, maps]).astype(np.float32), np.full([maps], -0.05, np.float32)]
+        )
+        return model
 
 
 class InferDomainTest(tf.test.TestCase):

@@ -12,6 +12,7 @@ import tempfile
 from importlib import resources
 from unittest import mock
 
+import helpers
 import keras
 import numpy as np
 import pytest
@@ -634,13 +635,13 @@ class OtherModelExportTest(tf.test.TestCase):
     """Any Keras model with an NHWC image input exports, not only the shipped CNN."""
 
     def test_rgb_model_of_other_size(self):
-        inputs = keras.Input(shape=(12, 10, 3))
-        features = keras.layers.Conv2D(4, 3, activation="relu", name="low")(inputs)
-        features = keras.layers.MaxPooling2D(2)(features)
-        features = keras.layers.Conv2D(6, 3, activation="relu", name="high")(features)
-        outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(features))
-        keras.utils.set_random_seed(0)
-        model = keras.Model(inputs, outputs)
+        with helpers.keras_seed(0):
+            inputs = keras.Input(shape=(12, 10, 3))
+            features = keras.layers.Conv2D(4, 3, activation="relu", name="low")(inputs)
+            features = keras.layers.MaxPooling2D(2)(features)
+            features = keras.layers.Conv2D(6, 3, activation="relu", name="high")(features)
+            outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(features))
+            model = keras.Model(inputs, outputs)
         export_dir = tempfile.mkdtemp(prefix="other_model_export_")
         self.addCleanup(shutil.rmtree, export_dir, ignore_errors=True)
         servable = export_savedmodel.OIPServable(model)

@@ -1,7 +1,9 @@
 """Helpers shared by the test suites."""
 
+import contextlib
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -9,12 +11,36 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.backend.common import global_state
+from keras.src.random import seed_generator
+from keras.src.utils import rng_utils
+from tensorflow.python.eager import context
 
 from oipgraph import mnist
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION
 
 BIN_DIR = os.path.dirname(sys.executable)
 FORKED_COMMANDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forked_commands.py")
+
+
+@contextlib.contextmanager
+def keras_seed(seed: int):
+    """`keras.utils.set_random_seed(seed)` inside the block; afterwards every global seed it set is as before.
+
+    Python's, NumPy's, TensorFlow's and Keras' global random state (the tests after this one see none of it).
+    """
+    keras_names = (rng_utils.GLOBAL_RANDOM_SEED, seed_generator.GLOBAL_SEED_GENERATOR)
+    saved_keras = {name: global_state.get_global_attribute(name) for name in keras_names}
+    saved_python, saved_numpy, saved_tensorflow = random.getstate(), np.random.get_state(), context.global_seed()
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved_python)
+        np.random.set_state(saved_numpy)
+        tf.random.set_seed(saved_tensorflow)
+        for name, value in saved_keras.items():
+            global_state.set_global_attribute(name, value)
 
 
 def input_gradient(function, inputs, upstream=None):

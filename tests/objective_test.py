@@ -1,5 +1,6 @@
 """Tests of the per-pair map loss: the sliced layer equals the plain layer output, values and gradients."""
 
+import helpers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -17,17 +18,17 @@ def plain_loss(feature_model, images, map_index):
 
 
 def tiny_model(activation="relu", padding="valid", use_bias=True, top_kernel=3, top_maps=5, strides=1) -> keras.Model:
-    keras.utils.set_random_seed(5)
-    inputs = keras.Input((11, 10, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu", padding="same", name="conv_a")(inputs)
-    x = keras.layers.MaxPooling2D(2, name="pool")(x)
-    outputs = keras.layers.Conv2D(
-        top_maps, top_kernel, strides=strides, padding=padding, activation=activation, use_bias=use_bias, name="top"
-    )(x)
-    model = keras.Model(inputs, outputs)
-    if use_bias:  # Different biases per map, so that picking the wrong map's bias shows.
-        model.get_layer("top").bias.assign(np.linspace(-0.2, 0.3, top_maps))
-    return model
+    with helpers.keras_seed(5):
+        inputs = keras.Input((11, 10, 3))
+        x = keras.layers.Conv2D(4, 3, activation="relu", padding="same", name="conv_a")(inputs)
+        x = keras.layers.MaxPooling2D(2, name="pool")(x)
+        outputs = keras.layers.Conv2D(
+            top_maps, top_kernel, strides=strides, padding=padding, activation=activation, use_bias=use_bias, name="top"
+        )(x)
+        model = keras.Model(inputs, outputs)
+        if use_bias:  # Different biases per map, so that picking the wrong map's bias shows.
+            model.get_layer("top").bias.assign(np.linspace(-0.2, 0.3, top_maps))
+        return model
 
 
 class ChannelObjectiveTest(tf.test.TestCase):

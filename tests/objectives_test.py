@@ -1,5 +1,6 @@
 """Tests of the objectives (neuron, unit, minimize), the stop rules for any sign, and the transforms."""
 
+import helpers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -17,14 +18,14 @@ from oipgraph.transforms import Transforms
 
 def linear_conv_model() -> keras.Model:
     """Conv(relu) -> Conv(linear, 4 maps) -> Dense(3, softmax): objectives whose values can be negative."""
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((12, 12, 1))
-    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv_a")(inputs)
-    x = keras.layers.Conv2D(4, 3, name="linear")(x)
-    outputs = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.Flatten()(x))
-    model = keras.Model(inputs, outputs)
-    model.get_layer("linear").bias.assign([-0.5, -0.2, 0.0, 0.3])
-    return model
+    with helpers.keras_seed(3):
+        inputs = keras.Input((12, 12, 1))
+        x = keras.layers.Conv2D(6, 3, activation="relu", name="conv_a")(inputs)
+        x = keras.layers.Conv2D(4, 3, name="linear")(x)
+        outputs = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.Flatten()(x))
+        model = keras.Model(inputs, outputs)
+        model.get_layer("linear").bias.assign([-0.5, -0.2, 0.0, 0.3])
+        return model
 
 
 class EagerReferenceTest(tf.test.TestCase):
@@ -227,16 +228,16 @@ class TransformsTest(tf.test.TestCase):
 
 class UnitObjectiveTest(tf.test.TestCase):
     def test_a_separate_softmax_layer_reads_its_input_as_logits(self):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8, 8, 1))
-        logits = keras.layers.Dense(4, name="logits")(keras.layers.Flatten()(inputs))
-        model = keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits))
-        objective = build_objective(model, "probabilities")
-        self.assertIsInstance(objective, UnitObjective)
-        self.assertTrue(objective.logits)
-        images = tf.random.normal([3, 8, 8, 1])
-        expected = keras.Model(inputs, logits)(images).numpy()
-        self.assertAllClose(objective(images, tf.constant([0, 3, 2])), expected[[0, 1, 2], [0, 3, 2]], atol=1e-6)
+        with helpers.keras_seed(0):
+            inputs = keras.Input((8, 8, 1))
+            logits = keras.layers.Dense(4, name="logits")(keras.layers.Flatten()(inputs))
+            model = keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits))
+            objective = build_objective(model, "probabilities")
+            self.assertIsInstance(objective, UnitObjective)
+            self.assertTrue(objective.logits)
+            images = tf.random.normal([3, 8, 8, 1])
+            expected = keras.Model(inputs, logits)(images).numpy()
+            self.assertAllClose(objective(images, tf.constant([0, 3, 2])), expected[[0, 1, 2], [0, 3, 2]], atol=1e-6)
 
 
 if __name__ == "__main__":

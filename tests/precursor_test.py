@@ -2,6 +2,7 @@
 
 import itertools
 
+import helpers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -17,12 +18,12 @@ VALUES = (0.2, 0.5, 0.8)
 
 def small_cnn(input_shape=(10, 10, 1), top_activation="relu") -> keras.Model:
     """Conv(3 maps) -> MaxPool -> Conv(4 maps) with seeded random weights."""
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(3, 3, activation="relu", name="conv_a")(inputs)
-    x = keras.layers.MaxPooling2D(2, name="pool")(x)
-    x = keras.layers.Conv2D(4, 2, activation=top_activation, name="conv_b")(x)
-    return keras.Model(inputs, x)
+    with helpers.keras_seed(3):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(3, 3, activation="relu", name="conv_a")(inputs)
+        x = keras.layers.MaxPooling2D(2, name="pool")(x)
+        x = keras.layers.Conv2D(4, 2, activation=top_activation, name="conv_b")(x)
+        return keras.Model(inputs, x)
 
 
 def reference_scores(ascent: OIPAscent, images: tf.Tensor, map_index: int, steps: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Tests of the image window: the model run on the window gives exactly the outputs the objective reads."""
 
+import helpers
 import keras
 import numpy as np
 import tensorflow as tf
@@ -11,12 +12,12 @@ from oipgraph.objectives import ChannelObjective, NeuronObjective, PreActivation
 
 
 def chain_model(*layers: keras.layers.Layer, input_shape=(23, 21, 3)) -> keras.Model:
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for layer in layers:
-        x = layer(x)
-    return keras.Model(inputs, x)
+    with helpers.keras_seed(3):
+        inputs = keras.Input(input_shape)
+        x = inputs
+        for layer in layers:
+            x = layer(x)
+        return keras.Model(inputs, x)
 
 
 def conv(filters=4, kernel=3, **kwargs) -> keras.layers.Conv2D:

@@ -13,6 +13,7 @@ import stat
 import tempfile
 import time
 
+import helpers
 import keras
 import numpy as np
 import pytest
@@ -29,12 +30,12 @@ RUN_ARGS = ["--layer=conv", f"--maps=0-{RUN_MAPS - 1}", "--steps=1500", "--conv_
 
 def tiny_model(seed: int) -> keras.Model:
     """One 3x3 conv with 16 maps and bias 1 on 12x12 images: every map fires for every start."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((12, 12, 1), name="image")
-    layer = keras.layers.Conv2D(
-        NUM_MAPS, 3, activation="relu", bias_initializer=keras.initializers.Constant(1.0), name="conv"
-    )
-    return keras.Model(inputs, layer(inputs))
+    with helpers.keras_seed(seed):
+        inputs = keras.Input((12, 12, 1), name="image")
+        layer = keras.layers.Conv2D(
+            NUM_MAPS, 3, activation="relu", bias_initializer=keras.initializers.Constant(1.0), name="conv"
+        )
+        return keras.Model(inputs, layer(inputs))
 
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
