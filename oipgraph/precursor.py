@@ -4,20 +4,13 @@ For maps that never react to random start images, the second article covers
 the image with a g x g grid, gives each cell one of the values V, and tests
 all |V|^(g*g) patterns (19,683 for g = 3, V = (0.2, 0.5, 0.8)):
 
-1. Pattern i: cell (row, col) gets `values[digit]`, where the digits are the
-   base-|V| digits of i with cell (0, 0) the most significant and cell
-   (g-1, g-1) the least significant (row-major order).
-2. The g x g cells are resized (bicubic, antialiased) to the model input size,
-   multiplied by the pattern's colour (a vector over the channels; gray, all
-   ones, copies the cells to every channel) and standardized per image. The |V|
-   constant gray patterns (all cells equal) are exactly the zero image.
-   With K colours there are K * |V|^(g*g) patterns: pattern i has colour
-   i // |V|^(g*g) (gray first, so the gray patterns keep their indices) and
-   cells from the digits of i % |V|^(g*g).
-3. Each pattern image runs `scan_steps` steps of the normalized gradient ascent
+1. Pattern i is a g x g grid of cell values in one colour, resized to the image size
+   and standardized (`oipgraph.patterns`, which numbers them); the constant gray
+   patterns are exactly the zero image.
+2. Each pattern image runs `scan_steps` steps of the normalized gradient ascent
    of `oipgraph.ascent` for the chosen map; its score is the loss at the image
    after those steps.
-4. The `top_n` best *start* images (before the scan steps) are returned, best
+3. The `top_n` best *start* images (before the scan steps) are returned, best
    first; equal scores keep the lower pattern index first.
 
 `PrecursorScan.scan` runs all of it in one graph (a `tf.while_loop` over
@@ -59,10 +52,9 @@ from oipgraph import limits
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.layer_lookup import module_name, output_sizes
+from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES, GridPatterns
 from oipgraph.step import AscentStep, compiled_step, never_single
 
-DEFAULT_GRID = 3
-DEFAULT_VALUES = (0.2, 0.5, 0.8)
 DEFAULT_SCAN_STEPS = 10
 DEFAULT_TOP_N = 8
 # On the 2-core box, chunks of 128 to 1024 patterns ran the shipped CNN's scan equally fast
@@ -72,43 +64,12 @@ PREFERRED_CHUNK_SIZE = 512
 CHUNK_MEMORY_BUDGET = 1 << 30
 # Activations kept per float of layer output during one ascent step (forward, gradient, temporaries).
 _FLOATS_PER_ACTIVATION = 4
-MAX_PATTERNS = 2**31 - 1
 # Successive halving, checked against the exhaustive scan on the shipped CNN
 # (benchmarks/precursor_benchmark.py --validate): rank all patterns after 2 steps
 # and continue only the best max(1024, 128 * top_n).
 DEFAULT_HALVING_STEPS = 2
 DEFAULT_HALVING_KEEP = 1024
 DEFAULT_HALVING_KEEP_PER_RESULT = 128
-
-
-def default_colors(channels: int) -> tuple[tuple[float, ...], ...]:
-    """The pattern colours for images with `channels` channels: gray alone (see `check_colors`).
-
-    Also for RGB models: on random RGB CNNs, colour sets (primaries, opponent colours) fired 3-5 more of
-    162 dark maps for 1.6-1.7x auto's CPU time, fewer maps per CPU second than gray (BENCHMARKS.md, "RGB
-    precursor colours"); `StrategySettings.precursor_colors` asks for them.
-    """
-    return ((1.0,) * channels,)
-
-
-def check_colors(colors: Sequence[Sequence[float]], channels: int) -> tuple[tuple[float, ...], ...]:
-    """Validates pattern colours: at least one, each `channels` finite values, not all zero, distinct.
-
-    Raises:
-        OIPGraphError: naming the bad colour.
-    """
-    try:
-        colors = tuple(tuple(float(value) for value in color) for color in colors)
-    except (TypeError, ValueError):
-        raise OIPGraphError(f"colors must be a list of per-channel value lists, got {colors!r}") from None
-    if not colors:
-        raise OIPGraphError("colors must hold at least one colour, got an empty list")
-    for color in colors:
-        if len(color) != channels or not all(math.isfinite(value) for value in color) or not any(color):
-            raise OIPGraphError(f"colour {list(color)} must be {channels} finite values, not all zero")
-    if len(set(colors)) != len(colors):
-        raise OIPGraphError(f"colors must be distinct, got {[list(color) for color in colors]}")
-    return colors
 
 
 @dataclasses.dataclass
@@ -147,6 +108,8 @@ class PrecursorScan(tf.Module):
 
     Attributes:
         ascent: The ascent whose layer, model and formulas the scan uses.
+        grid_patterns: The patterns (`patterns.GridPatterns`); grid, values,
+            colors, cell_patterns and num_patterns below are its own.
         grid: Cells per side.
         values: Cell values V.
         num_patterns: |V|^(grid * grid).
@@ -185,7 +148,7 @@ class PrecursorScan(tf.Module):
             halving_keep: The least number of patterns kept by the halving.
             halving_keep_per_result: Patterns kept by the halving per requested result.
             colors: The colours of the patterns, each one value per channel of
-                the image; None for `default_colors(channels)`.
+                the image; None for `patterns.default_colors(channels)`.
             name: Module name; defaults to `precursor_<layer>`.
 
         Raises:
@@ -194,18 +157,14 @@ class PrecursorScan(tf.Module):
         """
         super().__init__(name=name or f"precursor_{module_name(ascent.layer_name)}")
         self.ascent = ascent
-        self.grid = check_positive_int("grid", grid)
-        self.values = self._check_values(values)
-        channels = ascent.image_shape[-1]
-        self.colors = check_colors(default_colors(channels) if colors is None else colors, channels)
-        self.cell_patterns = len(self.values) ** (self.grid * self.grid)
-        self.num_patterns = len(self.colors) * self.cell_patterns
-        if self.num_patterns > MAX_PATTERNS:
-            raise OIPGraphError(
-                f"grid {self.grid} with {len(self.values)} values and {len(self.colors)} colours gives "
-                f"{len(self.colors)} * {len(self.values)}^{self.grid * self.grid} patterns;"
-                f" at most {MAX_PATTERNS} are supported"
-            )
+        self.grid_patterns = GridPatterns(ascent.image_shape, grid, values, colors)
+        self.grid, self.values, self.colors = (
+            self.grid_patterns.grid,
+            self.grid_patterns.values,
+            self.grid_patterns.colors,
+        )
+        self.cell_patterns = self.grid_patterns.cell_patterns
+        self.num_patterns = self.grid_patterns.num_patterns
         if not (math.isfinite(epsilon) and epsilon > 0):
             raise OIPGraphError(f"epsilon must be a finite number > 0, got {epsilon!r}")
         self.epsilon = float(epsilon)
@@ -216,11 +175,6 @@ class PrecursorScan(tf.Module):
         self.halving_keep = check_positive_int("halving_keep", halving_keep)
         self.halving_keep_per_result = check_positive_int("halving_keep_per_result", halving_keep_per_result)
         self.ascent_step = AscentStep(ascent.objective, ascent.image_shape, domain=ascent.domain, shared_target=True)
-        self._values = tf.constant(self.values, tf.float32)
-        self._colors = tf.constant(self.colors, tf.float32)
-        cells = self.grid * self.grid
-        base = len(self.values)
-        self._digit_weights = tf.constant([base ** (cells - 1 - cell) for cell in range(cells)], tf.int32)
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
             self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
@@ -242,21 +196,6 @@ class PrecursorScan(tf.Module):
 
     # -- construction checks ----------------------------------------------------
 
-    @staticmethod
-    def _check_values(values: Sequence[float]) -> tuple[float, ...]:
-        try:
-            values = tuple(float(value) for value in values)
-        except (TypeError, ValueError):
-            raise OIPGraphError(f"values must be a list of numbers, got {values!r}") from None
-        if not values:
-            raise OIPGraphError("values must hold at least one cell value, got an empty list")
-        bad = [value for value in values if not math.isfinite(value)]
-        if bad:
-            raise OIPGraphError(f"values must be finite numbers, got {bad[0]!r}")
-        if len(set(values)) != len(values):
-            raise OIPGraphError(f"values must be distinct, got {list(values)}")
-        return values
-
     def _check_chunk_size(self, chunk_size: int | None) -> int:
         per_image = activation_bytes_per_image(self.ascent.feature_model)
         fitting = max(1, CHUNK_MEMORY_BUDGET // per_image)
@@ -274,50 +213,22 @@ class PrecursorScan(tf.Module):
 
     @property
     def repeated_patterns(self) -> int:
-        """How many patterns repeat another's image: per colour, the |V| constant patterns give one image."""
-        return len(self.colors) * (len(self.values) - 1)
-
-    def digits(self, pattern_index: tf.Tensor) -> tf.Tensor:
-        """int32 [B, grid * grid]: the base-|V| cell digits of `pattern_index`, most significant (cell (0, 0)) first."""
-        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32) % self.cell_patterns
-        return (pattern_index[:, None] // self._digit_weights) % len(self.values)
+        """How many patterns repeat another's image (`GridPatterns.repeated_patterns`)."""
+        return self.grid_patterns.repeated_patterns
 
     def cell_values(self, pattern_index: tf.Tensor) -> tf.Tensor:
         """float32 [B, grid, grid]: the cell values of patterns `pattern_index` (int32 [B])."""
-        return tf.reshape(tf.gather(self._values, self.digits(pattern_index)), [-1, self.grid, self.grid])
+        return self.grid_patterns.cell_values(pattern_index)
 
     def patterns(self, pattern_index: tf.Tensor) -> tf.Tensor:
         """float32 [B, H, W, C]: the start images of patterns `pattern_index` (int32 [B]), in the ascent's domain.
 
-        Standardized per image (the constant patterns are exactly 0), then
-        mapped into the ascent's domain (`Domain.from_standardized`).
+        `GridPatterns.standardized`, mapped into the ascent's domain (`Domain.from_standardized`).
 
         Raises:
             InvalidArgumentError: an index outside [0, num_patterns).
         """
-        pattern_index = tf.convert_to_tensor(pattern_index, tf.int32)
-        checks = [
-            tf.debugging.assert_non_negative(pattern_index, message="pattern_index must be >= 0; got pattern_index"),
-            tf.debugging.assert_less(
-                pattern_index,
-                self.num_patterns,
-                message=f"pattern_index must be < {self.num_patterns}; got pattern_index",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            digits = self.digits(pattern_index)
-        cells = tf.reshape(tf.gather(self._values, digits), [-1, self.grid, self.grid, 1])
-        height, width, _ = self.ascent.image_shape
-        if (self.grid, self.grid) != (height, width):
-            cells = tf.image.resize(cells, [height, width], method="bicubic", antialias=True)
-        color_index = pattern_index // self.cell_patterns
-        images = tf.image.per_image_standardization(cells * tf.gather(self._colors, color_index)[:, None, None, :])
-        # A constant gray pattern standardizes to exactly 0; computed, it is resize and rounding noise
-        # of size 1e-7 whose direction would decide where its first ascent step jumps.
-        gray = tf.gather(tf.constant([len(set(color)) == 1 for color in self.colors]), color_index)
-        constant = tf.reduce_all(tf.equal(digits, digits[:, :1]), axis=1) & gray
-        images = tf.where(constant[:, None, None, None], tf.zeros_like(images), images)
-        return self.ascent.domain.from_standardized(images)
+        return self.ascent.domain.from_standardized(self.grid_patterns.standardized(pattern_index))
 
     def pool_size(self, top_n: tf.Tensor | int) -> tf.Tensor:
         """How many patterns survive the halving for a scan that returns `top_n`."""

@@ -16,8 +16,9 @@ import numpy as np
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int, is_positive_int
+from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES
 from oipgraph.preactivation import DEFAULT_WAKE_STEPS
-from oipgraph.precursor import DEFAULT_GRID, DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, DEFAULT_VALUES
+from oipgraph.precursor import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N
 from oipgraph.results import concat_results
 
 DEFAULT_BATCH_SIZE = 256
@@ -58,7 +59,7 @@ class StrategySettings:
         precursor_values: Cell values of the precursor patterns.
         precursor_colors: Colours of the precursor patterns (one value per
             image channel each, `PrecursorScan`'s `colors`); None for
-            `precursor.default_colors`.
+            `patterns.default_colors`.
         precursor_scan_steps: Ascent steps per pattern in the scan.
         precursor_top_n: Best patterns per map that get the full ascent.
         precursor_fallbacks: (grid, values) of further scans for pairs that

@@ -21,18 +21,6 @@ def eager_reference(feature_model, image, map_index, steps, epsilon, conv_criter
     )
 
 
-def seeded_conv(filters, name, seed, **kwargs) -> keras.layers.Conv2D:
-    """A 3x3 Conv2D with seeded random weights (no global seed is touched) and a nonzero bias."""
-    return keras.layers.Conv2D(
-        filters,
-        3,
-        name=name,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        bias_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=seed + 100),
-        **kwargs,
-    )
-
-
 def tiny_model(input_shape=(12, 12, 1), dead_channel=True) -> keras.Model:
     """Conv(4 maps) -> Conv(3 maps); map 2 of the second conv never fires (bias -100)."""
     with helpers.keras_seed(1):
@@ -69,9 +57,9 @@ class AscentMatchesEagerReferenceTest(tf.test.TestCase):
     def test_fast_loop_equals_eager_reference_on_a_smooth_model(self):
         # 15x15: the pooling drops the last row and column of the 13x13 conv output, so the window is 14x14.
         inputs = keras.Input((15, 15, 1))
-        x = seeded_conv(8, "image_conv", 1, activation="softplus")(inputs)
+        x = helpers.seeded_conv(8, 3, "image_conv", 1, activation="softplus")(inputs)
         x = keras.layers.AveragePooling2D(2, name="pool")(x)
-        outputs = seeded_conv(16, "target", 2, activation="softplus")(x)
+        outputs = helpers.seeded_conv(16, 3, "target", 2, activation="softplus")(x)
         ascent = OIPAscent(keras.Model(inputs, outputs), "target")
         # The fast formulations are the ones under test: each pair's map from patches, the image window,
         # and the first conv's col2im gradient.

@@ -2,39 +2,27 @@
 
 import keras
 import tensorflow as tf
-from helpers import input_gradient
+from helpers import input_gradient, seeded_conv
 
 from oipgraph import fastmodel
-
-
-def conv(filters, kernel_size, name, seed, **kwargs) -> keras.layers.Conv2D:
-    """A Conv2D with seeded random weights (no global Keras seed is touched) and a nonzero bias."""
-    return keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        name=name,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        bias_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=seed + 100),
-        **kwargs,
-    )
 
 
 def mixed_model(channels: int = 3) -> keras.Model:
     """A 'same' conv on the image, a strided conv, a dilated conv and a valid conv with tanh."""
     inputs = keras.Input((14, 13, channels))
-    x = conv(6, (3, 2), "image_conv", 1, padding="same", activation="relu")(inputs)
-    x = conv(4, 3, "strided", 2, strides=2, activation="relu")(x)
-    x = conv(4, 2, "dilated", 3, dilation_rate=2, padding="same")(x)
-    x = conv(5, 2, "top", 4, activation="tanh", use_bias=False)(x)
+    x = seeded_conv(6, (3, 2), "image_conv", 1, padding="same", activation="relu")(inputs)
+    x = seeded_conv(4, 3, "strided", 2, strides=2, activation="relu")(x)
+    x = seeded_conv(4, 2, "dilated", 3, dilation_rate=2, padding="same")(x)
+    x = seeded_conv(5, 2, "top", 4, activation="tanh", use_bias=False)(x)
     return keras.Model(inputs, x)
 
 
 def pooled_model() -> keras.Model:
     """The shipped CNN's pattern: conv on the image, ReLU, 2x2 max-pool, a second conv and pool."""
     inputs = keras.Input((16, 16, 1))
-    x = conv(8, 3, "image_conv", 1, activation="relu")(inputs)
+    x = seeded_conv(8, 3, "image_conv", 1, activation="relu")(inputs)
     x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
-    x = conv(8, 3, "second_conv", 2, activation="relu", padding="same")(x)
+    x = seeded_conv(8, 3, "second_conv", 2, activation="relu", padding="same")(x)
     return keras.Model(inputs, keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool_2")(x))
 
 

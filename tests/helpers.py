@@ -43,6 +43,18 @@ def keras_seed(seed: int):
             global_state.set_global_attribute(name, value)
 
 
+def seeded_conv(filters, kernel_size, name, seed, **kwargs) -> keras.layers.Conv2D:
+    """A Conv2D with seeded random weights (no global seed is touched) and a nonzero bias."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        name=name,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        bias_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=seed + 100),
+        **kwargs,
+    )
+
+
 def input_gradient(function, inputs, upstream=None):
     """(function(inputs), d <function(inputs), upstream> / d inputs); upstream None: all ones."""
     with tf.GradientTape() as tape:
