@@ -64,8 +64,14 @@ __all__ = [
     "OIPRun",
     "StageRecord",
     "StrategySettings",
+    "auto_strategy",
+    "coarse_to_fine_strategy",
     "create_oips",
+    "fourier_strategy",
     "parse_maps",
+    "preactivation_strategy",
+    "precursor_strategy",
+    "random_strategy",
     "run_in_batches",
 ]
 
