@@ -13,8 +13,9 @@ two stock TensorFlow gradients are slow for that on a CPU:
   differentiate (about 3 ms per slice in the same step). `image_patches` has
   col2im as its gradient instead. `per_pair_conv` (one map per pair of a target
   Conv2D, for `oipgraph.objectives.spatial`) uses it for large maps; for small
-  ones (Conv2D_3's 5x5 input) one gather, whose gradient is one matmul with a 0/1
-  matrix, beats the kh*kw slices and pads (1.04x the whole ascent).
+  ones (Conv2D_3's 5x5 input) `gathered_pair_conv` gathers the patches once and
+  differentiates the whole map with two small matmuls: 0.39 ms instead of 1.15 ms
+  for the map and its gradient at batch 93 (BENCHMARKS.md).
 
 All are exact reformulations: the same values, and gradients equal up to float
 rounding (1e-7 relative on the shipped CNN). They apply to plain channels-last
@@ -57,8 +58,8 @@ ELEMENTWISE_ACTIVATIONS = frozenset(
 )
 # Convolutions reading at most this many channels (images: 1 or 3) get the col2im input gradient.
 MAX_COL2IM_CHANNELS = 4
-# `per_pair_conv` gathers the patches of maps whose `patch_matrix` has at most this many entries (64 KiB).
-MAX_PATCH_MATRIX_ENTRIES = 2**14
+# `per_pair_conv` gathers the patches of maps whose `read_matrix` has at most this many entries (64 KiB).
+MAX_READ_MATRIX_ENTRIES = 2**14
 
 
 def activation_name(layer: keras.layers.Layer) -> str | None:
@@ -162,53 +163,61 @@ def patch_indices(input_size: Sequence[int], kernel_size: Sequence[int]) -> np.n
     return ((rows + tap_rows) * width + cols + tap_cols).reshape([-1]).astype(np.int32)
 
 
-def patch_matrix(input_size: Sequence[int], kernel_size: Sequence[int]) -> np.ndarray:
-    """float32 [H * W, h * w * kh * kw]: the 0/1 matrix with a one at [p, (q, t)] where `patch_indices` reads p."""
+def read_matrix(input_size: Sequence[int], kernel_size: Sequence[int]) -> np.ndarray:
+    """float32 [h * w, H * W * kh * kw]: the 0/1 matrix with a one at [q, (p, t)] where output q reads input p
+    through tap t (`patch_indices`), all row-major."""
     indices = patch_indices(input_size, kernel_size)
-    matrix = np.zeros([input_size[0] * input_size[1], indices.size], np.float32)
-    matrix[indices, np.arange(indices.size)] = 1.0
+    taps = kernel_size[0] * kernel_size[1]
+    outputs, tap = np.divmod(np.arange(indices.size), taps)
+    matrix = np.zeros([indices.size // taps, input_size[0] * input_size[1] * taps], np.float32)
+    matrix[outputs, indices * taps + tap] = 1.0
     return matrix
 
 
-def gathered_patches(inputs: tf.Tensor, kernel_size: Sequence[int]) -> tf.Tensor:
-    """The stride-1 VALID patches of `inputs`, one gather, whose gradient is one matmul with `patch_matrix`.
+def gathered_pair_conv(inputs: tf.Tensor, kernels: tf.Tensor, kernel_size: Sequence[int]) -> tf.Tensor:
+    """`per_pair_conv` from one gather of the patches, with a gradient of two small matmuls.
+
+    Forward: outputs[b, q] = patches[b, q] . kernels[b] (the patches one gather of the flattened input).
+    Gradient, from upstream u [B, h * w]: d inputs[b, p, c] = sum over t of w[b, p, t] * kernels[b, t, c],
+    where w = u x `read_matrix` [B, H * W, kh * kw] is the upstream each input position meets through each
+    tap; d kernels[b, t, c] = sum over q of u[b, q] * patches[b, q, (t, c)].
 
     Args:
         inputs: float [B, H, W, C], with static H, W and C.
+        kernels: float [B, kh * kw, C], tap-major.
         kernel_size: (kh, kw).
 
     Returns:
-        float [B, h * w, kh * kw * C]: row q = (y, x) is the patch that output q reads,
-        tap-major (t = i * kw + j, then channel), matching `tf.reshape(conv_kernel, [kh * kw * C, C_out])`.
+        float [B, h * w].
     """
     _, height, width, channels = inputs.shape
-    indices = patch_indices((height, width), kernel_size)
     taps = kernel_size[0] * kernel_size[1]
+    indices = patch_indices((height, width), kernel_size)
+    reads = read_matrix((height, width), kernel_size)
 
     @tf.custom_gradient
-    def patches(images):
-        def gradient(upstream):
-            # d images[b, p, c] = sum over (q, t) of matrix[p, (q, t)] * upstream[b, (q, t), c].
-            upstream = tf.reshape(
-                tf.transpose(tf.reshape(upstream, [-1, indices.size, channels]), [1, 0, 2]), [indices.size, -1]
-            )
-            summed = tf.matmul(tf.constant(patch_matrix((height, width), kernel_size), upstream.dtype), upstream)
-            return tf.reshape(
-                tf.transpose(tf.reshape(summed, [height * width, -1, channels]), [1, 0, 2]), tf.shape(images)
-            )
-
+    def conv(images, pair_kernels):
         flat = tf.reshape(images, [-1, height * width, channels])
-        return tf.reshape(tf.gather(flat, indices, axis=1), [-1, indices.size // taps, taps * channels]), gradient
+        patches = tf.reshape(tf.gather(flat, indices, axis=1), [-1, indices.size // taps, taps * channels])
+        flat_kernels = tf.reshape(pair_kernels, [-1, taps * channels])
 
-    return patches(inputs)
+        def gradient(upstream):
+            weights = tf.reshape(tf.matmul(upstream, tf.constant(reads, upstream.dtype)), [-1, height * width, taps])
+            image_gradient = tf.reshape(tf.matmul(weights, pair_kernels), tf.shape(images))
+            kernel_gradient = tf.reshape(tf.einsum("bq,bqk->bk", upstream, patches), tf.shape(pair_kernels))
+            return image_gradient, kernel_gradient
+
+        return tf.einsum("bqk,bk->bq", patches, flat_kernels), gradient
+
+    return conv(inputs, kernels)
 
 
 def per_pair_conv(inputs: tf.Tensor, kernels: tf.Tensor, kernel_size: Sequence[int]) -> tf.Tensor:
     """A stride-1 VALID convolution to one output channel, with one kernel per image.
 
     outputs[b, y, x] = sum over taps t = (i, j) and channels c of inputs[b, y + i, x + j, c] * kernels[b, t, c],
-    computed as one matrix-vector product per image from the patches: `gathered_patches` for small maps
-    (a `patch_matrix` of at most `MAX_PATCH_MATRIX_ENTRIES`), `image_patches` (col2im gradient, kh*kw
+    computed as one matrix-vector product per image from the patches: `gathered_pair_conv` for small maps
+    (a `read_matrix` of at most `MAX_READ_MATRIX_ENTRIES`), `image_patches` (col2im gradient, kh*kw
     slices and pads) for larger ones. Each image's result does not depend on the others in its batch.
 
     Args:
@@ -219,14 +228,12 @@ def per_pair_conv(inputs: tf.Tensor, kernels: tf.Tensor, kernel_size: Sequence[i
     Returns:
         float [B, H - kh + 1, W - kw + 1].
     """
-    _, height, width, channels = inputs.shape
+    _, height, width, _ = inputs.shape
     kernel_height, kernel_width = kernel_size
     out_size = [height - kernel_height + 1, width - kernel_width + 1]
-    if height * width * out_size[0] * out_size[1] * kernel_height * kernel_width > MAX_PATCH_MATRIX_ENTRIES:
+    if height * width * out_size[0] * out_size[1] * kernel_height * kernel_width > MAX_READ_MATRIX_ENTRIES:
         return tf.einsum("tbyxc,btc->byx", image_patches(inputs, kernel_size), kernels)
-    patches = gathered_patches(inputs, kernel_size)
-    outputs = tf.einsum("bqk,bk->bq", patches, tf.reshape(kernels, [-1, kernel_height * kernel_width * channels]))
-    return tf.reshape(outputs, [-1, *out_size])
+    return tf.reshape(gathered_pair_conv(inputs, kernels, kernel_size), [-1, *out_size])
 
 
 def conv2d_col2im_gradient(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:

@@ -53,10 +53,10 @@ class PatchesTest(tf.test.TestCase):
                 self.assertAllClose(gradient, expected_gradient, atol=1e-5)
 
     def test_per_pair_conv_equals_each_images_own_conv_with_its_input_gradient(self):
-        # Both formulations: gathered patches (small maps) and image_patches (above the matrix bound).
+        # Both formulations: gathered_pair_conv (small maps) and image_patches (above the matrix bound).
         rng = np.random.default_rng(2)
         for size, kernel_size, channels in (((5, 5), (3, 3), 6), ((4, 6), (2, 3), 1), ((9, 8), (3, 3), 2)):
-            for bound in (fastconv.MAX_PATCH_MATRIX_ENTRIES, 0):
+            for bound in (fastconv.MAX_READ_MATRIX_ENTRIES, 0):
                 with self.subTest(size=size, kernel_size=kernel_size, bound=bound):
                     inputs = tf.constant(rng.normal(size=[3, *size, channels]), tf.float32)
                     kernels = tf.constant(rng.normal(size=[3, kernel_size[0] * kernel_size[1], channels]), tf.float32)
@@ -74,13 +74,22 @@ class PatchesTest(tf.test.TestCase):
                             axis=0,
                         )[..., 0]
 
-                    with mock.patch.object(fastconv, "MAX_PATCH_MATRIX_ENTRIES", bound):
+                    with mock.patch.object(fastconv, "MAX_READ_MATRIX_ENTRIES", bound):
                         outputs, gradient = input_gradient(
                             lambda x: fastconv.per_pair_conv(x, kernels, kernel_size), inputs, upstream
+                        )
+                        _, kernel_gradient = input_gradient(
+                            lambda k: fastconv.per_pair_conv(inputs, k, kernel_size), kernels, upstream
                         )
                     expected, expected_gradient = input_gradient(reference, inputs, upstream)
                     self.assertAllClose(outputs, expected, atol=1e-5)
                     self.assertAllClose(gradient, expected_gradient, atol=1e-5)
+                    # d kernels[b, t, c] = sum over outputs of upstream times the input each tap reads.
+                    patches = tf.image.extract_patches(
+                        inputs, [1, *kernel_size, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"
+                    )
+                    expected_kernel = tf.einsum("byx,byxk->bk", upstream, patches)
+                    self.assertAllClose(kernel_gradient, tf.reshape(expected_kernel, kernels.shape), atol=1e-4)
 
     def test_per_pair_conv_of_an_image_does_not_depend_on_its_batch(self):
         # A batched matmul per image ([h*w, C] x [C, taps]) rounded differently at batch sizes that are not
