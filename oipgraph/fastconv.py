@@ -177,7 +177,7 @@ def read_matrix(input_size: Sequence[int], kernel_size: Sequence[int]) -> np.nda
 def gathered_pair_conv(inputs: tf.Tensor, kernels: tf.Tensor, kernel_size: Sequence[int]) -> tf.Tensor:
     """`per_pair_conv` from one gather of the patches, with a gradient of two small matmuls.
 
-    Forward: outputs[b, q] = patches[b, q] . kernels[b] (the patches one gather of the flattened input).
+    Forward: outputs[b, q] = patches[b, q] . kernels[b], the patches gathered at once from the flattened input.
     Gradient, from upstream u [B, h * w]: d inputs[b, p, c] = sum over t of w[b, p, t] * kernels[b, t, c],
     where w = u x `read_matrix` [B, H * W, kh * kw] is the upstream each input position meets through each
     tap; d kernels[b, t, c] = sum over q of u[b, q] * patches[b, q, (t, c)].

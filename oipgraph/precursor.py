@@ -109,10 +109,10 @@ class PrecursorScan(tf.Module):
     Attributes:
         ascent: The ascent whose layer, model and formulas the scan uses.
         grid_patterns: The patterns (`patterns.GridPatterns`); grid, values,
-            colors, cell_patterns and num_patterns below are its own.
+            colors, cell_patterns and num_patterns are its own.
         grid: Cells per side.
         values: Cell values V.
-        num_patterns: |V|^(grid * grid).
+        num_patterns: len(colors) * |V|^(grid * grid).
         chunk_size: Patterns optimized together.
         epsilon: Step size of the scan steps.
         scan: `tf.function(map_index, scan_steps, top_n) -> {"images", "scores",
