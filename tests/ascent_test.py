@@ -169,19 +169,19 @@ class StoppingTest(tf.test.TestCase):
         with helpers.keras_seed(2):
             inputs = keras.Input((8, 8, 1))
             features = keras.layers.Conv2D(1, 8, activation="relu", name="linear_map")(inputs)
-            ascent = OIPAscent(keras.Model(inputs, features), "linear_map")
-            images = np.abs(starts.multiscale(starts.start_seeds(4, [0]), ascent.image_shape).numpy())
-            images = tf.image.per_image_standardization(images).numpy()
-            kernel = ascent.feature_model.get_layer("linear_map").kernel.numpy()
-            # Start where the map fires: the kernel itself, blurred by noise.
-            images[0] = tf.image.per_image_standardization(kernel[..., 0] + 0.5 * images[0]).numpy()
-            result = ascent(images, [0], steps=1000, epsilon=0.05)
-            self.assertEqual(result.status_names, ["converged"])
-            stop = int(result.steps_run[0])
-            self.assertLess(stop, 1000)
-            self.assertGreater(stop, 14)
-            self.assertAllClose(result.loss_history[0, stop - 1 :], np.full(1000 - stop + 1, result.loss[0]), atol=1e-6)
-            self.assertAllClose(result.snapshots[0, -1], result.images[0])
+        ascent = OIPAscent(keras.Model(inputs, features), "linear_map")
+        images = np.abs(starts.multiscale(starts.start_seeds(4, [0]), ascent.image_shape).numpy())
+        images = tf.image.per_image_standardization(images).numpy()
+        kernel = ascent.feature_model.get_layer("linear_map").kernel.numpy()
+        # Start where the map fires: the kernel itself, blurred by noise.
+        images[0] = tf.image.per_image_standardization(kernel[..., 0] + 0.5 * images[0]).numpy()
+        result = ascent(images, [0], steps=1000, epsilon=0.05)
+        self.assertEqual(result.status_names, ["converged"])
+        stop = int(result.steps_run[0])
+        self.assertLess(stop, 1000)
+        self.assertGreater(stop, 14)
+        self.assertAllClose(result.loss_history[0, stop - 1 :], np.full(1000 - stop + 1, result.loss[0]), atol=1e-6)
+        self.assertAllClose(result.snapshots[0, -1], result.images[0])
 
     def test_all_pairs_stopped_ends_loop_early_with_full_history(self):
         ascent = OIPAscent(tiny_model(), "conv_b")
@@ -199,13 +199,13 @@ class OtherModelsTest(tf.test.TestCase):
             x = keras.layers.MaxPooling2D(name="pool")(x)
             x = keras.layers.Conv2D(5, 3, activation="relu", name="c2")(x)
             model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-            for layer_name, num_maps in (("c1", 6), ("c2", 5), ("pool", 6)):
-                ascent = OIPAscent(model, layer_name)
-                self.assertEqual(ascent.num_maps, num_maps)
-                images = starts.fourier(starts.start_seeds(0, range(2)), ascent.image_shape).numpy()
-                result = ascent(images, [0, num_maps - 1], steps=20)
-                self.assertEqual(result.images.shape, (2, 16, 20, 3))
-                self.assertAllClose(np.mean(result.images, axis=(1, 2, 3)), [0.0, 0.0], atol=1e-5)
+        for layer_name, num_maps in (("c1", 6), ("c2", 5), ("pool", 6)):
+            ascent = OIPAscent(model, layer_name)
+            self.assertEqual(ascent.num_maps, num_maps)
+            images = starts.fourier(starts.start_seeds(0, range(2)), ascent.image_shape).numpy()
+            result = ascent(images, [0, num_maps - 1], steps=20)
+            self.assertEqual(result.images.shape, (2, 16, 20, 3))
+            self.assertAllClose(np.mean(result.images, axis=(1, 2, 3)), [0.0, 0.0], atol=1e-5)
 
 
 class ArgumentErrorsTest(tf.test.TestCase):
