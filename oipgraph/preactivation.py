@@ -31,7 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent, checked_steps
+from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
+from oipgraph.ascent_loop import checked_steps
 from oipgraph.errors import OIPGraphError
 from oipgraph.layer_lookup import module_name
 from oipgraph.objectives import PreActivationPeak, SpatialObjective
