@@ -119,20 +119,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import signal
-import tempfile
-import threading
 import time
 import types
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import keras
 import tensorflow as tf
 from absl import flags, logging
+from oipgraph.export import versions
 
 from oipgraph import errors, layer_lookup, limits, starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
@@ -148,9 +143,6 @@ OPTIMIZE_PREFIX = "optimize_"
 PRECURSOR_PREFIX = "precursor_"
 OPTIMIZE_OUTPUTS = ("images", "loss", "loss_history", "status", "steps_run", "snapshots")
 PRECURSOR_OUTPUTS = ("images", "scores")
-TEMP_PREFIX = ".tmp-oipgraph-export-"
-_VERSION_NAME = re.compile(r"[0-9]+")
-_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]+)-")
 # Models with at most this many conv layers export all of them (and their Dense layers) by default.
 SMALL_MODEL_CONV_LAYERS = 8
 CONV_LAYERS = (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)
@@ -375,94 +367,11 @@ def _precursor_function(scan: PrecursorScan) -> tf.types.experimental.Polymorphi
     )
 
 
-def existing_versions(export_dir: str) -> list[int]:
-    """The numeric version directories under `export_dir` (what TF Serving loads), sorted."""
-    if not os.path.isdir(export_dir):
-        return []
-    return sorted(
-        int(entry.name)
-        for entry in os.scandir(export_dir)
-        if _VERSION_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=True)
-    )
-
-
-def next_version(export_dir: str) -> int:
-    """One more than the highest existing version under `export_dir`, or 1."""
-    versions = existing_versions(export_dir)
-    return versions[-1] + 1 if versions else 1
-
-
-def check_export_dir(export_dir: str, version: int | None) -> None:
-    """Checks that `export_dir` can take a new version before anything expensive runs.
-
-    Raises:
-        OIPGraphError: empty path, a path that is not a directory, a version < 1
-            or an existing version directory.
-    """
-    if not export_dir:
-        raise OIPGraphError("--export_dir must name a directory, got an empty value")
-    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-        raise OIPGraphError(f"export directory is not a directory: {export_dir}")
-    if version is not None:
-        if isinstance(version, bool) or version < 1:
-            raise OIPGraphError(f"version must be an integer >= 1, got {version!r}")
-        path = os.path.join(export_dir, str(version))
-        if os.path.lexists(path):
-            raise OIPGraphError(f"version directory already exists: {path}")
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises KeyboardInterrupt (so that cleanup runs) in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_dirs(export_dir: str) -> list[str]:
-    """Removes the temporary folders that killed exports (dead process ids) left in `export_dir`; returns them."""
-    removed = []
-    if not os.path.isdir(export_dir):
-        return removed
-    for entry in os.scandir(export_dir):
-        match = _TEMP_NAME.match(entry.name)
-        if match and entry.is_dir(follow_symlinks=False) and not _process_alive(int(match.group(1))):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
-    return removed
-
-
 def write_savedmodel(servable: OIPServable, export_dir: str, version: int | None = None) -> str:
-    """Saves `servable` as `export_dir/<version>/`, atomically.
-
-    The SavedModel is written to a hidden temporary directory inside
-    `export_dir` (TF Serving ignores non-numeric names, and the rename stays on
-    one file system) and renamed to the version directory when complete, so a
-    server polling `export_dir` never sees a partial version and a failed or
-    interrupted export (an error, Ctrl-C, SIGTERM) leaves none behind, nor the
-    temporary directory. Temporary directories of killed exports are removed first.
+    """Saves `servable` as `export_dir/<version>/`, atomically (`versions.write_version`).
 
     Args:
-        servable: The module to save.
+        servable: The module to save, with its `signatures()`.
         export_dir: TF Serving's base path for the model; created if missing.
         version: Version number (>= 1); default one more than the highest
             existing version, or 1.
@@ -471,39 +380,12 @@ def write_savedmodel(servable: OIPServable, export_dir: str, version: int | None
         The path of the new version directory.
 
     Raises:
-        OIPGraphError: see `check_export_dir`; an existing version directory is
-            never overwritten.
+        OIPGraphError: see `versions.check_export_dir`; an existing version
+            directory is never overwritten.
     """
-    check_export_dir(export_dir, version)
-    os.makedirs(export_dir, exist_ok=True)
-    remove_stale_temp_dirs(export_dir)
-    if version is None:
-        version = next_version(export_dir)
-    final_path = os.path.join(export_dir, str(version))
-    with _sigterm_raises():
-        temp_path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=export_dir)
-        try:
-            # mkdtemp makes the directory private (0700); the version directory gets
-            # the usual umask permissions, so a server running as another user can read it.
-            os.chmod(temp_path, 0o777 & ~_umask())
-            tf.saved_model.save(servable, temp_path, signatures=servable.signatures())
-            # os.rename would silently replace an empty directory created meanwhile.
-            if os.path.lexists(final_path):
-                raise OIPGraphError(f"version directory already exists: {final_path}")
-            try:
-                os.rename(temp_path, final_path)
-            except OSError as err:
-                raise OIPGraphError(f"cannot create version directory {final_path}: {err.strerror}") from err
-        finally:
-            if os.path.isdir(temp_path):
-                shutil.rmtree(temp_path, ignore_errors=True)
-    return final_path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return versions.write_version(
+        export_dir, version, lambda path: tf.saved_model.save(servable, path, signatures=servable.signatures())
+    )
 
 
 def export(
@@ -530,14 +412,9 @@ def export(
     Raises:
         OIPGraphError: unusable model or layer, bad export directory or existing version.
     """
-    check_export_dir(export_dir, version)
+    versions.check_export_dir(export_dir, version)
     servable = OIPServable(load_model(model_path, image_size), domain=domain, layers=layers)
     return write_savedmodel(servable, export_dir, version)
-
-
-def directory_size(path: str) -> int:
-    """Total size in bytes of the files under `path`."""
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
 
 
 FLAGS = flags.FLAGS
@@ -578,13 +455,13 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
         tf.get_logger().setLevel("WARNING")
     image_size = layer_lookup.parse_image_size(FLAGS.image_size)
-    check_export_dir(FLAGS.export_dir, FLAGS.version)
+    versions.check_export_dir(FLAGS.export_dir, FLAGS.version)
     started = time.perf_counter()
     domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
     servable = OIPServable(load_model(FLAGS.model, image_size), domain=domain, layers=FLAGS.layers)
     path = write_savedmodel(servable, FLAGS.export_dir, FLAGS.version)
     print(
-        f"exported {path} ({directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s;"
+        f"exported {path} ({versions.directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s;"
         f" layers: {', '.join(servable.layer_names)}; serving_default: {servable.serving_layer}"
     )
 

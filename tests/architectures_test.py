@@ -35,7 +35,7 @@ import keras
 import pytest
 import tensorflow as tf
 from helpers import HIDE_OIPGRAPH, assert_one_line_error, finish, run_forked, start
-from oipgraph.export import export_savedmodel
+from oipgraph.export import export_savedmodel, versions
 
 from oipgraph import layer_lookup
 from oipgraph.ascent import OIPAscent
@@ -431,7 +431,7 @@ class ExportChoiceTest(tf.test.TestCase):
         export_dir = tempfile.mkdtemp(prefix="export_interrupt_")
         self.addCleanup(shutil.rmtree, export_dir, ignore_errors=True)
         dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-        stale = os.path.join(export_dir, f"{export_savedmodel.TEMP_PREFIX}{int(dead.stdout)}-abc")
+        stale = os.path.join(export_dir, f"{versions.TEMP_PREFIX}{int(dead.stdout)}-abc")
         os.mkdir(stale)  # What an export killed with SIGKILL leaves.
 
         def terminated_save(module, path, signatures):

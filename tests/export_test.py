@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import HIDE_OIPGRAPH, run_command, run_forked
-from oipgraph.export import export_savedmodel
+from oipgraph.export import export_savedmodel, versions
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
@@ -583,14 +583,14 @@ class WriteSavedModelTest(tf.test.TestCase):
         self.addCleanup(shutil.rmtree, self.export_dir, ignore_errors=True)
 
     def test_next_version_after_highest_numeric_directory(self):
-        self.assertEqual(export_savedmodel.next_version(os.path.join(self.export_dir, "missing")), 1)
-        self.assertEqual(export_savedmodel.next_version(self.export_dir), 1)
+        self.assertEqual(versions.next_version(os.path.join(self.export_dir, "missing")), 1)
+        self.assertEqual(versions.next_version(self.export_dir), 1)
         for name in ("1", "3", "10", "latest", ".tmp-oipgraph-export-x"):
             os.mkdir(os.path.join(self.export_dir, name))
         with open(os.path.join(self.export_dir, "99"), "w") as handle:
             handle.write("a file, not a version")
-        self.assertEqual(export_savedmodel.existing_versions(self.export_dir), [1, 3, 10])
-        self.assertEqual(export_savedmodel.next_version(self.export_dir), 11)
+        self.assertEqual(versions.existing_versions(self.export_dir), [1, 3, 10])
+        self.assertEqual(versions.next_version(self.export_dir), 11)
 
     def test_failed_save_leaves_no_version_directory(self):
         servable = mock.Mock(spec=export_savedmodel.OIPServable)
