@@ -29,7 +29,8 @@ a shared 2-core CPU, 2.6x to 3.2x faster than scoring every pattern with
   depend on random draws.
 - A start whose loss and gradient are both exactly zero is dropped from its
   chunk: its image can no longer change, so its score stays 0.
-- Successive halving: when `scan_steps > halving_steps` (default 2), every
+- Successive halving (`oipgraph.ranking`, also the chunk sizes and the
+  running top-N): when `scan_steps > halving_steps` (default 2), every
   pattern is first scored after `halving_steps` steps, and only the best
   `max(halving_keep, halving_keep_per_result * top_n)` (default 1024 for
   N = 8) get all `scan_steps` steps. On the shipped CNN the final top-8 lay
@@ -51,25 +52,21 @@ import tensorflow as tf
 from oipgraph import limits
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
-from oipgraph.layer_lookup import module_name, output_sizes
+from oipgraph.layer_lookup import module_name
 from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES, GridPatterns
+from oipgraph.ranking import (
+    DEFAULT_HALVING_KEEP,
+    DEFAULT_HALVING_KEEP_PER_RESULT,
+    DEFAULT_HALVING_STEPS,
+    Halving,
+    best_of,
+    chunk_size_for,
+    merge_top,
+)
 from oipgraph.step import AscentStep, compiled_step, never_single
 
 DEFAULT_SCAN_STEPS = 10
 DEFAULT_TOP_N = 8
-# On the 2-core box, chunks of 128 to 1024 patterns ran the shipped CNN's scan equally fast
-# (within the noise of a shared machine); 512 holds about 0.3 GB of activations.
-PREFERRED_CHUNK_SIZE = 512
-# Bytes a chunk's ascent may hold at once; keeps the scan well under 4 GB.
-CHUNK_MEMORY_BUDGET = 1 << 30
-# Activations kept per float of layer output during one ascent step (forward, gradient, temporaries).
-_FLOATS_PER_ACTIVATION = 4
-# Successive halving, checked against the exhaustive scan on the shipped CNN
-# (benchmarks/precursor_benchmark.py --validate): rank all patterns after 2 steps
-# and continue only the best max(1024, 128 * top_n).
-DEFAULT_HALVING_STEPS = 2
-DEFAULT_HALVING_KEEP = 1024
-DEFAULT_HALVING_KEEP_PER_RESULT = 128
 
 
 @dataclasses.dataclass
@@ -89,14 +86,6 @@ class PrecursorResult:
     pattern_index: np.ndarray
 
 
-def activation_bytes_per_image(model: keras.Model) -> int:
-    """Rough bytes one image needs in one ascent step of `model`: all layer outputs, a few times.
-
-    bytes = 4 * _FLOATS_PER_ACTIVATION * sum of `layer_lookup.output_sizes(model)` (sizes as traced).
-    """
-    return sum(output_sizes(model)) * 4 * _FLOATS_PER_ACTIVATION
-
-
 class PrecursorScan(tf.Module):
     """Scans all g x g grid patterns for the start images that excite one map most.
 
@@ -113,7 +102,8 @@ class PrecursorScan(tf.Module):
         grid: Cells per side.
         values: Cell values V.
         num_patterns: len(colors) * |V|^(grid * grid).
-        chunk_size: Patterns optimized together.
+        chunk_size: Patterns optimized together (`ranking.chunk_size_for`).
+        halving: The successive halving (`ranking.Halving`).
         epsilon: Step size of the scan steps.
         scan: `tf.function(map_index, scan_steps, top_n) -> {"images", "scores",
             "pattern_index"}` with int32 scalar inputs; the whole scan in one graph.
@@ -168,12 +158,8 @@ class PrecursorScan(tf.Module):
         if not (math.isfinite(epsilon) and epsilon > 0):
             raise OIPGraphError(f"epsilon must be a finite number > 0, got {epsilon!r}")
         self.epsilon = float(epsilon)
-        self.chunk_size = self._check_chunk_size(chunk_size)
-        if isinstance(halving_steps, bool) or not isinstance(halving_steps, (int, np.integer)) or halving_steps < 0:
-            raise OIPGraphError(f"halving_steps must be an integer >= 0 (0 disables halving), got {halving_steps!r}")
-        self.halving_steps = int(halving_steps)
-        self.halving_keep = check_positive_int("halving_keep", halving_keep)
-        self.halving_keep_per_result = check_positive_int("halving_keep_per_result", halving_keep_per_result)
+        self.chunk_size = chunk_size_for(ascent.feature_model, chunk_size, self.num_patterns)
+        self.halving = Halving(halving_steps, halving_keep, halving_keep_per_result)
         self.ascent_step = AscentStep(ascent.objective, ascent.image_shape, domain=ascent.domain, shared_target=True)
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
@@ -193,21 +179,6 @@ class PrecursorScan(tf.Module):
                 scalar("steps"),
             ],
         )
-
-    # -- construction checks ----------------------------------------------------
-
-    def _check_chunk_size(self, chunk_size: int | None) -> int:
-        per_image = activation_bytes_per_image(self.ascent.feature_model)
-        fitting = max(1, CHUNK_MEMORY_BUDGET // per_image)
-        if chunk_size is None:
-            return int(min(PREFERRED_CHUNK_SIZE, fitting, self.num_patterns))
-        chunk_size = check_positive_int("chunk_size", chunk_size)
-        if chunk_size > fitting:
-            raise OIPGraphError(
-                f"chunk_size {chunk_size} needs about {chunk_size * per_image / 2**30:.1f} GiB;"
-                f" at most {fitting} fits the {CHUNK_MEMORY_BUDGET / 2**30:.0f} GiB budget"
-            )
-        return int(min(chunk_size, self.num_patterns))
 
     # -- graph pieces -----------------------------------------------------------
 
@@ -231,15 +202,12 @@ class PrecursorScan(tf.Module):
         return self.ascent.domain.from_standardized(self.grid_patterns.standardized(pattern_index))
 
     def pool_size(self, top_n: tf.Tensor | int) -> tf.Tensor:
-        """How many patterns survive the halving for a scan that returns `top_n`."""
-        keep = tf.maximum(self.halving_keep, self.halving_keep_per_result * tf.cast(top_n, tf.int32))
-        return tf.minimum(keep, self.num_patterns)
+        """How many patterns survive the halving for a scan that returns `top_n` (`ranking.Halving`)."""
+        return self.halving.pool_size(top_n, self.num_patterns)
 
     def prunes(self, scan_steps: tf.Tensor | int, top_n: tf.Tensor | int) -> tf.Tensor:
-        """Whether a scan with these arguments drops hopeless patterns after `halving_steps` steps."""
-        return (
-            (self.halving_steps > 0) & (scan_steps > self.halving_steps) & (self.pool_size(top_n) < self.num_patterns)
-        )
+        """Whether a scan with these arguments drops hopeless patterns after `halving.steps` steps."""
+        return self.halving.prunes(scan_steps, top_n, self.num_patterns)
 
     def score_patterns(self, pattern_index: tf.Tensor, map_index: tf.Tensor, scan_steps: tf.Tensor) -> tf.Tensor:
         """float32 [n]: each pattern's loss after `scan_steps` ascent steps for map `map_index`.
@@ -280,41 +248,11 @@ class PrecursorScan(tf.Module):
         )
         return tf.scatter_nd(position[:, None], final_loss, [count])
 
-    @staticmethod
-    def merge_top(
-        best_scores: tf.Tensor, best_index: tf.Tensor, scores: tf.Tensor, pattern_index: tf.Tensor, top_n: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """The running top-N: the `top_n` best of the previous best and a new chunk.
-
-        Chunks come in ascending pattern order, so the previous best have lower
-        indices than the chunk; `tf.math.top_k` keeps the lower position first
-        among equal scores, so ties rank the lower pattern index first however
-        the patterns are chunked.
-        """
-        scores = tf.concat([best_scores, scores], axis=0)
-        pattern_index = tf.concat([best_index, pattern_index], axis=0)
-        top = tf.math.top_k(scores, k=tf.minimum(top_n, tf.size(scores)))
-        return top.values, tf.gather(pattern_index, top.indices)
-
     def _best_of(
         self, candidates: tf.Tensor, map_index: tf.Tensor, steps: tf.Tensor, top_n: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """The `top_n` best scores and pattern indices of `candidates` (ascending), chunk by chunk."""
-
-        def body(begin, best_scores, best_index):
-            pattern_index = candidates[begin : begin + self.chunk_size]
-            scores = self._compiled_score(pattern_index, map_index, steps)
-            best_scores, best_index = self.merge_top(best_scores, best_index, scores, pattern_index, top_n)
-            return begin + self.chunk_size, best_scores, best_index
-
-        _, scores, pattern_index = tf.while_loop(
-            lambda begin, *_: begin < tf.size(candidates),
-            body,
-            (tf.constant(0), tf.zeros([0]), tf.zeros([0], tf.int32)),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
-            parallel_iterations=1,
-        )
-        return scores, pattern_index
+        return best_of(candidates, lambda index: self._compiled_score(index, map_index, steps), self.chunk_size, top_n)
 
     def _check_scan_inputs(
         self, map_index: tf.Tensor, scan_steps: tf.Tensor, top_n: tf.Tensor | None = None
@@ -353,7 +291,7 @@ class PrecursorScan(tf.Module):
 
         def halving_survivors():
             _, survivors = self._best_of(
-                all_patterns, map_index, tf.constant(self.halving_steps), self.pool_size(top_n)
+                all_patterns, map_index, tf.constant(self.halving.steps), self.pool_size(top_n)
             )
             return tf.sort(survivors)
 
@@ -412,21 +350,21 @@ class PrecursorScan(tf.Module):
         )
         done = 0
 
-        def best_of(candidates: np.ndarray, steps: int, count: int, metric: str) -> tuple[tf.Tensor, tf.Tensor]:
+        def best_of_chunks(candidates: np.ndarray, steps: int, count: int, metric: str) -> tuple[tf.Tensor, tf.Tensor]:
             nonlocal done
             best_scores, best_index = tf.zeros([0]), tf.zeros([0], tf.int32)
             for begin in range(0, len(candidates), self.chunk_size):
                 pattern_index = tf.constant(candidates[begin : begin + self.chunk_size])
                 scores = self._score_chunk(pattern_index, tf.constant(map_index), tf.constant(steps))
-                best_scores, best_index = self.merge_top(best_scores, best_index, scores, pattern_index, count)
+                best_scores, best_index = merge_top(best_scores, best_index, scores, pattern_index, count)
                 done += 1
                 progbar.update(done, values=[(metric, float(best_scores[0]))])
             return best_scores, best_index
 
         if prunes:
-            _, survivors = best_of(candidates, self.halving_steps, survivors, "best_halving")
+            _, survivors = best_of_chunks(candidates, self.halving.steps, survivors, "best_halving")
             candidates = np.sort(survivors.numpy())
-        best_scores, best_index = best_of(candidates, scan_steps, top_n, "best")
+        best_scores, best_index = best_of_chunks(candidates, scan_steps, top_n, "best")
         return PrecursorResult(
             map_index=map_index,
             images=self.patterns(best_index).numpy(),
