@@ -59,12 +59,12 @@ def adopt_key_flags(module_name: str) -> None:
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def run(main: Callable[[list[str]], None], flag_module: str | None = None) -> None:
     """`absl.app.run(main)`, with flag and `OIPGraphError` failures as one line and exit code 2.
 
-    `--help` lists the flags of the module that defines `main`, with their defaults.
+    `--help` lists the flags of `flag_module` (default: the module that defines `main`), with their defaults.
     """
-    adopt_key_flags(main.__module__)
+    adopt_key_flags(flag_module or main.__module__)
 
     def checked_main(argv: list[str]) -> None:
         if len(argv) > 1:

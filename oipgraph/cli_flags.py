@@ -1,0 +1,194 @@
+"""The flags of `oipgraph` (the command line of `oipgraph.cli`), their checks, and what they ask for.
+
+Every flag value that needs no model is checked by `check_flags` before the
+model loads and before anything is written; `check_run_size` adds the bounds
+that need the model. `build_ascent` builds the compiled ascent the flags
+describe. Bounds: `oipgraph.limits`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from oipgraph import catalog, limits, mnist
+from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
+from oipgraph.domain import parse_domain
+from oipgraph.errors import OIPGraphError
+from oipgraph.layer_lookup import parse_image_size
+from oipgraph.model import load_model
+from oipgraph.objectives import OBJECTIVES
+from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
+from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
+flags.DEFINE_string(
+    "layer", "Conv2D_3", "Layer whose feature maps get OIPs; `outer/inner` (or a unique inner name) in nested models."
+)
+flags.DEFINE_string(
+    "image_size", None, "H,W: run a model whose image input has a variable size (include_top=False) on HxW images."
+)
+flags.DEFINE_string("maps", "all", "Maps to optimize: 'all' or a list like '0-7,12'.")
+flags.DEFINE_string("strategy", "auto", f"Start strategy: {', '.join(STRATEGIES)}.")
+flags.DEFINE_integer(
+    "steps",
+    None,
+    "Maximum steps of the final ascent per OIP; default: the strategy's own (600; coarse_to_fine 400, precursor 1200).",
+)
+flags.DEFINE_float("epsilon", DEFAULT_EPSILON, "Ascent step size.")
+flags.DEFINE_float(
+    "conv_criterion", DEFAULT_CONV_CRITERION, "Relative loss change that counts as converged (<= 0: run all steps)."
+)
+flags.DEFINE_integer("seed", 0, "Seed of the start images; same seed and inputs, same results.")
+flags.DEFINE_integer("inits_per_map", 1, "Start images (OIPs) per map; > 1 also reports how unique a map's OIP is.")
+flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Pairs (map, start image) optimized at once.")
+flags.DEFINE_string("out", "oips", "Output folder.")
+flags.DEFINE_string("logdir", None, "TensorBoard log folder; default OUT/tensorboard.")
+flags.DEFINE_string(
+    "dataset",
+    None,
+    "Images to compare the OIPs with (top 9 per map, ratio oip_loss / best dataset value): a Keras-format .npz "
+    f"or a folder of PNG/JPEG images; default for the shipped model: ${mnist.ENV_VAR} when set; '' for none.",
+)
+flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
+flags.DEFINE_bool("overwrite", False, "Replace the run in --out (finished or interrupted) and its own TensorBoard run.")
+flags.DEFINE_enum(
+    "objective",
+    None,
+    list(OBJECTIVES),
+    "What to maximize: channel (a map's mean), neuron (one position of a map) or unit (one unit of a Dense or other"
+    " non-spatial layer; after softmax/sigmoid its logit); default: channel for spatial layers, unit otherwise.",
+)
+flags.DEFINE_list("neuron", None, "ROW,COL of the neuron objective; default: the centre of the map.")
+flags.DEFINE_bool("minimize", False, "Minimize the objective instead of maximizing it.")
+flags.DEFINE_integer("jitter", 0, f"Shift what the model sees by up to this many pixels per step (0..{MAX_JITTER}).")
+flags.DEFINE_float("scale", 0.0, f"Scale what the model sees by up to this fraction per step (0..{MAX_SCALE}).")
+flags.DEFINE_string(
+    "input_range",
+    None,
+    "The model's input domain: 'standardized' (per-image standardized images, the shipped CNN's) or LOW,HIGH"
+    " such as 0,255; default: read off a leading Rescaling/Normalization layer, else standardized.",
+)
+RUN_FLAGS = (
+    "model",
+    "image_size",
+    "layer",
+    "maps",
+    "strategy",
+    "steps",
+    "epsilon",
+    "conv_criterion",
+    "seed",
+    "inits_per_map",
+    "batch_size",
+    "objective",
+    "neuron",
+    "minimize",
+    "jitter",
+    "scale",
+    "input_range",
+    "out",
+    "logdir",
+    "dataset",
+)
+
+
+def check_flags() -> StrategySettings:
+    """Validates every flag value that needs no model: representable, within `oipgraph.limits`, usable folders.
+
+    Writes nothing. Returns the ascent settings.
+    """
+    if FLAGS.steps is not None:
+        if FLAGS.steps <= 0:
+            raise OIPGraphError(f"--steps must be > 0, got {FLAGS.steps}")
+        limits.check_steps("--steps", FLAGS.steps)
+    limits.check_epsilon("--epsilon", FLAGS.epsilon)
+    limits.check_float32("--conv_criterion", FLAGS.conv_criterion)
+    limits.check_int64("--seed", FLAGS.seed)
+    if FLAGS.inits_per_map < 1:
+        raise OIPGraphError(f"--inits_per_map must be >= 1, got {FLAGS.inits_per_map}")
+    limits.check_int("--inits_per_map", FLAGS.inits_per_map, limits.MAX_INITS_PER_MAP)
+    if FLAGS.batch_size < 1:
+        raise OIPGraphError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+    limits.check_int("--batch_size", FLAGS.batch_size, limits.MAX_BATCH)
+    limits.check_step_pairs(longest_steps(), FLAGS.batch_size, "--batch_size x --steps")
+    parse_image_size(FLAGS.image_size)
+    if FLAGS.strategy not in STRATEGIES:
+        raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if FLAGS.resume and FLAGS.overwrite:
+        raise OIPGraphError("--resume continues the run in --out, --overwrite replaces it: pass one of them")
+    for name in ("out", "logdir", "model"):
+        if FLAGS[name].value == "":
+            raise OIPGraphError(f"--{name} must not be empty")
+    catalog.check_writable_dir(FLAGS.out, "--out")
+    catalog.check_output_entries(FLAGS.out)
+    if FLAGS.logdir:
+        catalog.check_writable_dir(FLAGS.logdir, "--logdir")
+    return StrategySettings(
+        FLAGS.steps,
+        FLAGS.epsilon,
+        FLAGS.conv_criterion,
+        FLAGS.batch_size,
+        verbose=FLAGS.strategy in ("precursor", "auto"),
+    )
+
+
+def longest_steps() -> int:
+    """The most steps one ascent of this run takes: --steps, or the longest strategy default (precursor's)."""
+    return FLAGS.steps if FLAGS.steps is not None else max(DEFAULT_STEPS, DEFAULT_PRECURSOR_STEPS)
+
+
+def check_run_size(ascent: OIPAscent, maps: list[int]) -> None:
+    """Bounds that need the model: the batch for its image size and all loss histories of the run."""
+    limits.check_batch("--batch_size", FLAGS.batch_size, ascent.image_shape)
+    values = len(maps) * FLAGS.inits_per_map * longest_steps()
+    if values > limits.MAX_RUN_LOSS_VALUES:
+        raise OIPGraphError(
+            f"maps x --inits_per_map x steps = {len(maps)} x {FLAGS.inits_per_map} x {longest_steps()} = {values}"
+            f" loss values is above the limit of {limits.MAX_RUN_LOSS_VALUES} for one run; split --maps over runs"
+        )
+
+
+def neuron_position() -> tuple[int, int] | None:
+    """The checked --neuron flag as (row, col), or None."""
+    if FLAGS.neuron is None:
+        return None
+    try:
+        row, col = (int(value) for value in FLAGS.neuron)
+    except ValueError:
+        raise OIPGraphError(f"--neuron must be two integers ROW,COL, got {','.join(FLAGS.neuron)!r}") from None
+    if FLAGS.objective not in (None, "neuron"):
+        raise OIPGraphError(f"--neuron={row},{col} needs --objective=neuron, not --objective={FLAGS.objective}")
+    return row, col
+
+
+def build_ascent() -> OIPAscent:
+    """The compiled ascent that the flags ask for (model, layer, objective, transforms)."""
+    transforms = Transforms(FLAGS.jitter, FLAGS.scale)
+    neuron = neuron_position()
+    objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
+    domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
+    model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
+    ascent = OIPAscent(
+        model,
+        FLAGS.layer,
+        objective=objective,
+        neuron=neuron,
+        minimize=FLAGS.minimize,
+        transforms=transforms,
+        domain=domain,
+    )
+    if FLAGS.model is not None and FLAGS.input_range is None:
+        print(ascent.domain_reason)
+    return ascent
+
+
+def dataset_path() -> str | None:
+    """`--dataset`, else `$OIPGRAPH_MNIST` for the shipped model, else None ('' turns it off)."""
+    if FLAGS.dataset is not None:
+        return FLAGS.dataset or None
+    if FLAGS.model is None:
+        return os.environ.get(mnist.ENV_VAR) or None
+    return None
