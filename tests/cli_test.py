@@ -8,10 +8,18 @@ import subprocess
 import tempfile
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import assert_one_line_error, finish, large_scale_model, own_lines, run_command, run_forked, start
+from helpers import (
+    assert_one_line_error,
+    finish,
+    large_scale_model,
+    load_arrays,
+    own_lines,
+    run_command,
+    run_forked,
+    start,
+)
 from tensorboard.backend.event_processing import event_accumulator
 
 # Without $OIPGRAPH_MNIST the shipped model's runs compare with no dataset: these tests check the outputs as
@@ -21,11 +29,6 @@ ENV = {name: value for name, value in os.environ.items() if name != "OIPGRAPH_MN
 
 def run_oipgraph(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return run_command("oipgraph", *args, timeout=timeout, env=ENV)
-
-
-def load_arrays(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
 
 
 def folder_state(path: str) -> dict[str, tuple[int, float] | str]:

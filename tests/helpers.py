@@ -166,6 +166,12 @@ def mnist_or_skip(test: tf.test.TestCase):
     return mnist.load_mnist(path)
 
 
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of the .npz file at `path` (read at once, the file closed after)."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
 def write_npz(directory: str, name: str = "mnist.npz", **overrides) -> str:
     """A small Keras-format MNIST file with random digits; `overrides` replace or drop (None) arrays."""
     rng = np.random.default_rng(0)

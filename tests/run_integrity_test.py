@@ -15,10 +15,9 @@ import time
 
 import helpers
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import assert_one_line_error, finish, run_forked, start
+from helpers import assert_one_line_error, finish, load_arrays, run_forked, start
 
 from oipgraph.outlock import OutputLock
 
@@ -36,11 +35,6 @@ def tiny_model(seed: int) -> keras.Model:
             NUM_MAPS, 3, activation="relu", bias_initializer=keras.initializers.Constant(1.0), name="conv"
         )
         return keras.Model(inputs, layer(inputs))
-
-
-def load_arrays(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
 
 
 def wait_for(condition, what: str, timeout: float = 240) -> None:
