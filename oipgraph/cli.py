@@ -25,7 +25,6 @@ from absl import flags
 
 from oipgraph import catalog, cli_flags, datasets, errors, examples, outputs
 from oipgraph.ascent import OIPAscent
-from oipgraph.cli_flags import RUN_FLAGS, build_ascent, check_flags, check_run_size, dataset_path
 from oipgraph.domain import pixels_to_domain
 from oipgraph.model import shipped_model_path
 from oipgraph.outlock import OutputLock
@@ -84,12 +83,12 @@ def main(argv: list[str]) -> None:
 
 def run_layer(run: dict[str, Any]) -> None:
     """Checks everything, then computes and writes the run; fills `run` with its progress and chunks."""
-    settings = check_flags()
+    settings = cli_flags.check_flags()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
-    ascent = build_ascent()
+    ascent = cli_flags.build_ascent()
     maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
-    check_run_size(ascent, maps)
-    dataset_file = dataset_path()
+    cli_flags.check_run_size(ascent, maps)
+    dataset_file = cli_flags.dataset_path()
     dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
     if dataset is None:
         print("oipgraph: no --dataset: the OIPs are not compared with dataset images")
@@ -191,9 +190,8 @@ def compute_and_write(
             preprocess=pixels_to_domain(ascent.domain, from_uint8=dataset.images.dtype == np.uint8),
         )
         del dataset
-    command = " ".join(
-        ["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in RUN_FLAGS if FLAGS[name].value is not None)]
-    )
+    given = [name for name in cli_flags.RUN_FLAGS if FLAGS[name].value is not None]
+    command = " ".join(["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in given)])
     print(f"oipgraph: writing {out}/grid.png, maps/, oips.npz, catalog.json and TensorBoard summaries to {logdir}")
     document = outputs.write_outputs(
         out, logdir, run_name, pairs, inits, {**header, "command": command}, ascent.domain, found
