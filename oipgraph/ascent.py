@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import limits
-from oipgraph.ascent_loop import AscentLoop, checked_steps, snapshot_steps
+from oipgraph.ascent_loop import AscentLoop
 from oipgraph.domain import Domain, infer_domain
 from oipgraph.errors import OIPGraphError
 from oipgraph.layer_lookup import module_name
@@ -48,10 +48,8 @@ __all__ = [
     "AscentResult",
     "OIPAscent",
     "ascent_update",
-    "checked_steps",
     "compiled_step",
     "loss_and_gradient",
-    "snapshot_steps",
 ]
 
 DEFAULT_STEPS = 600
