@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import ascent as ascent_lib
-from oipgraph import fastmodel, starts
+from oipgraph import fastmodel, starts, step
 from oipgraph.ascent import OIPAscent
 from oipgraph.errors import OIPGraphError
 from oipgraph.model import load_model
@@ -99,13 +99,14 @@ class AscentMatchesEagerReferenceTest(tf.test.TestCase):
 
     def test_a_pair_gives_the_same_result_alone_and_in_any_batch(self):
         # A batch of one runs other oneDNN kernels; the ascent computes it as a pair (step.never_single),
-        # so that map 4's OIP is bit for bit the same from `--maps=4` and from `--maps=0-255`.
+        # so that map 4's OIP is bit for bit the same from `--maps=4` and from `--maps=0-255`. Batches of
+        # step.MIN_SPLIT_BATCH or more run as two halves (step.in_halves), one of them odd-sized here.
         ascent = OIPAscent(self.model, "Conv2D_3")
         maps = np.roll(np.arange(256) % 128, -4).astype(np.int32)
         streams = starts.pair_stream(maps, np.arange(256) // 128)
         images = starts.multiscale(starts.start_seeds(0, streams), ascent.image_shape).numpy()
         whole = ascent(images, maps, steps=200, conv_criterion=0.0)
-        for batch in (1, 7, 16):
+        for batch in (1, 7, 16, step.MIN_SPLIT_BATCH + 1, 100):
             part = ascent(images[:batch], maps[:batch], steps=200, conv_criterion=0.0)
             with self.subTest(batch=batch):
                 self.assertAllEqual(part.images, whole.images[:batch])
