@@ -10,7 +10,9 @@ For pairs b (image x_b, target t_b) at step j:
 
 `OIPAscent` (one target per pair), the precursor scan (one target for the
 whole batch) and the pre-activation wake-up (the `PreActivationPeak`
-objective) differ only in their loops and stop rules.
+objective) differ only in their loops and stop rules. Step 1 of a batch of
+`MIN_SPLIT_BATCH` images or more runs as two halves side by side
+(`in_halves`), with the same results.
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ def in_halves(fn: Callable[..., tuple[tf.Tensor, ...]], *batched: tf.Tensor) -> 
     The two calls share no data, so TensorFlow's inter-op threads run their
     ops side by side: while one half waits on a memory-bound op (pool, ReLU
     gradient, col2im), the other computes. On 2 CPU cores that made the
-    ascent 1.09x faster at batch 32-64, 1.13x at 128 and 1.28x at 256, and
-    0.90-1.03x below 32 (BENCHMARKS.md). Both halves run the same graph as
+    ascent 1.09x faster at batch 32 and 64, 1.28x at 256 and 1.17x on the
+    peer benchmark (128 pairs, 93 after step 11); below 32 it gave 0.90-1.03x
+    (BENCHMARKS.md). Both halves run the same graph as
     the whole batch, and no image's result depends on the others in its
     batch, so the results are bit-identical to one call on the whole batch.
     No GPU was measured; there ops run in order anyway, and the split would
