@@ -10,9 +10,9 @@ For pairs b (image x_b, target t_b) at step j:
 
 `OIPAscent` (one target per pair), the precursor scan (one target for the
 whole batch) and the pre-activation wake-up (the `PreActivationPeak`
-objective) differ only in their loops and stop rules. Step 1 of a batch of
-`MIN_SPLIT_BATCH` images or more runs as two halves side by side
-(`in_halves`), with the same results.
+objective) differ only in their loops and stop rules. For a batch of
+`MIN_SPLIT_BATCH` images or more, the loss and gradient (1.) are computed
+as two halves side by side (`in_halves`), with the same results.
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ def in_halves(fn: Callable[..., tuple[tf.Tensor, ...]], *batched: tf.Tensor) -> 
     ops side by side: while one half waits on a memory-bound op (pool, ReLU
     gradient, col2im), the other computes. On 2 CPU cores that made the
     ascent 1.09x faster at batch 32 and 64, 1.28x at 256 and 1.17x on the
-    peer benchmark (128 pairs, 93 after step 11); below 32 it gave 0.90-1.03x
-    (BENCHMARKS.md). Both halves run the same graph as
-    the whole batch, and no image's result depends on the others in its
-    batch, so the results are bit-identical to one call on the whole batch.
-    No GPU was measured; there ops run in order anyway, and the split would
+    peer benchmark (128 pairs, 93 after step 11); below 32 it gave
+    0.90-1.03x (BENCHMARKS.md). Both halves run the graph the whole batch
+    would run, and no image's result depends on the others in its batch, so
+    the results are bit-identical to one call on the whole batch. No GPU was
+    measured; there a step's ops run in order anyway and the split would
     only add kernel launches, so it is left out where TensorFlow sees a GPU.
 
     Args:
