@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import limits
+from oipgraph import interrupts, limits
 from oipgraph.ascent_loop import AscentLoop
 from oipgraph.domain import Domain, infer_domain
 from oipgraph.errors import OIPGraphError
@@ -282,7 +282,9 @@ class OIPAscent(tf.Module):
 
         The loop runs in segments of about `SEGMENT_SECONDS` (the same steps
         `optimize` runs in one call, so the same results), which lets
-        `progress` report and Ctrl-C stop it between segments.
+        `progress` report and Ctrl-C stop it between segments (a SIGINT
+        during a segment is raised as KeyboardInterrupt after it:
+        `oipgraph.interrupts`).
 
         Args:
             images: float [B, H, W, C] start images, in the ascent's domain.
@@ -307,18 +309,20 @@ class OIPAscent(tf.Module):
         if seeds.shape != (len(map_index), 2):
             raise OIPGraphError(f"seeds must have shape [{len(map_index)}, 2], got {list(seeds.shape)}")
         arguments = (tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion)))
-        state = self._start(images, map_index, *arguments, seeds)
-        histories, segment = [], FIRST_SEGMENT_STEPS
-        while int(state["step"]) < steps and bool(tf.reduce_any(state["active"])):
-            started = time.perf_counter()
-            end = min(int(state["step"]) + segment, int(steps))
-            state, history = self._advance(state, map_index, *arguments, seeds, tf.constant(end))
-            histories.append(history.numpy())
-            elapsed = time.perf_counter() - started
-            segment = max(1, min(4 * segment, round(segment * SEGMENT_SECONDS / max(elapsed, 1e-3))))
-            if progress is not None:
-                progress(int(state["step"]), int(steps))
-        outputs = {key: value.numpy() for key, value in self._finish(state, map_index, arguments[0]).items()}
+        with interrupts.deferred():
+            state = self._start(images, map_index, *arguments, seeds)
+            histories, segment = [], FIRST_SEGMENT_STEPS
+            while int(state["step"]) < steps and bool(tf.reduce_any(state["active"])):
+                interrupts.check()
+                started = time.perf_counter()
+                end = min(int(state["step"]) + segment, int(steps))
+                state, history = self._advance(state, map_index, *arguments, seeds, tf.constant(end))
+                histories.append(history.numpy())
+                elapsed = time.perf_counter() - started
+                segment = max(1, min(4 * segment, round(segment * SEGMENT_SECONDS / max(elapsed, 1e-3))))
+                if progress is not None:
+                    progress(int(state["step"]), int(steps))
+            outputs = {key: value.numpy() for key, value in self._finish(state, map_index, arguments[0]).items()}
         history = np.concatenate(histories, axis=0).T if histories else np.zeros([len(map_index), 0], np.float32)
         outputs["loss_history"] = np.concatenate(
             [history, np.repeat(outputs["loss"][:, None], int(steps) - history.shape[1], axis=1)], axis=1

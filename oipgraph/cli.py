@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import signal
 import sys
 from typing import Any
 
@@ -23,7 +22,7 @@ import keras
 import numpy as np
 from absl import flags
 
-from oipgraph import catalog, cli_flags, datasets, errors, examples, outputs
+from oipgraph import catalog, cli_flags, datasets, errors, examples, interrupts, outputs
 from oipgraph.ascent import OIPAscent
 from oipgraph.domain import pixels_to_domain
 from oipgraph.model import shipped_model_path
@@ -52,25 +51,23 @@ def model_sha256(path: str | None) -> str:
     return digest.hexdigest()
 
 
-class Terminated(Exception):
-    """Raised by the SIGTERM handler, so that a `kill` ends a run like Ctrl-C does."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def main(argv: list[str]) -> None:
-    """Runs the layer; Ctrl-C (SIGINT) and `kill` (SIGTERM) end it with one line and exit code 130 / 143."""
+    """Runs the layer; Ctrl-C (SIGINT) and `kill` (SIGTERM) end it with one line and exit code 130 / 143.
+
+    The signal is raised at the next point between TensorFlow calls (`interrupts.deferred`): within about
+    half a second during an ascent; the chunk of maps in progress is dropped. A second one ends it at once.
+    """
     del argv
-    signal.signal(signal.SIGTERM, _raise_terminated)
     run: dict[str, Any] = {}
     try:
-        run_layer(run)
-    except (KeyboardInterrupt, Terminated) as interruption:
-        terminated = isinstance(interruption, Terminated)
+        with interrupts.deferred(terminate=True):
+            run_layer(run)
+    except (KeyboardInterrupt, interrupts.Terminated) as interruption:
+        terminated = isinstance(interruption, interrupts.Terminated)
         what = "terminated" if terminated else "interrupted"
-        if "progress" in run:
+        if run.get("written"):
+            message = f"{what} after the run was complete: all of its outputs are written"
+        elif "progress" in run:
             chunks = run["chunks"]
             done = sum(len(chunks[chunk]) for chunk in progress_chunks(run["progress"], len(chunks)))
             total = sum(len(chunk) for chunk in chunks)
@@ -82,7 +79,7 @@ def main(argv: list[str]) -> None:
 
 
 def run_layer(run: dict[str, Any]) -> None:
-    """Checks everything, then computes and writes the run; fills `run` with its progress and chunks."""
+    """Checks everything, then computes and writes the run; fills `run` with its progress, chunks and `written`."""
     settings = cli_flags.check_flags()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
     ascent = cli_flags.build_ascent()
@@ -120,6 +117,7 @@ def run_layer(run: dict[str, Any]) -> None:
         "dataset": os.path.abspath(dataset_file) if dataset_file else None,
     }
     # Everything is checked: from here on the run writes into --out, holding its lock.
+    interrupts.check()
     run.update(progress=progress, chunks=chunks)
     with OutputLock(out):
         if FLAGS.overwrite and os.path.lexists(os.path.join(logdir, run_name)):
@@ -131,6 +129,7 @@ def run_layer(run: dict[str, Any]) -> None:
         compute_and_write(
             progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps), dataset
         )
+    run["written"] = True
 
 
 def print_warning(line: str) -> None:
@@ -162,6 +161,7 @@ def compute_and_write(
     for chunk, chunk_maps in enumerate(chunks):
         if chunk in finished:
             continue
+        interrupts.check()
         # Within a chunk the bar moves with the ascent's steps; later stages of `auto` may not move it.
         chunk_start, reached = done, [0.0]
 
@@ -175,6 +175,7 @@ def compute_and_write(
         progress.save_chunk(chunk, run.arrays())
         done += len(chunk_maps)
         progbar.update(done)
+    interrupts.check()
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
     pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
     found = None
@@ -192,6 +193,7 @@ def compute_and_write(
         del dataset
     given = [name for name in cli_flags.RUN_FLAGS if FLAGS[name].value is not None]
     command = " ".join(["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in given)])
+    interrupts.check()  # The last point to stop at: from here the outputs are written in full.
     print(f"oipgraph: writing {out}/grid.png, maps/, oips.npz, catalog.json and TensorBoard summaries to {logdir}")
     document = outputs.write_outputs(
         out, logdir, run_name, pairs, inits, {**header, "command": command}, ascent.domain, found

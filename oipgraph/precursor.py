@@ -49,7 +49,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import limits
+from oipgraph import interrupts, limits
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.layer_lookup import module_name
@@ -328,6 +328,8 @@ class PrecursorScan(tf.Module):
     ) -> PrecursorResult:
         """Scans chunk by chunk with a progress bar; the same top-N as `scan`.
 
+        Ctrl-C during a chunk is raised as KeyboardInterrupt after it (`oipgraph.interrupts`).
+
         Args:
             map_index: The map to scan for.
             scan_steps: Ascent steps per pattern before ranking (> 0).
@@ -354,6 +356,7 @@ class PrecursorScan(tf.Module):
             nonlocal done
             best_scores, best_index = tf.zeros([0]), tf.zeros([0], tf.int32)
             for begin in range(0, len(candidates), self.chunk_size):
+                interrupts.check()
                 pattern_index = tf.constant(candidates[begin : begin + self.chunk_size])
                 scores = self._score_chunk(pattern_index, tf.constant(map_index), tf.constant(steps))
                 best_scores, best_index = merge_top(best_scores, best_index, scores, pattern_index, count)
@@ -361,10 +364,11 @@ class PrecursorScan(tf.Module):
                 progbar.update(done, values=[(metric, float(best_scores[0]))])
             return best_scores, best_index
 
-        if prunes:
-            _, survivors = best_of_chunks(candidates, self.halving.steps, survivors, "best_halving")
-            candidates = np.sort(survivors.numpy())
-        best_scores, best_index = best_of_chunks(candidates, scan_steps, top_n, "best")
+        with interrupts.deferred():
+            if prunes:
+                _, survivors = best_of_chunks(candidates, self.halving.steps, survivors, "best_halving")
+                candidates = np.sort(survivors.numpy())
+            best_scores, best_index = best_of_chunks(candidates, scan_steps, top_n, "best")
         return PrecursorResult(
             map_index=map_index,
             images=self.patterns(best_index).numpy(),
