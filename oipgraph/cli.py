@@ -161,7 +161,6 @@ def compute_and_write(
     for chunk, chunk_maps in enumerate(chunks):
         if chunk in finished:
             continue
-        interrupts.check()
         # Within a chunk the bar moves with the ascent's steps; later stages of `auto` may not move it.
         chunk_start, reached = done, [0.0]
 
@@ -175,7 +174,7 @@ def compute_and_write(
         progress.save_chunk(chunk, run.arrays())
         done += len(chunk_maps)
         progbar.update(done)
-    interrupts.check()
+        interrupts.check()  # A signal after the ascent's last segment in this chunk stops the run here, chunk saved.
     pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
     pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
     found = None
