@@ -1,4 +1,4 @@
-"""Peak memory of the largest requests that `oipgraph.limits` allows, on the shipped model's SavedModel.
+"""Peak memory of the largest requests that `oipgraph.core.limits` allows, on the shipped model's SavedModel.
 
 Exports the shipped model once, then runs each request in a fresh process that loads the SavedModel
 with plain TensorFlow (as TF Serving would) and reports its peak RSS after loading and after the

@@ -93,7 +93,7 @@ loss. Its cost grows with `scan_steps` (1 step: a few seconds on a CPU).
         images  float32 [top_n, H, W, C]  the best start images, best first.
         scores  float32 [top_n]           their loss after `scan_steps` steps.
 
-The bounds are `oipgraph.limits`'s (why these values: its docstring); a request
+The bounds are `oipgraph.core.limits`'s (why these values: its docstring); a request
 beyond one fails with `InvalidArgumentError` naming the input and the bound
 before anything is allocated.
 
@@ -129,10 +129,11 @@ import tensorflow as tf
 from absl import flags, logging
 from oipgraph.export import versions
 
-from oipgraph import errors, layer_lookup, limits, starts
+from oipgraph import layer_lookup, starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
+from oipgraph.core import errors, limits
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.domain import Domain, infer_domain, parse_domain
-from oipgraph.errors import OIPGraphError
 from oipgraph.model import ModelError, check_image_model, load_model
 from oipgraph.objectives.spatial import activation_name
 from oipgraph.precursor import PrecursorScan

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 TEMP_PREFIX = ".tmp-oipgraph-export-"
 _VERSION_NAME = re.compile(r"[0-9]+")

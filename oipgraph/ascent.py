@@ -27,10 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import interrupts, limits
 from oipgraph.ascent_loop import AscentLoop
+from oipgraph.core import interrupts, limits
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.domain import Domain, infer_domain
-from oipgraph.errors import OIPGraphError
 from oipgraph.layer_lookup import module_name
 from oipgraph.model import check_image_model, load_model
 from oipgraph.objectives import Objective, build_objective
@@ -284,7 +284,7 @@ class OIPAscent(tf.Module):
         `optimize` runs in one call, so the same results), which lets
         `progress` report and Ctrl-C stop it between segments (a SIGINT
         during a segment is raised as KeyboardInterrupt after it:
-        `oipgraph.interrupts`).
+        `oipgraph.core.interrupts`).
 
         Args:
             images: float [B, H, W, C] start images, in the ascent's domain.

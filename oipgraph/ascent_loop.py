@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from oipgraph import limits
+from oipgraph.core import limits
 from oipgraph.objectives.base import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION
 from oipgraph.step import AscentStep
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.results import pad_history
 
 PROGRESS_DIR = ".progress"

@@ -22,8 +22,9 @@ import keras
 import numpy as np
 from absl import flags
 
-from oipgraph import catalog, cli_flags, datasets, errors, examples, interrupts, outputs
+from oipgraph import catalog, cli_flags, datasets, examples, outputs
 from oipgraph.ascent import OIPAscent
+from oipgraph.core import errors, interrupts
 from oipgraph.domain import pixels_to_domain
 from oipgraph.model import shipped_model_path
 from oipgraph.outlock import OutputLock

@@ -3,7 +3,7 @@
 Every flag value that needs no model is checked by `check_flags` before the
 model loads and before anything is written; `check_run_size` adds the bounds
 that need the model. `build_ascent` builds the compiled ascent the flags
-describe. Bounds: `oipgraph.limits`.
+describe. Bounds: `oipgraph.core.limits`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import os
 
 from absl import flags
 
-from oipgraph import catalog, limits, mnist
+from oipgraph import catalog, mnist
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
+from oipgraph.core import limits
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.domain import parse_domain
-from oipgraph.errors import OIPGraphError
 from oipgraph.layer_lookup import parse_image_size
 from oipgraph.model import load_model
 from oipgraph.objectives import OBJECTIVES
@@ -96,7 +97,7 @@ RUN_FLAGS = (
 
 
 def check_flags() -> StrategySettings:
-    """Validates every flag value that needs no model: representable, within `oipgraph.limits`, usable folders.
+    """Validates every flag value that needs no model: representable, within `oipgraph.core.limits`, usable folders.
 
     Writes nothing. Returns the ascent settings.
     """

@@ -29,7 +29,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 IMAGES_KEY = "images"
 KERAS_KEYS = ("x_train", "x_test")

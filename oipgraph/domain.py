@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 # Start images in a range: mid-grey plus the standardized start times this share of the span, clipped.
 RANGE_START_CONTRAST = 0.125

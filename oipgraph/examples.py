@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import layer_lookup, summaries
+from oipgraph.core.errors import OIPGraphError, check_positive_int
 from oipgraph.datasets import Dataset
 from oipgraph.domain import Domain
-from oipgraph.errors import OIPGraphError, check_positive_int
 from oipgraph.model import standardize
 
 DEFAULT_TOP_K = 9

@@ -29,7 +29,7 @@ import weakref
 
 import keras
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 SEPARATOR = "/"
 _IDENTIFIER_UNSAFE = re.compile(r"[^A-Za-z0-9_]")

@@ -8,7 +8,7 @@ import zipfile
 import keras
 import numpy as np
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 ENV_VAR = "OIPGRAPH_MNIST"
 _EXPECTED = {

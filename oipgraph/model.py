@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from oipgraph import layer_lookup
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10

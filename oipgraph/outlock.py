@@ -12,7 +12,7 @@ import fcntl
 import os
 from types import TracebackType
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 LOCK_FILE = ".lock"
 

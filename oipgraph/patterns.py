@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError, check_positive_int
+from oipgraph.core.errors import OIPGraphError, check_positive_int
 
 DEFAULT_GRID = 3
 DEFAULT_VALUES = (0.2, 0.5, 0.8)

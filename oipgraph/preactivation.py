@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.ascent_loop import checked_steps
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.layer_lookup import module_name
 from oipgraph.objectives import PreActivationPeak, SpatialObjective
 from oipgraph.step import AscentStep

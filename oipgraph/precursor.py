@@ -49,9 +49,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import interrupts, limits
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
-from oipgraph.errors import OIPGraphError, check_positive_int
+from oipgraph.core import interrupts, limits
+from oipgraph.core.errors import OIPGraphError, check_positive_int
 from oipgraph.layer_lookup import module_name
 from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES, GridPatterns
 from oipgraph.ranking import (
@@ -328,7 +328,7 @@ class PrecursorScan(tf.Module):
     ) -> PrecursorResult:
         """Scans chunk by chunk with a progress bar; the same top-N as `scan`.
 
-        Ctrl-C during a chunk is raised as KeyboardInterrupt after it (`oipgraph.interrupts`).
+        Ctrl-C during a chunk is raised as KeyboardInterrupt after it (`oipgraph.core.interrupts`).
 
         Args:
             map_index: The map to scan for.

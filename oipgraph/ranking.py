@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError, check_positive_int
+from oipgraph.core.errors import OIPGraphError, check_positive_int
 from oipgraph.layer_lookup import output_sizes
 
 # On the 2-core box, chunks of 128 to 1024 patterns ran the shipped CNN's scan equally fast

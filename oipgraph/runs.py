@@ -15,7 +15,7 @@ import numpy as np
 
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
-from oipgraph.errors import OIPGraphError, check_positive_int, is_positive_int
+from oipgraph.core.errors import OIPGraphError, check_positive_int, is_positive_int
 from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES
 from oipgraph.preactivation import DEFAULT_WAKE_STEPS
 from oipgraph.precursor import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N

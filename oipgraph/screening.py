@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph.ascent import OIPAscent
-from oipgraph.errors import check_positive_int
+from oipgraph.core.errors import check_positive_int
 from oipgraph.precursor import PrecursorScan
 
 DEFAULT_SCREEN_KEEP = 32

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 DEFAULT_CELLS = (3, 7, 14, 28)
 DEFAULT_FACTORS = (0.5, 0.5, 0.5, 0.5)

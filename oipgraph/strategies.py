@@ -35,8 +35,8 @@ import tensorflow as tf
 
 from oipgraph import starts
 from oipgraph.ascent import STATUS_NO_ACTIVATION, AscentResult, OIPAscent
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.domain import STANDARDIZED
-from oipgraph.errors import OIPGraphError
 from oipgraph.preactivation import PreActivationWakeUp
 from oipgraph.precursor import PrecursorScan
 from oipgraph.results import replace_pairs, select_pairs

@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from oipgraph import errors, mnist
+from oipgraph import mnist
+from oipgraph.core import errors
 from oipgraph.model import DEFAULT_L2, build_cnn, standardize
 
 SUMMARY_EVERY_STEPS = 50

@@ -20,7 +20,7 @@ import math
 
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 # Bounds that keep a transform meaningful: a shift of more than this many pixels, or a
 # scale factor outside (0, 2), would show the model mostly reflected border.

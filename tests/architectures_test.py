@@ -39,7 +39,7 @@ from oipgraph.export import export_savedmodel, versions
 
 from oipgraph import layer_lookup
 from oipgraph.ascent import OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.model import ModelError, check_image_model, load_model
 from oipgraph.step import loss_and_gradient
 

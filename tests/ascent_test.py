@@ -10,7 +10,7 @@ import tensorflow as tf
 from oipgraph import ascent as ascent_lib
 from oipgraph import fastmodel, starts, step
 from oipgraph.ascent import OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.model import load_model
 
 

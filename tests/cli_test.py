@@ -284,7 +284,7 @@ class BadInvocationTest(tf.test.TestCase):
             ([f"--out={a_file}/sub"], "is not a folder"),
             (["--out=/proc/oipgraph_out"], "--out=/proc/oipgraph_out is not writable"),
             (["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
-            # Values that Python or TensorFlow cannot represent, or beyond oipgraph.limits:
+            # Values that Python or TensorFlow cannot represent, or beyond oipgraph.core.limits:
             (["--steps=2147483648"], "--steps=2147483648 is above the limit of 100000"),
             (["--steps=2147483647"], "--steps=2147483647 is above the limit of 100000"),
             (["--steps=100000000"], "--steps=100000000 is above the limit of 100000"),

@@ -15,7 +15,7 @@ from helpers import assert_one_line_error, large_scale_model, start, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
 from oipgraph import datasets, examples, layer_lookup, mnist
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 SHAPE = (8, 8, 1)
 

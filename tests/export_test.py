@@ -24,7 +24,7 @@ from tensorflow.python.framework import op_def_registry
 
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, STATUS_CONVERGED, OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.model import load_model
 
 LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")

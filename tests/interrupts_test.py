@@ -1,4 +1,4 @@
-"""Tests of oipgraph.interrupts: Ctrl-C and SIGTERM raised between TensorFlow calls, never inside one."""
+"""Tests of oipgraph.core.interrupts: Ctrl-C and SIGTERM raised between TensorFlow calls, never inside one."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import interrupts, starts
+from oipgraph import starts
 from oipgraph.ascent import OIPAscent
+from oipgraph.core import interrupts
 from oipgraph.precursor import PrecursorScan
 
 

@@ -1,4 +1,4 @@
-"""The bounds of `oipgraph.limits`: Python checks (OIPGraphError) and in-graph checks (InvalidArgumentError)."""
+"""The bounds of `oipgraph.core.limits`: Python checks (OIPGraphError) and in-graph checks (InvalidArgumentError)."""
 
 import re
 
@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 from helpers import SIZE, large_scale_model
 
-from oipgraph import limits
 from oipgraph.ascent import OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core import limits
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.precursor import PrecursorScan
 
 

@@ -9,7 +9,7 @@ from helpers import eager_reference
 from oipgraph import starts
 from oipgraph import step as step_lib
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION, OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.model import load_model
 from oipgraph.objectives import Minimize, NeuronObjective, UnitObjective, build_objective
 from oipgraph.strategies import StrategySettings, create_oips

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from oipgraph import starts
 from oipgraph.ascent import GRADIENT_EPS, OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.preactivation import PreActivationWakeUp, can_wake
 
 SIZE = 10

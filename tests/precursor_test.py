@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph.ascent import OIPAscent, ascent_update, loss_and_gradient
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.fastconv import can_slice_channels
 from oipgraph.model import load_model
 from oipgraph.precursor import PrecursorScan

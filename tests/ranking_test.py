@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import ranking
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 
 def stable_top(scores: np.ndarray, top_n: int) -> np.ndarray:

@@ -5,7 +5,7 @@ import tensorflow as tf
 from helpers import CHECKERBOARD_PATTERN, large_scale_model
 
 from oipgraph.ascent import OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.precursor import PrecursorScan
 from oipgraph.screening import SharedScreen
 

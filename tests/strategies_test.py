@@ -17,7 +17,7 @@ from helpers import (
 
 from oipgraph import auto, results, starts, strategies
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 from oipgraph.precursor import PrecursorScan
 from oipgraph.screening import SharedScreen
 from oipgraph.strategies import OIPRun, StrategySettings, create_oips

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 # The ascent's status codes (kept here so that objectives can judge results without importing the ascent).
 STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION = 0, 1, 2

@@ -45,7 +45,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.errors import OIPGraphError
+from oipgraph.core.errors import OIPGraphError
 
 MAX_STEPS = 100_000
 MAX_BATCH = 4096
@@ -83,7 +83,7 @@ def check_int(name: str, value: object, bound: int, low: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
         raise OIPGraphError(f"{name} must be {wanted}, got {value!r}")
     if value > bound:
-        raise OIPGraphError(f"{name}={value} is above the limit of {bound} (see oipgraph.limits)")
+        raise OIPGraphError(f"{name}={value} is above the limit of {bound} (see oipgraph.core.limits)")
     return int(value)
 
 
@@ -102,7 +102,7 @@ def check_step_pairs(steps: int, batch: int, what: str = "batch x steps") -> Non
     if steps * batch > MAX_STEP_PAIRS:
         raise OIPGraphError(
             f"{what} = {batch} x {steps} = {batch * steps} loss values is above the limit of {MAX_STEP_PAIRS}"
-            " (see oipgraph.limits)"
+            " (see oipgraph.core.limits)"
         )
 
 
