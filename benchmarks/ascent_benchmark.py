@@ -30,7 +30,7 @@ from machine import machine_description
 
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, ascent_update
-from oipgraph.model import load_model
+from oipgraph.models.loading import load_model
 from oipgraph.transforms import Transforms
 
 FLAGS = flags.FLAGS

@@ -31,9 +31,10 @@ import tensorflow as tf
 from absl import app, flags
 from machine import machine_description, onednn_enabled
 
-from oipgraph import datasets, examples, mnist
+from oipgraph import datasets, examples
 from oipgraph.ascent import STATUS_NO_ACTIVATION, OIPAscent
-from oipgraph.model import standardize
+from oipgraph.models import mnist
+from oipgraph.models.loading import standardize
 from oipgraph.strategies import StrategySettings, create_oips
 
 FLAGS = flags.FLAGS

@@ -41,8 +41,9 @@ import tensorflow as tf
 from absl import app, flags
 from oipgraph.export import export_savedmodel
 
-from oipgraph import layer_lookup, starts
-from oipgraph.model import load_model
+from oipgraph import starts
+from oipgraph.models import layer_lookup
+from oipgraph.models.loading import load_model
 
 # --model (default: the shipped MNIST CNN), --layers and --image_size are oipgraph-export's flags, defined on import.
 FLAGS = flags.FLAGS

@@ -1,6 +1,6 @@
 """Image-steps per second: oipgraph against xplique and tf-keras-vis on the same work, in one process.
 
-The work: the shipped MNIST CNN (`oipgraph.model.load_model()`), layer `Conv2D_3`, maps 0..N-1
+The work: the shipped MNIST CNN (`oipgraph.models.loading.load_model()`), layer `Conv2D_3`, maps 0..N-1
 (N = 128 by default), one start image per map, 200 steps, all maps in one batch. A tool's rate is
 N * steps / wall seconds of one public call (tracing, checks and host copies included), counted as if
 every map ran every step. The tools share one process, one TensorFlow and one oneDNN setting, and are
@@ -62,7 +62,7 @@ from collections.abc import Callable
 import oipgraph
 from oipgraph import starts, summaries
 from oipgraph.ascent import OIPAscent
-from oipgraph.model import load_model
+from oipgraph.models.loading import load_model
 
 import keras
 import numpy as np

@@ -129,12 +129,13 @@ import tensorflow as tf
 from absl import flags, logging
 from oipgraph.export import versions
 
-from oipgraph import layer_lookup, starts
+from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
 from oipgraph.core import errors, limits
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.domain import Domain, infer_domain, parse_domain
-from oipgraph.model import ModelError, check_image_model, load_model
+from oipgraph.models import layer_lookup
+from oipgraph.models.loading import ModelError, check_image_model, load_model
 from oipgraph.objectives.spatial import activation_name
 from oipgraph.precursor import PrecursorScan
 

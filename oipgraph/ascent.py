@@ -31,8 +31,8 @@ from oipgraph.ascent_loop import AscentLoop
 from oipgraph.core import interrupts, limits
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.domain import Domain, infer_domain
-from oipgraph.layer_lookup import module_name
-from oipgraph.model import check_image_model, load_model
+from oipgraph.models.layer_lookup import module_name
+from oipgraph.models.loading import check_image_model, load_model
 from oipgraph.objectives import Objective, build_objective
 from oipgraph.objectives.base import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NAMES, STATUS_NO_ACTIVATION
 from oipgraph.results import AscentResult

@@ -12,13 +12,14 @@ import os
 
 from absl import flags
 
-from oipgraph import catalog, mnist
+from oipgraph import catalog
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
 from oipgraph.core import limits
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.domain import parse_domain
-from oipgraph.layer_lookup import parse_image_size
-from oipgraph.model import load_model
+from oipgraph.models import mnist
+from oipgraph.models.layer_lookup import parse_image_size
+from oipgraph.models.loading import load_model
 from oipgraph.objectives import OBJECTIVES
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
 from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms

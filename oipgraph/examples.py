@@ -23,11 +23,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import layer_lookup, summaries
+from oipgraph import summaries
 from oipgraph.core.errors import OIPGraphError, check_positive_int
 from oipgraph.datasets import Dataset
 from oipgraph.domain import Domain
-from oipgraph.model import standardize
+from oipgraph.models import layer_lookup
+from oipgraph.models.loading import standardize
 
 DEFAULT_TOP_K = 9
 MAX_TOP_K = 100

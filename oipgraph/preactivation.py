@@ -16,7 +16,7 @@ from 16 of 16 random starts each, within 60 steps; the full ascent then ends
 with losses of 0.3 to 0.5, like the other maps' OIPs.
 
 It needs a plain `Conv2D` target layer with an element-wise activation (the
-ones `oipgraph.fastconv.can_slice_channels` accepts): that is where z is the
+ones `oipgraph.models.fastconv.can_slice_channels` accepts): that is where z is the
 layer's own intermediate result. The loop uses the ascent's own step
 (`step.AscentStep`) with the objective `objectives.PreActivationPeak`, the peak
 of z (for a neuron objective: z at the neuron), and the ascent's transforms and
@@ -34,7 +34,7 @@ import tensorflow as tf
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.ascent_loop import checked_steps
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.layer_lookup import module_name
+from oipgraph.models.layer_lookup import module_name
 from oipgraph.objectives import PreActivationPeak, SpatialObjective
 from oipgraph.step import AscentStep
 

@@ -52,7 +52,7 @@ import tensorflow as tf
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
 from oipgraph.core import interrupts, limits
 from oipgraph.core.errors import OIPGraphError, check_positive_int
-from oipgraph.layer_lookup import module_name
+from oipgraph.models.layer_lookup import module_name
 from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES, GridPatterns
 from oipgraph.ranking import (
     DEFAULT_HALVING_KEEP,

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph.core.errors import OIPGraphError, check_positive_int
-from oipgraph.layer_lookup import output_sizes
+from oipgraph.models.layer_lookup import output_sizes
 
 # On the 2-core box, chunks of 128 to 1024 patterns ran the shipped CNN's scan equally fast
 # (within the noise of a shared machine); 512 holds about 0.3 GB of activations.

@@ -37,10 +37,10 @@ import tensorflow as tf
 from helpers import HIDE_OIPGRAPH, assert_one_line_error, finish, run_forked, start
 from oipgraph.export import export_savedmodel, versions
 
-from oipgraph import layer_lookup
 from oipgraph.ascent import OIPAscent
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.model import ModelError, check_image_model, load_model
+from oipgraph.models import layer_lookup
+from oipgraph.models.loading import ModelError, check_image_model, load_model
 from oipgraph.step import loss_and_gradient
 
 SIZE = 32

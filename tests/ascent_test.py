@@ -8,10 +8,11 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import ascent as ascent_lib
-from oipgraph import fastmodel, starts, step
+from oipgraph import starts, step
 from oipgraph.ascent import OIPAscent
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.model import load_model
+from oipgraph.models import fastmodel
+from oipgraph.models.loading import load_model
 
 
 def eager_reference(feature_model, image, map_index, steps, epsilon, conv_criterion):

@@ -14,8 +14,9 @@ import tensorflow as tf
 from helpers import assert_one_line_error, large_scale_model, start, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
-from oipgraph import datasets, examples, layer_lookup, mnist
+from oipgraph import datasets, examples
 from oipgraph.core.errors import OIPGraphError
+from oipgraph.models import layer_lookup, mnist
 
 SHAPE = (8, 8, 1)
 

@@ -25,7 +25,7 @@ from tensorflow.python.framework import op_def_registry
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, STATUS_CONVERGED, OIPAscent
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.model import load_model
+from oipgraph.models.loading import load_model
 
 LAYERS = ("Conv2D_1", "Conv2D_2", "Conv2D_3")
 DENSE_LAYERS = ("Dense_1", "Dense_2")  # The unit objective; Dense_2's logits are the classes.

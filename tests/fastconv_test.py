@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from helpers import input_gradient
 
-from oipgraph import fastconv
+from oipgraph.models import fastconv
 
 
 class PatchesTest(tf.test.TestCase):

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from helpers import input_gradient, seeded_conv
 
-from oipgraph import fastmodel
+from oipgraph.models import fastmodel
 
 
 def mixed_model(channels: int = 3) -> keras.Model:

@@ -16,8 +16,8 @@ from keras.src.random import seed_generator
 from keras.src.utils import rng_utils
 from tensorflow.python.eager import context
 
-from oipgraph import mnist
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION
+from oipgraph.models import mnist
 
 BIN_DIR = os.path.dirname(sys.executable)
 FORKED_COMMANDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forked_commands.py")

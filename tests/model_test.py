@@ -10,8 +10,8 @@ import tensorflow as tf
 from helpers import assert_one_line_error, mnist_or_skip, run_command, run_forked, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
-from oipgraph import mnist, train
-from oipgraph.model import ModelError, build_cnn, conv_layer_names, load_model, shipped_model_path
+from oipgraph.models import mnist, train
+from oipgraph.models.loading import ModelError, build_cnn, conv_layer_names, load_model, shipped_model_path
 
 
 class ArchitectureTest(tf.test.TestCase):

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from oipgraph import starts
 from oipgraph.ascent import loss_and_gradient
-from oipgraph.model import load_model
+from oipgraph.models.loading import load_model
 from oipgraph.objectives import ChannelObjective, can_slice_per_pair
 
 

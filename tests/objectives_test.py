@@ -10,7 +10,7 @@ from oipgraph import starts
 from oipgraph import step as step_lib
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION, OIPAscent
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.model import load_model
+from oipgraph.models.loading import load_model
 from oipgraph.objectives import Minimize, NeuronObjective, UnitObjective, build_objective
 from oipgraph.strategies import StrategySettings, create_oips
 from oipgraph.transforms import Transforms

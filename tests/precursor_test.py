@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from oipgraph.ascent import OIPAscent, ascent_update, loss_and_gradient
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.fastconv import can_slice_channels
-from oipgraph.model import load_model
+from oipgraph.models.fastconv import can_slice_channels
+from oipgraph.models.loading import load_model
 from oipgraph.precursor import PrecursorScan
 
 VALUES = (0.2, 0.5, 0.8)

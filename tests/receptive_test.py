@@ -5,9 +5,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import receptive, starts
+from oipgraph import starts
 from oipgraph.ascent import OIPAscent, loss_and_gradient
-from oipgraph.model import load_model
+from oipgraph.models import receptive
+from oipgraph.models.loading import load_model
 from oipgraph.objectives import ChannelObjective, NeuronObjective, PreActivationPeak
 
 

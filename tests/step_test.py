@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from oipgraph import starts, step
 from oipgraph.ascent import OIPAscent
-from oipgraph.model import load_model
+from oipgraph.models.loading import load_model
 
 
 def sizes_seen(batch: int) -> np.ndarray:

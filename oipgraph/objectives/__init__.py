@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import keras
 
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.layer_lookup import ResolvedLayer, output_layer, resolve_layer
+from oipgraph.models.layer_lookup import ResolvedLayer, output_layer, resolve_layer
 from oipgraph.objectives.base import (
     STATUS_COMPLETED,
     STATUS_CONVERGED,

@@ -21,9 +21,15 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from oipgraph import layer_lookup, receptive
-from oipgraph.fastconv import activation_name, can_slice_channels, explicit_padding, has_unit_stride, per_pair_conv
-from oipgraph.fastmodel import fast_model
+from oipgraph.models import layer_lookup, receptive
+from oipgraph.models.fastconv import (
+    activation_name,
+    can_slice_channels,
+    explicit_padding,
+    has_unit_stride,
+    per_pair_conv,
+)
+from oipgraph.models.fastmodel import fast_model
 from oipgraph.objectives.base import DerivedObjective, Objective
 
 # A per-pair sliced layer materializes kh*kw*C_in patch values per output position instead of

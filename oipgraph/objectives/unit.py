@@ -14,8 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from oipgraph import layer_lookup
-from oipgraph.fastconv import activation_name
+from oipgraph.models import layer_lookup
+from oipgraph.models.fastconv import activation_name
 from oipgraph.objectives.base import Objective
 from oipgraph.objectives.spatial import NONNEGATIVE_ACTIVATIONS
 

@@ -17,8 +17,8 @@ from importlib import resources
 import keras
 import tensorflow as tf
 
-from oipgraph import layer_lookup
 from oipgraph.core.errors import OIPGraphError
+from oipgraph.models import layer_lookup
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -121,7 +121,7 @@ def check_image_model(model: keras.Model) -> tuple[int, int, int]:
     if len(shape) == 4 and shape[3] in (1, 3) and None in shape[1:3]:
         raise ModelError(
             f"model {model.name!r} input shape {shape} has a variable image size; give one with --image_size=H,W"
-            " (API: oipgraph.model.load_model(path, image_size=(H, W)) or layer_lookup.with_image_size)"
+            " (API: oipgraph.models.loading.load_model(path, image_size=(H, W)) or layer_lookup.with_image_size)"
         )
     if len(shape) != 4 or any(dim is None for dim in shape[1:]) or shape[3] not in (1, 3):
         raise ModelError(

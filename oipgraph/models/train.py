@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from oipgraph import mnist
 from oipgraph.core import errors
-from oipgraph.model import DEFAULT_L2, build_cnn, standardize
+from oipgraph.models import mnist
+from oipgraph.models.loading import DEFAULT_L2, build_cnn, standardize
 
 SUMMARY_EVERY_STEPS = 50
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from oipgraph.fastconv import (
+from oipgraph.models.fastconv import (
     MAX_COL2IM_CHANNELS,
     conv2d_col2im_gradient,
     explicit_padding,
