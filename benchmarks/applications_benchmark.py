@@ -54,7 +54,7 @@ from machine import machine_description
 
 from oipgraph import starts
 from oipgraph.ascent import STATUS_NO_ACTIVATION, OIPAscent
-from oipgraph.domain import parse_domain
+from oipgraph.ascent.domain import parse_domain
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("application", "MobileNetV2", "A keras.applications model (include_top=False, weights=None).")

@@ -30,8 +30,8 @@ from machine import machine_description
 
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, ascent_update
+from oipgraph.ascent.transforms import Transforms
 from oipgraph.models.loading import load_model
-from oipgraph.transforms import Transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("layer", "Conv2D_3", "Layer of the shipped model.")

@@ -131,9 +131,9 @@ from oipgraph.export import versions
 
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_NUM_SNAPSHOTS, OIPAscent
+from oipgraph.ascent.domain import Domain, infer_domain, parse_domain
 from oipgraph.core import errors, limits
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.domain import Domain, infer_domain, parse_domain
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import ModelError, check_image_model, load_model
 from oipgraph.objectives.spatial import activation_name
@@ -250,7 +250,7 @@ class OIPServable(tf.Module):
             model: A Keras model with one fixed-size NHWC image input (1 or 3
                 channels).
             num_snapshots: Frames in the `snapshots` output (>= 2).
-            domain: The model's input domain (`oipgraph.domain`); None reads it
+            domain: The model's input domain (`oipgraph.ascent.domain`); None reads it
                 off the model (`domain.infer_domain`), else standardized images.
             layers: The layers to export (names as `oipgraph --layer` takes
                 them); None for the default set (module docstring).

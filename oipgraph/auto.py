@@ -42,9 +42,9 @@ import numpy as np
 
 from oipgraph import starts, strategies
 from oipgraph.ascent import OIPAscent
+from oipgraph.ascent.results import replace_pairs, select_pairs
 from oipgraph.preactivation import can_wake
 from oipgraph.precursor import PrecursorScan
-from oipgraph.results import replace_pairs, select_pairs
 from oipgraph.screening import SharedScreen
 from oipgraph.strategies import OIPRun, StageRecord, StrategySettings
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from oipgraph.ascent.results import pad_history
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.results import pad_history
 
 PROGRESS_DIR = ".progress"
 RUN_CONFIG = "run.json"

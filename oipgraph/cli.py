@@ -24,11 +24,11 @@ from absl import flags
 
 from oipgraph import catalog, cli_flags, datasets, examples, outputs
 from oipgraph.ascent import OIPAscent
+from oipgraph.ascent.domain import pixels_to_domain
+from oipgraph.ascent.results import AscentResult
 from oipgraph.core import errors, interrupts
-from oipgraph.domain import pixels_to_domain
 from oipgraph.models.loading import shipped_model_path
 from oipgraph.outlock import OutputLock
-from oipgraph.results import AscentResult
 from oipgraph.strategies import StrategySettings, create_oips, parse_maps
 
 FLAGS = flags.FLAGS

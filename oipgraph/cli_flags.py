@@ -14,15 +14,15 @@ from absl import flags
 
 from oipgraph import catalog
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
+from oipgraph.ascent.domain import parse_domain
+from oipgraph.ascent.transforms import MAX_JITTER, MAX_SCALE, Transforms
 from oipgraph.core import limits
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.domain import parse_domain
 from oipgraph.models import mnist
 from oipgraph.models.layer_lookup import parse_image_size
 from oipgraph.models.loading import load_model
 from oipgraph.objectives import OBJECTIVES
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
-from oipgraph.transforms import MAX_JITTER, MAX_SCALE, Transforms
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")

@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import summaries
+from oipgraph.ascent.domain import Domain
 from oipgraph.core.errors import OIPGraphError, check_positive_int
 from oipgraph.datasets import Dataset
-from oipgraph.domain import Domain
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import standardize
 

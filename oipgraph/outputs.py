@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from oipgraph import catalog, examples, summaries, uniqueness
 from oipgraph.ascent import STATUS_NAMES
-from oipgraph.domain import Domain
+from oipgraph.ascent.domain import Domain
 
 START_KINDS = {
     "random": "multiscale",

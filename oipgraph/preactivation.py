@@ -32,11 +32,11 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
-from oipgraph.ascent_loop import checked_steps
+from oipgraph.ascent.loop import checked_steps
+from oipgraph.ascent.step import AscentStep
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models.layer_lookup import module_name
 from oipgraph.objectives import PreActivationPeak, SpatialObjective
-from oipgraph.step import AscentStep
 
 DEFAULT_WAKE_STEPS = 200
 

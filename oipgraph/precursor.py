@@ -50,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
+from oipgraph.ascent.step import AscentStep, compiled_step, never_single
 from oipgraph.core import interrupts, limits
 from oipgraph.core.errors import OIPGraphError, check_positive_int
 from oipgraph.models.layer_lookup import module_name
@@ -63,7 +64,6 @@ from oipgraph.ranking import (
     chunk_size_for,
     merge_top,
 )
-from oipgraph.step import AscentStep, compiled_step, never_single
 
 DEFAULT_SCAN_STEPS = 10
 DEFAULT_TOP_N = 8

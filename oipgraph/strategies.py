@@ -35,11 +35,11 @@ import tensorflow as tf
 
 from oipgraph import starts
 from oipgraph.ascent import STATUS_NO_ACTIVATION, AscentResult, OIPAscent
+from oipgraph.ascent.domain import STANDARDIZED
+from oipgraph.ascent.results import replace_pairs, select_pairs
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.domain import STANDARDIZED
 from oipgraph.preactivation import PreActivationWakeUp
 from oipgraph.precursor import PrecursorScan
-from oipgraph.results import replace_pairs, select_pairs
 from oipgraph.runs import (
     DEFAULT_AUTO_PRECURSOR_STARTS,
     DEFAULT_AUTO_SCREEN_KEEP,

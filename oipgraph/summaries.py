@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from oipgraph.domain import Domain
+from oipgraph.ascent.domain import Domain
 
 # A 3x5 pixel font for map numbers in grid labels (tf.image has no text rendering).
 _DIGITS = {

@@ -38,10 +38,10 @@ from helpers import HIDE_OIPGRAPH, assert_one_line_error, finish, run_forked, st
 from oipgraph.export import export_savedmodel, versions
 
 from oipgraph.ascent import OIPAscent
+from oipgraph.ascent.step import loss_and_gradient
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import ModelError, check_image_model, load_model
-from oipgraph.step import loss_and_gradient
 
 SIZE = 32
 # The nested base's name: keras.applications names it after alpha and the (variable) input size.

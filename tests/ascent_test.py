@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph import ascent as ascent_lib
-from oipgraph import starts, step
-from oipgraph.ascent import OIPAscent
+from oipgraph import starts
+from oipgraph.ascent import OIPAscent, step
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import fastmodel
 from oipgraph.models.loading import load_model

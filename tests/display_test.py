@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from oipgraph import examples, outputs, summaries
-from oipgraph.domain import STANDARDIZED, ValueRange
+from oipgraph.ascent.domain import STANDARDIZED, ValueRange
 
 RANGE = ValueRange(0.0, 255.0)
 SIDE, INITS, STEPS, TOP_K = 8, 2, 10, 3

@@ -10,9 +10,9 @@ import tensorflow as tf
 from helpers import run_command
 
 from oipgraph.ascent import OIPAscent
+from oipgraph.ascent.domain import STANDARDIZED, ValueRange, infer_domain, parse_domain
+from oipgraph.ascent.step import ascent_update
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.domain import STANDARDIZED, ValueRange, infer_domain, parse_domain
-from oipgraph.step import ascent_update
 from oipgraph.strategies import StrategySettings, create_oips
 
 

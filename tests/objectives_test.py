@@ -7,13 +7,13 @@ import tensorflow as tf
 from helpers import eager_reference
 
 from oipgraph import starts
-from oipgraph import step as step_lib
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION, OIPAscent
+from oipgraph.ascent import step as step_lib
+from oipgraph.ascent.transforms import Transforms
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models.loading import load_model
 from oipgraph.objectives import Minimize, NeuronObjective, UnitObjective, build_objective
 from oipgraph.strategies import StrategySettings, create_oips
-from oipgraph.transforms import Transforms
 
 
 def linear_conv_model() -> keras.Model:

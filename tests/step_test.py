@@ -1,4 +1,4 @@
-"""Tests of oipgraph.step: the step's batch computed as two halves side by side."""
+"""Tests of oipgraph.ascent.step: the step's batch computed as two halves side by side."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import starts, step
-from oipgraph.ascent import OIPAscent
+from oipgraph import starts
+from oipgraph.ascent import OIPAscent, step
 from oipgraph.models.loading import load_model
 
 

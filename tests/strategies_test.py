@@ -15,8 +15,8 @@ from helpers import (
     large_scale_model,
 )
 
-from oipgraph import auto, results, starts, strategies
-from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent
+from oipgraph import auto, starts, strategies
+from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent, results
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.precursor import PrecursorScan
 from oipgraph.screening import SharedScreen

@@ -22,9 +22,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from oipgraph.domain import STANDARDIZED, Domain
+from oipgraph.ascent.domain import STANDARDIZED, Domain
+from oipgraph.ascent.transforms import Transforms
 from oipgraph.objectives import Objective
-from oipgraph.transforms import Transforms
 
 GRADIENT_EPS = 1e-7
 # From this many images on, a step computes its batch as two halves that run side by side (`in_halves`).

@@ -27,29 +27,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph.ascent_loop import AscentLoop
+from oipgraph.ascent.domain import Domain, infer_domain
+from oipgraph.ascent.loop import AscentLoop
+from oipgraph.ascent.results import AscentResult
+from oipgraph.ascent.step import AscentStep, never_single
+from oipgraph.ascent.transforms import Transforms
 from oipgraph.core import interrupts, limits
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.domain import Domain, infer_domain
 from oipgraph.models.layer_lookup import module_name
 from oipgraph.models.loading import check_image_model, load_model
 from oipgraph.objectives import Objective, build_objective
-from oipgraph.objectives.base import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NAMES, STATUS_NO_ACTIVATION
-from oipgraph.results import AscentResult
-from oipgraph.step import GRADIENT_EPS, AscentStep, ascent_update, compiled_step, loss_and_gradient, never_single
-from oipgraph.transforms import Transforms
 
 __all__ = [
-    "GRADIENT_EPS",
-    "STATUS_COMPLETED",
-    "STATUS_CONVERGED",
-    "STATUS_NAMES",
-    "STATUS_NO_ACTIVATION",
-    "AscentResult",
+    "DEFAULT_CONV_CRITERION",
+    "DEFAULT_EPSILON",
+    "DEFAULT_NUM_SNAPSHOTS",
+    "DEFAULT_STEPS",
     "OIPAscent",
-    "ascent_update",
-    "compiled_step",
-    "loss_and_gradient",
 ]
 
 DEFAULT_STEPS = 600

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from oipgraph.ascent.step import AscentStep
 from oipgraph.core import limits
 from oipgraph.objectives.base import STATUS_COMPLETED, STATUS_CONVERGED, STATUS_NO_ACTIVATION
-from oipgraph.step import AscentStep
 
 ZERO_STEP_LIMIT = 10
 CONVERGENCE_AFTER_STEP = 10
