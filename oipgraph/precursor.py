@@ -5,7 +5,7 @@ the image with a g x g grid, gives each cell one of the values V, and tests
 all |V|^(g*g) patterns (19,683 for g = 3, V = (0.2, 0.5, 0.8)):
 
 1. Pattern i is a g x g grid of cell values in one colour, resized to the image size
-   and standardized (`oipgraph.patterns`, which numbers them); the constant gray
+   and standardized (`oipgraph.starts.patterns`, which numbers them); the constant gray
    patterns are exactly the zero image.
 2. Each pattern image runs `scan_steps` steps of the normalized gradient ascent
    of `oipgraph.ascent` for the chosen map; its score is the loss at the image
@@ -54,7 +54,6 @@ from oipgraph.ascent.step import AscentStep, compiled_step, never_single
 from oipgraph.core import interrupts, limits
 from oipgraph.core.errors import OIPGraphError, check_positive_int
 from oipgraph.models.layer_lookup import module_name
-from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES, GridPatterns
 from oipgraph.ranking import (
     DEFAULT_HALVING_KEEP,
     DEFAULT_HALVING_KEEP_PER_RESULT,
@@ -64,6 +63,7 @@ from oipgraph.ranking import (
     chunk_size_for,
     merge_top,
 )
+from oipgraph.starts.patterns import DEFAULT_GRID, DEFAULT_VALUES, GridPatterns
 
 DEFAULT_SCAN_STEPS = 10
 DEFAULT_TOP_N = 8

@@ -17,9 +17,9 @@ from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
 from oipgraph.ascent.results import concat_results
 from oipgraph.core.errors import OIPGraphError, check_positive_int, is_positive_int
-from oipgraph.patterns import DEFAULT_GRID, DEFAULT_VALUES
 from oipgraph.preactivation import DEFAULT_WAKE_STEPS
 from oipgraph.precursor import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N
+from oipgraph.starts.patterns import DEFAULT_GRID, DEFAULT_VALUES
 
 DEFAULT_BATCH_SIZE = 256
 # Steps of the coarse-to-fine stages before each finer scale is added (the final stage:
