@@ -31,8 +31,9 @@ import tensorflow as tf
 from absl import app, flags
 
 from oipgraph.ascent import DEFAULT_EPSILON, OIPAscent
-from oipgraph.precursor import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N, PrecursorScan
 from oipgraph.strategies import parse_maps
+from oipgraph.strategies.precursor import PrecursorScan
+from oipgraph.strategies.precursor_run import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file; default: the shipped MNIST CNN.")

@@ -51,9 +51,10 @@ from machine import machine_description
 
 from oipgraph import starts
 from oipgraph.ascent import STATUS_NO_ACTIVATION, OIPAscent
-from oipgraph.precursor import DEFAULT_VALUES, PrecursorScan
-from oipgraph.screening import SharedScreen
+from oipgraph.starts.patterns import DEFAULT_VALUES
 from oipgraph.strategies import StrategySettings, create_oips
+from oipgraph.strategies.precursor import PrecursorScan
+from oipgraph.strategies.screening import SharedScreen
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the models' weights (one model each) and of the starts.")

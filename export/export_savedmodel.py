@@ -80,7 +80,7 @@ exported spatial layer, else the first exported layer.
                 (`Domain.from_standardized`).
 
 `precursor_<Layer>` (layers with spatial output): the precursor scan of
-`oipgraph.precursor` for one map of `<Layer>`: all 3^9 = 19,683 patterns of a 3x3 grid with cell values
+`oipgraph.strategies.precursor` for one map of `<Layer>`: all 3^9 = 19,683 patterns of a 3x3 grid with cell values
 (0.2, 0.5, 0.8), `scan_steps` ascent steps (epsilon 0.01) from each, ranked by
 loss. Its cost grows with `scan_steps` (1 step: a few seconds on a CPU).
 
@@ -137,7 +137,7 @@ from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import ModelError, check_image_model, load_model
 from oipgraph.objectives.spatial import activation_name
-from oipgraph.precursor import PrecursorScan
+from oipgraph.strategies.precursor import PrecursorScan
 
 SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 INITIAL_IMAGES = "initial_images"

@@ -17,7 +17,7 @@ import tensorflow as tf
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent
 from oipgraph.core import interrupts
-from oipgraph.precursor import PrecursorScan
+from oipgraph.strategies.precursor import PrecursorScan
 
 
 class InterruptsTestCase(tf.test.TestCase):

@@ -9,7 +9,7 @@ from helpers import SIZE, large_scale_model
 from oipgraph.ascent import OIPAscent
 from oipgraph.core import limits
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.precursor import PrecursorScan
+from oipgraph.strategies.precursor import PrecursorScan
 
 
 class PythonChecksTest(tf.test.TestCase):

@@ -7,7 +7,7 @@ import tensorflow as tf
 from oipgraph import starts
 from oipgraph.ascent import GRADIENT_EPS, OIPAscent
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.preactivation import PreActivationWakeUp, can_wake
+from oipgraph.strategies.preactivation import PreActivationWakeUp, can_wake
 
 SIZE = 10
 EPSILON = 0.05

@@ -11,7 +11,7 @@ from oipgraph.ascent import OIPAscent, ascent_update, loss_and_gradient
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models.fastconv import can_slice_channels
 from oipgraph.models.loading import load_model
-from oipgraph.precursor import PrecursorScan
+from oipgraph.strategies.precursor import PrecursorScan
 
 VALUES = (0.2, 0.5, 0.8)
 

@@ -1,4 +1,4 @@
-"""Tests of oipgraph.ranking: chunk sizes, the running top-N and successive halving."""
+"""Tests of oipgraph.strategies.ranking: chunk sizes, the running top-N and successive halving."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import ranking
 from oipgraph.core.errors import OIPGraphError
+from oipgraph.strategies import ranking
 
 
 def stable_top(scores: np.ndarray, top_n: int) -> np.ndarray:

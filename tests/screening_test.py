@@ -6,8 +6,8 @@ from helpers import CHECKERBOARD_PATTERN, large_scale_model
 
 from oipgraph.ascent import OIPAscent
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.precursor import PrecursorScan
-from oipgraph.screening import SharedScreen
+from oipgraph.strategies.precursor import PrecursorScan
+from oipgraph.strategies.screening import SharedScreen
 
 
 class SharedScreenTest(tf.test.TestCase):

@@ -15,12 +15,12 @@ from helpers import (
     large_scale_model,
 )
 
-from oipgraph import auto, starts, strategies
+from oipgraph import starts, strategies
 from oipgraph.ascent import STATUS_COMPLETED, STATUS_NO_ACTIVATION, AscentResult, OIPAscent, results
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.precursor import PrecursorScan
-from oipgraph.screening import SharedScreen
-from oipgraph.strategies import OIPRun, StrategySettings, create_oips
+from oipgraph.strategies import OIPRun, StrategySettings, auto, create_oips, precursor_strategy, start_images
+from oipgraph.strategies.precursor import PrecursorScan
+from oipgraph.strategies.screening import SharedScreen
 
 
 def fast_settings(**overrides) -> StrategySettings:
@@ -149,7 +149,7 @@ class LargeScaleMapTest(tf.test.TestCase):
 
     def test_precursor_final_steps_default_to_1200(self):
         scan_results = PrecursorScan(self.ascent, values=(0.2, 0.8)).run(0, 10, 1)
-        with mock.patch.object(strategies, "run_in_batches", wraps=strategies.run_in_batches) as wrapped:
+        with mock.patch.object(precursor_strategy, "run_in_batches", wraps=strategies.run_in_batches) as wrapped:
             create_oips(self.ascent, [0], "precursor", settings=fast_settings(steps=None, precursor_top_n=1))
         self.assertEqual(wrapped.call_args.kwargs["steps"], strategies.DEFAULT_PRECURSOR_STEPS)
         self.assertAllClose(wrapped.call_args.args[1], scan_results.images)
@@ -178,7 +178,7 @@ class CoarseToFineTest(tf.test.TestCase):
 
     def test_stages_add_finer_scales_with_the_configured_steps(self):
         settings = fast_settings()
-        with mock.patch.object(strategies, "run_in_batches", wraps=strategies.run_in_batches) as wrapped:
+        with mock.patch.object(start_images, "run_in_batches", wraps=strategies.run_in_batches) as wrapped:
             run = create_oips(self.ascent, [0, 1], "coarse_to_fine", seed=4, inits_per_map=2, settings=settings)
         self.assertEqual([call.kwargs["steps"] for call in wrapped.call_args_list], [10, 20, 60])
         self.assertEqual([call.kwargs.get("conv_criterion") for call in wrapped.call_args_list], [0.0, 0.0, None])

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from oipgraph.ascent import OIPAscent
 from oipgraph.core.errors import check_positive_int
-from oipgraph.precursor import PrecursorScan
+from oipgraph.strategies.precursor import PrecursorScan
 
 DEFAULT_SCREEN_KEEP = 32
 SCREEN_CHUNK = 1024

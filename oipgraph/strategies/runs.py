@@ -3,7 +3,7 @@
 `StrategySettings` is what every strategy takes besides the maps and the seed; `OIPRun` what it
 returns (the ascent results of B pairs and where they came from), with one `StageRecord` per stage
 of a staged strategy (`auto`); `run_in_batches` runs the compiled ascent over any number of pairs.
-The strategies themselves are in `oipgraph.strategies` and `oipgraph.auto`.
+The strategies themselves are in `oipgraph.strategies` and `oipgraph.strategies.auto`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
 from oipgraph.ascent.results import concat_results
 from oipgraph.core.errors import OIPGraphError, check_positive_int, is_positive_int
-from oipgraph.preactivation import DEFAULT_WAKE_STEPS
-from oipgraph.precursor import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N
 from oipgraph.starts.patterns import DEFAULT_GRID, DEFAULT_VALUES
+from oipgraph.strategies.preactivation import DEFAULT_WAKE_STEPS
+from oipgraph.strategies.precursor_run import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N
 
 DEFAULT_BATCH_SIZE = 256
 # Steps of the coarse-to-fine stages before each finer scale is added (the final stage:

@@ -40,13 +40,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from oipgraph import starts, strategies
+from oipgraph import starts
 from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.results import replace_pairs, select_pairs
-from oipgraph.preactivation import can_wake
-from oipgraph.precursor import PrecursorScan
-from oipgraph.screening import SharedScreen
-from oipgraph.strategies import OIPRun, StageRecord, StrategySettings
+from oipgraph.strategies.preactivation import can_wake
+from oipgraph.strategies.preactivation_strategy import preactivation_strategy
+from oipgraph.strategies.precursor import PrecursorScan
+from oipgraph.strategies.precursor_strategy import DEFAULT_PRECURSOR_STEPS
+from oipgraph.strategies.runs import OIPRun, StageRecord, StrategySettings, run_in_batches
+from oipgraph.strategies.screening import SharedScreen
+from oipgraph.strategies.start_images import random_strategy
 
 # The order of auto's stages.
 AUTO_STAGES = ("random", "precursor", "preactivation")
@@ -79,12 +82,12 @@ def precursor_stage(
     if not len(rows):
         return rows, None
     seeds = starts.start_seeds(seed, starts.pair_stream(screened.map_index, screened.rank))
-    full = strategies.run_in_batches(
+    full = run_in_batches(
         ascent,
         screened.images,
         screened.map_index,
         settings,
-        steps=settings.final_steps(strategies.DEFAULT_PRECURSOR_STEPS),
+        steps=settings.final_steps(DEFAULT_PRECURSOR_STEPS),
         seeds=seeds,
     )
     ranked = {}
@@ -99,18 +102,18 @@ def precursor_stage(
     return rows, run
 
 
-def _whole_strategy(name: str) -> Callable[..., tuple[np.ndarray, OIPRun]]:
+def _whole_strategy(strategy: Callable[..., OIPRun]) -> Callable[..., tuple[np.ndarray, OIPRun]]:
     def stage(ascent, map_index, init_index, seed, settings):
-        return np.arange(len(map_index)), strategies.STRATEGIES[name](ascent, map_index, init_index, seed, settings)
+        return np.arange(len(map_index)), strategy(ascent, map_index, init_index, seed, settings)
 
     return stage
 
 
 # name -> fn(ascent, map_index [B], init_index [B], seed, settings) -> (rows [R], OIPRun of those R pairs)
 STAGE_FUNCTIONS: dict[str, Callable[..., tuple[np.ndarray, OIPRun | None]]] = {
-    "random": _whole_strategy("random"),
+    "random": _whole_strategy(random_strategy),
     "precursor": precursor_stage,
-    "preactivation": _whole_strategy("preactivation"),
+    "preactivation": _whole_strategy(preactivation_strategy),
 }
 
 

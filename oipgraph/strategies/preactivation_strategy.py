@@ -1,0 +1,46 @@
+"""The `preactivation` strategy: random starts woken up on the map's pre-activation, then the full ascent.
+
+The wake-up itself is `preactivation.PreActivationWakeUp`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from oipgraph import starts
+from oipgraph.ascent import OIPAscent
+from oipgraph.strategies.preactivation import PreActivationWakeUp
+from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
+
+
+def preactivation_strategy(
+    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+) -> OIPRun:
+    """The preactivation strategy: random starts woken up on the map's pre-activation, then the full ascent.
+
+    The pair's multi-scale start (the one `random` uses for the same seed) is
+    moved by `PreActivationWakeUp`, ascent on the peak of the map's
+    pre-activation, until the map fires, for at most `settings.wake_steps`
+    steps (200); the full ascent (`settings.steps`, default 600) continues from
+    there. Starts on which the map fires already go straight to the full
+    ascent, so for them the result is the random strategy's.
+
+    Returns:
+        The final ascent's result; `start_images` holds the multi-scale starts.
+
+    Raises:
+        OIPGraphError: the layer has no pre-activation (not a plain Conv2D).
+    """
+    wake_up = PreActivationWakeUp(ascent)
+    streams = starts.pair_stream(map_index, init_index)
+    seeds = starts.start_seeds(seed, streams)
+    multiscale = starts.multiscale(seeds, ascent.image_shape, *settings.scales(ascent.image_shape[0]))
+    start_images = np.asarray(ascent.domain.from_standardized(multiscale))
+    woken = []
+    for begin in range(0, len(map_index), settings.batch_size):
+        batch = slice(begin, begin + settings.batch_size)
+        woken.append(
+            wake_up(start_images[batch], map_index[batch], settings.wake_steps, settings.epsilon, seeds[batch]).images
+        )
+    result = run_in_batches(ascent, np.concatenate(woken), map_index, settings, seeds=seeds)
+    return OIPRun(result, start_images, init_index, seed, streams, ["preactivation"] * len(map_index))

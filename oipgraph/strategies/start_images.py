@@ -1,0 +1,99 @@
+"""The strategies that start from one random image per pair: `random`, `fourier` and `coarse_to_fine`.
+
+- `random`, `fourier`: one start image per pair (`starts.multiscale`, `starts.fourier`), then the full
+  ascent (`settings.steps`, default 600).
+- `coarse_to_fine` (the articles' "strategy 1"): start from the coarsest scale of the multi-scale
+  fluctuations alone, optimize a few steps, add the next finer scale (same seeds), optimize longer, ...
+  and finish with the full ascent (`settings.steps`, default 400).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from oipgraph import starts
+from oipgraph.ascent import OIPAscent
+from oipgraph.ascent.domain import STANDARDIZED
+from oipgraph.core.errors import OIPGraphError
+from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
+
+# The final stage of coarse_to_fine (all scales) runs `settings.steps` or this many steps.
+DEFAULT_COARSE_TO_FINE_FINAL_STEPS = 400
+
+
+def _start_image_strategy(
+    make_starts: Callable[[np.ndarray, tuple[int, int, int], StrategySettings], tf.Tensor], name: str
+):
+    def run(
+        ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+    ) -> OIPRun:
+        streams = starts.pair_stream(map_index, init_index)
+        seeds = starts.start_seeds(seed, streams)
+        images = np.asarray(ascent.domain.from_standardized(make_starts(seeds, ascent.image_shape, settings)))
+        result = run_in_batches(ascent, images, map_index, settings, seeds=seeds)
+        return OIPRun(result, images, init_index, seed, streams, [name] * len(map_index))
+
+    run.__doc__ = f"The {name} strategy: {name} start images, then the full ascent."
+    return run
+
+
+random_strategy = _start_image_strategy(
+    lambda seeds, shape, settings: starts.multiscale(seeds, shape, *settings.scales(shape[0])), "random"
+)
+fourier_strategy = _start_image_strategy(lambda seeds, shape, settings: starts.fourier(seeds, shape), "fourier")
+
+
+def coarse_to_fine_strategy(
+    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+) -> OIPRun:
+    """The coarse-to-fine strategy (the articles' "strategy 1").
+
+    The pair's multi-scale start is built up scale by scale, coarsest first:
+    the coarsest scale alone is standardized and optimized for
+    `settings.coarse_to_fine_steps[0]` steps (default 20); then the next finer
+    scale's fluctuations (the same ones `multiscale` would use for this seed)
+    are added at their designed weight and the sum is restandardized
+    (`starts.add_scale`), optimized for the next stage's steps (40, 80), and so
+    on; once every scale is in, the full ascent runs `settings.steps` (default
+    400). The stages run without the convergence stop; pairs that stop with
+    `no_activation` in a stage still get the finer scales.
+
+    Returns:
+        The final ascent's result; `start_images` holds the coarsest-scale starts.
+
+    Raises:
+        OIPGraphError: bad settings, e.g. `coarse_to_fine_steps` without one
+            positive entry per scale but the finest.
+    """
+    cells, factors = settings.scales(ascent.image_shape[0])
+    stage_steps = tuple(settings.coarse_to_fine_steps)
+    if len(stage_steps) != len(cells) - 1:
+        raise OIPGraphError(
+            f"coarse_to_fine_steps must give {len(cells) - 1} step counts (one per scale but the finest"
+            f" of cells {list(cells)}), got {list(stage_steps)}"
+        )
+    streams = starts.pair_stream(map_index, init_index)
+    seeds = starts.start_seeds(seed, streams)
+    # A scale keeps its position in `cells` as its seed salt, so its noise is the one multiscale() uses.
+    coarsest_first = sorted(range(len(cells)), key=lambda scale: cells[scale])
+
+    def weighted_noise(scale: int) -> tf.Tensor:
+        return factors[scale] * starts.scale_noise(seeds, ascent.image_shape, cells[scale], scale)
+
+    raw = weighted_noise(coarsest_first[0])
+    domain = ascent.domain
+    images = np.asarray(domain.from_standardized(tf.image.per_image_standardization(raw)))
+    start_images = images
+    for scale, steps in zip(coarsest_first[1:], stage_steps):
+        stage = run_in_batches(ascent, images, map_index, settings, steps=int(steps), conv_criterion=0.0, seeds=seeds)
+        added = weighted_noise(scale)
+        # In a value range the stage's images are standardized first, so that the scale adds at its designed weight.
+        stage_images = stage.images if domain is STANDARDIZED else tf.image.per_image_standardization(stage.images)
+        images = np.asarray(domain.from_standardized(starts.add_scale(stage_images, raw, added)))
+        raw += added
+    final_steps = settings.final_steps(DEFAULT_COARSE_TO_FINE_FINAL_STEPS)
+    result = run_in_batches(ascent, images, map_index, settings, steps=final_steps, seeds=seeds)
+    return OIPRun(result, start_images, init_index, seed, streams, ["coarse_to_fine"] * len(map_index))
