@@ -31,10 +31,10 @@ import tensorflow as tf
 from absl import app, flags
 from machine import machine_description, onednn_enabled
 
-from oipgraph import datasets, examples
 from oipgraph.ascent import STATUS_NO_ACTIVATION, OIPAscent
 from oipgraph.models import mnist
 from oipgraph.models.loading import standardize
+from oipgraph.outputs import datasets, examples
 from oipgraph.strategies import StrategySettings, create_oips
 
 FLAGS = flags.FLAGS

@@ -60,7 +60,8 @@ from collections.abc import Callable
 # oipgraph first: importing it chooses TensorFlow's oneDNN kernels before TensorFlow loads (for every tool).
 # isort: off
 import oipgraph
-from oipgraph import starts, summaries
+from oipgraph import starts
+from oipgraph.outputs import summaries
 from oipgraph.ascent import OIPAscent
 from oipgraph.models.loading import load_model
 

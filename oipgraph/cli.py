@@ -22,13 +22,14 @@ import keras
 import numpy as np
 from absl import flags
 
-from oipgraph import catalog, cli_flags, datasets, examples, outputs
+from oipgraph import cli_flags, outputs
 from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.domain import pixels_to_domain
 from oipgraph.ascent.results import AscentResult
 from oipgraph.core import errors, interrupts
 from oipgraph.models.loading import shipped_model_path
 from oipgraph.outlock import OutputLock
+from oipgraph.outputs import catalog, datasets, examples
 from oipgraph.strategies import StrategySettings, create_oips, parse_maps
 
 FLAGS = flags.FLAGS

@@ -12,7 +12,6 @@ import os
 
 from absl import flags
 
-from oipgraph import catalog
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
 from oipgraph.ascent.domain import parse_domain
 from oipgraph.ascent.transforms import MAX_JITTER, MAX_SCALE, Transforms
@@ -22,6 +21,7 @@ from oipgraph.models import mnist
 from oipgraph.models.layer_lookup import parse_image_size
 from oipgraph.models.loading import load_model
 from oipgraph.objectives import OBJECTIVES
+from oipgraph.outputs import catalog
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
 
 FLAGS = flags.FLAGS

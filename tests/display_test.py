@@ -7,8 +7,9 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from oipgraph import examples, outputs, summaries
 from oipgraph.ascent.domain import STANDARDIZED, ValueRange
+from oipgraph.outputs import examples, summaries
+from oipgraph.outputs import writer as outputs
 
 RANGE = ValueRange(0.0, 255.0)
 SIDE, INITS, STEPS, TOP_K = 8, 2, 10, 3

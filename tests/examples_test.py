@@ -1,4 +1,4 @@
-"""Tests of dataset examples: loading (oipgraph.datasets), the top-k pass and comparison (oipgraph.examples), CLI."""
+"""Tests of dataset examples: loading (oipgraph.outputs.datasets), the top-k pass and comparison (oipgraph.outputs.examples), CLI."""
 
 import contextlib
 import glob
@@ -14,9 +14,9 @@ import tensorflow as tf
 from helpers import assert_one_line_error, large_scale_model, start, write_npz
 from tensorboard.backend.event_processing import event_accumulator
 
-from oipgraph import datasets, examples
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup, mnist
+from oipgraph.outputs import datasets, examples
 
 SHAPE = (8, 8, 1)
 

@@ -23,12 +23,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import summaries
 from oipgraph.ascent.domain import Domain
 from oipgraph.core.errors import OIPGraphError, check_positive_int
-from oipgraph.datasets import Dataset
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import standardize
+from oipgraph.outputs import summaries
+from oipgraph.outputs.datasets import Dataset
 
 DEFAULT_TOP_K = 9
 MAX_TOP_K = 100

@@ -14,9 +14,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from oipgraph import catalog, examples, summaries, uniqueness
 from oipgraph.ascent import STATUS_NAMES
 from oipgraph.ascent.domain import Domain
+from oipgraph.outputs import catalog, examples, summaries, uniqueness
 
 START_KINDS = {
     "random": "multiscale",
