@@ -83,7 +83,7 @@ def run_command() -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         load = load_average()
         start = time.perf_counter()
-        command = [sys.executable, "-m", "oipgraph.cli", "--maps=all", f"--out={out}"]
+        command = [sys.executable, "-m", "oipgraph.cli.main", "--maps=all", f"--out={out}"]
         if FLAGS.model:
             command.append(f"--model={FLAGS.model}")
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -178,12 +178,12 @@ class CheckpointsTest(InterruptsTestCase):
 
 
 # `cli.main` with `run_layer` replaced, in a child process: the two commands define the same absl flags
-# (--model), so `oipgraph.cli` cannot be imported beside `oipgraph.export` in the test's process.
+# (--model), so `oipgraph.cli.main` cannot be imported beside `oipgraph.export` in the test's process.
 COMMAND_MESSAGES = """
 import json, signal, sys
 from unittest import mock
 import oipgraph
-from oipgraph import cli
+from oipgraph.cli import main as cli
 
 # Python's own handling, whatever this process inherited (a runner started with `cmd &` ignores SIGINT).
 signal.signal(signal.SIGINT, signal.default_int_handler)

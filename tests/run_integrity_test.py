@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 from helpers import assert_one_line_error, finish, load_arrays, run_forked, start
 
-from oipgraph.outlock import OutputLock
+from oipgraph.cli.outlock import OutputLock
 
 NUM_MAPS = 16
 # 8 chunks of one map, about a second each: a run can be stopped mid-way.

@@ -22,13 +22,14 @@ import keras
 import numpy as np
 from absl import flags
 
-from oipgraph import cli_flags, outputs
+from oipgraph import outputs
 from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.domain import pixels_to_domain
 from oipgraph.ascent.results import AscentResult
+from oipgraph.cli import flags as cli_flags
+from oipgraph.cli.outlock import OutputLock
 from oipgraph.core import errors, interrupts
 from oipgraph.models.loading import shipped_model_path
-from oipgraph.outlock import OutputLock
 from oipgraph.outputs import catalog, datasets, examples
 from oipgraph.strategies import StrategySettings, create_oips, parse_maps
 

@@ -1,4 +1,4 @@
-"""The flags of `oipgraph` (the command line of `oipgraph.cli`), their checks, and what they ask for.
+"""The flags of `oipgraph` (the command line of `oipgraph.cli.main`), their checks, and what they ask for.
 
 Every flag value that needs no model is checked by `check_flags` before the
 model loads and before anything is written; `check_run_size` adds the bounds
