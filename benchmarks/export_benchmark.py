@@ -39,7 +39,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from oipgraph.export import export_savedmodel
+from oipgraph.export import export_savedmodel, versions
+from oipgraph.export.servable import SERVING_DEFAULT, OIPServable
 
 from oipgraph import starts
 from oipgraph.models import layer_lookup
@@ -76,7 +77,7 @@ def timed_export(model, export_dir: str) -> tuple[float, float, str]:
     shared with other jobs the CPU time is what the export costs on an idle one.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
-    servable = export_savedmodel.OIPServable(model, layers=FLAGS.layers)
+    servable = OIPServable(model, layers=FLAGS.layers)
     built = time.perf_counter()
     path = export_savedmodel.write_savedmodel(servable, export_dir)  # Traces every signature (once).
     finished = time.perf_counter()
@@ -87,9 +88,9 @@ def timed_export(model, export_dir: str) -> tuple[float, float, str]:
 def size_report(path: str) -> list[tuple[str, int]]:
     """Sizes in bytes: the whole version directory, saved_model.pb and the variables."""
     return [
-        ("total", export_savedmodel.directory_size(path)),
+        ("total", versions.directory_size(path)),
         ("saved_model.pb", os.path.getsize(os.path.join(path, "saved_model.pb"))),
-        ("variables/", export_savedmodel.directory_size(os.path.join(path, "variables"))),
+        ("variables/", versions.directory_size(os.path.join(path, "variables"))),
     ]
 
 
@@ -131,7 +132,7 @@ def main(argv: list[str]) -> None:
         loaded = tf.saved_model.load(path)
         print(f"load:          {time.perf_counter() - started:6.2f} s  ({len(loaded.signatures)} signatures)")
         print(f"signatures: {', '.join(sorted(loaded.signatures))}")
-        serve = loaded.signatures[export_savedmodel.SERVING_DEFAULT]
+        serve = loaded.signatures[SERVING_DEFAULT]
         image_shape = tuple(model.inputs[0].shape[1:])
         images = tf.constant(starts.multiscale(starts.start_seeds(0, [0]), image_shape))
         arguments = dict(

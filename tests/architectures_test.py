@@ -36,6 +36,8 @@ import pytest
 import tensorflow as tf
 from helpers import HIDE_OIPGRAPH, assert_one_line_error, finish, run_forked, start
 from oipgraph.export import export_savedmodel, versions
+from oipgraph.export import layers as export_layers
+from oipgraph.export.servable import OIPServable
 
 from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.step import loss_and_gradient
@@ -232,11 +234,11 @@ class ArchitectureMatrixTest(tf.test.TestCase):
                 self.assertEqual(result.returncode, 0, msg=result.stderr[-3000:])
                 path = os.path.join(export_dir, "1")
             else:
-                servable = export_savedmodel.OIPServable(load_model(self.paths[name]), layers=layers)
+                servable = OIPServable(load_model(self.paths[name]), layers=layers)
                 path = export_savedmodel.write_savedmodel(servable, export_dir)
             self.assertEqual(os.listdir(export_dir), ["1"])  # No temporary folder left.
             export_paths.append(path)
-            suffixes = [export_savedmodel.signature_suffix(layer) for layer in layers]
+            suffixes = [export_layers.signature_suffix(layer) for layer in layers]
             expected[path] = sorted(
                 ["serving_default", "initial_images"]
                 + [f"optimize_{suffix}" for suffix in suffixes]
@@ -324,7 +326,7 @@ class LayerLookupTest(tf.test.TestCase):
 
     def test_module_and_signature_names(self):
         self.assertEqual(layer_lookup.module_name(f"{BASE}/block_2_add"), "mobilenetv2_0_35_None__block_2_add")
-        self.assertEqual(export_savedmodel.signature_suffix("base.v2/conv-1"), "base_v2__conv_1")
+        self.assertEqual(export_layers.signature_suffix("base.v2/conv-1"), "base_v2__conv_1")
         self.assertEqual(OIPAscent(self.transfer, "block_1_expand_relu").name, "oip_ascent_block_1_expand_relu")
 
 
@@ -407,12 +409,12 @@ class ExportChoiceTest(tf.test.TestCase):
             ]:
                 with self.subTest(model=name):
                     model = applications(name)
-                    self.assertEqual(export_savedmodel.default_layers(model), [expected])  # Deep: the default only.
+                    self.assertEqual(export_layers.default_layers(model), [expected])  # Deep: the default only.
             small = small_residual_cnn()
-            self.assertEqual(export_savedmodel.serving_layer(small, ["conv1", "bn1", "add"]), "add")
-            self.assertEqual(export_savedmodel.serving_layer(small, ["conv1", "bn1"]), "bn1")
+            self.assertEqual(export_layers.serving_layer(small, ["conv1", "bn1", "add"]), "add")
+            self.assertEqual(export_layers.serving_layer(small, ["conv1", "bn1"]), "bn1")
             self.assertEqual(
-                export_savedmodel.default_layers(small), ["conv1", "conv2", "separable", "depthwise", "tanh", "classes"]
+                export_layers.default_layers(small), ["conv1", "conv2", "separable", "depthwise", "tanh", "classes"]
             )
 
     def test_bad_layer_choices(self):
@@ -425,7 +427,7 @@ class ExportChoiceTest(tf.test.TestCase):
         ]:
             with self.subTest(layers=layers):
                 with self.assertRaisesRegex(OIPGraphError, message):
-                    export_savedmodel.chosen_layers(model, layers)
+                    export_layers.chosen_layers(model, layers)
 
     def test_interrupted_save_and_killed_export_leave_nothing(self):
         export_dir = tempfile.mkdtemp(prefix="export_interrupt_")
@@ -442,7 +444,7 @@ class ExportChoiceTest(tf.test.TestCase):
         previous = signal.getsignal(signal.SIGTERM)
         with mock.patch.object(tf.saved_model, "save", side_effect=terminated_save):
             with self.assertRaises(KeyboardInterrupt):
-                export_savedmodel.write_savedmodel(mock.Mock(spec=export_savedmodel.OIPServable), export_dir)
+                export_savedmodel.write_savedmodel(mock.Mock(spec=OIPServable), export_dir)
         self.assertEqual(os.listdir(export_dir), [])
         self.assertEqual(signal.getsignal(signal.SIGTERM), previous)
 

@@ -1,4 +1,4 @@
-"""Tests of dataset examples: loading (oipgraph.outputs.datasets), the top-k pass and comparison (oipgraph.outputs.examples), CLI."""
+"""Tests of dataset examples: loading (outputs.datasets), the top-k pass and comparison (outputs.examples), CLI."""
 
 import contextlib
 import glob

@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 from helpers import HIDE_OIPGRAPH, run_command, run_forked
 from oipgraph.export import export_savedmodel, versions
+from oipgraph.export.servable import OPTIMIZE_OUTPUTS, OIPServable
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
@@ -200,7 +201,7 @@ class ExportedSavedModelTest(tf.test.TestCase):
         cls.temp_dir = tempfile.mkdtemp(prefix="export_test_")
         cls.export_dir = os.path.join(cls.temp_dir, "oipgraph")
         cls.model = load_model()
-        cls.servable = export_savedmodel.OIPServable(cls.model)
+        cls.servable = OIPServable(cls.model)
         cls.export_path = export_savedmodel.write_savedmodel(cls.servable, cls.export_dir)
         cls.loaded = tf.saved_model.load(cls.export_path)
 
@@ -274,8 +275,8 @@ class ExportedSavedModelTest(tf.test.TestCase):
                     epsilon=TEST_EPSILON,
                     conv_criterion=DEFAULT_CONV_CRITERION,
                 )
-                self.assertCountEqual(served, export_savedmodel.OPTIMIZE_OUTPUTS)
-                for key in export_savedmodel.OPTIMIZE_OUTPUTS:
+                self.assertCountEqual(served, OPTIMIZE_OUTPUTS)
+                for key in OPTIMIZE_OUTPUTS:
                     self.assertAllEqual(served[key], getattr(reference, key))
                 self.assertEqual(served["loss_history"].shape, (len(TEST_MAPS), TEST_STEPS))
                 self.assertEqual(served["snapshots"].shape, (len(TEST_MAPS), 8) + IMAGE_SHAPE)
@@ -371,7 +372,7 @@ class ExportedSavedModelTest(tf.test.TestCase):
         expected = self.loaded.signatures["serving_default"](
             images=tf.constant(images), map_index=tf.constant([0]), steps=tf.constant(3), epsilon=tf.constant(0.01)
         )
-        self.assertCountEqual(os.listdir(outdir), [f"{key}.npy" for key in export_savedmodel.OPTIMIZE_OUTPUTS])
+        self.assertCountEqual(os.listdir(outdir), [f"{key}.npy" for key in OPTIMIZE_OUTPUTS])
         for key, value in expected.items():
             self.assertAllClose(np.load(os.path.join(outdir, f"{key}.npy")), value, rtol=1e-5, atol=1e-6, msg=key)
 
@@ -593,7 +594,7 @@ class WriteSavedModelTest(tf.test.TestCase):
         self.assertEqual(versions.next_version(self.export_dir), 11)
 
     def test_failed_save_leaves_no_version_directory(self):
-        servable = mock.Mock(spec=export_savedmodel.OIPServable)
+        servable = mock.Mock(spec=OIPServable)
 
         def half_write(module, path, signatures):
             with open(os.path.join(path, "saved_model.pb"), "wb") as handle:
@@ -609,9 +610,7 @@ class WriteSavedModelTest(tf.test.TestCase):
         existing = os.path.join(self.export_dir, "2")
         os.mkdir(existing)
         with self.assertRaisesRegex(OIPGraphError, re.escape(f"version directory already exists: {existing}")):
-            export_savedmodel.write_savedmodel(
-                mock.Mock(spec=export_savedmodel.OIPServable), self.export_dir, version=2
-            )
+            export_savedmodel.write_savedmodel(mock.Mock(spec=OIPServable), self.export_dir, version=2)
         self.assertEqual(os.listdir(existing), [])
 
     def test_version_created_during_save_is_not_replaced(self):
@@ -624,9 +623,7 @@ class WriteSavedModelTest(tf.test.TestCase):
 
         with mock.patch.object(tf.saved_model, "save", side_effect=racing_save):
             with self.assertRaises(OIPGraphError):
-                export_savedmodel.write_savedmodel(
-                    mock.Mock(spec=export_savedmodel.OIPServable), self.export_dir, version=5
-                )
+                export_savedmodel.write_savedmodel(mock.Mock(spec=OIPServable), self.export_dir, version=5)
         self.assertEqual(os.listdir(self.export_dir), ["5"])
         self.assertEqual(os.listdir(final), [])
 
@@ -644,7 +641,7 @@ class OtherModelExportTest(tf.test.TestCase):
             model = keras.Model(inputs, outputs)
         export_dir = tempfile.mkdtemp(prefix="other_model_export_")
         self.addCleanup(shutil.rmtree, export_dir, ignore_errors=True)
-        servable = export_savedmodel.OIPServable(model)
+        servable = OIPServable(model)
         loaded = tf.saved_model.load(export_savedmodel.write_savedmodel(servable, export_dir, version=7))
 
         self.assertCountEqual(
@@ -673,7 +670,7 @@ class OtherModelExportTest(tf.test.TestCase):
         inputs = keras.Input(shape=(8, 8, 1))
         model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
         with self.assertRaisesRegex(OIPGraphError, "no Conv2D layer"):
-            export_savedmodel.OIPServable(model)
+            OIPServable(model)
 
 
 @pytest.mark.heavy
