@@ -6,7 +6,7 @@ and g = d loss_j / d x (`step.AscentStep`; the transforms are the identity
 unless jitter or scale is on) and moves x by
 x <- project(x + epsilon * step_scale * g / (rms(g) + 1e-7)), per-image
 standardization for standardized images (`domain`), until the pair stops as
-`converged` or `no_activation` or `steps` steps ran (`ascent_loop`: the stop
+`converged` or `no_activation` or `steps` steps ran (`loop`: the stop
 rules, and how stopped pairs leave the computation).
 
 `loss` is the objective at the returned image (without transforms);
