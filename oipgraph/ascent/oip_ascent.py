@@ -19,7 +19,6 @@ input in Python (one-line `OIPGraphError`) and in the graph
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -29,10 +28,11 @@ import tensorflow as tf
 
 from oipgraph.ascent.domain import Domain, infer_domain
 from oipgraph.ascent.loop import AscentLoop
+from oipgraph.ascent.pair_checks import check_pair_arguments, graph_checked_pairs
 from oipgraph.ascent.results import AscentResult
 from oipgraph.ascent.step import AscentStep, never_single
 from oipgraph.ascent.transforms import Transforms
-from oipgraph.core import interrupts, limits
+from oipgraph.core import interrupts
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models.layer_lookup import module_name
 from oipgraph.models.loading import check_image_model, load_model
@@ -157,44 +157,8 @@ class OIPAscent(tf.Module):
         return self.objective(images, map_index)
 
     def check_inputs(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """In-graph validation (raises InvalidArgumentError).
-
-        Returns:
-            (images with a static shape, map_index), both behind the checks, so
-            that nothing reads a bad map index before the check names it.
-        """
-        height, width, channels = self.image_shape
-        shape = tf.shape(images)
-        # Pad before comparing so that a wrong rank reaches the assertion instead of a broadcast error.
-        padded_shape = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
-        shape_ok = tf.equal(tf.size(shape), 4) & tf.reduce_all(tf.equal(padded_shape[1:], [height, width, channels]))
-        # The range checks reduce over axis 0: a scalar map_index must meet the rank check first. A loaded
-        # signature does not enforce its [None] spec, and the graph optimizer folds tf.rank of a tensor of
-        # known rank to a constant: the serialize/parse round trip drops the static shape, so the rank is
-        # measured at run time.
-        runtime_map_index = tf.io.parse_tensor(tf.io.serialize_tensor(map_index), tf.int32)
-        map_rank_check = tf.debugging.Assert(
-            tf.equal(tf.rank(runtime_map_index), 1),
-            ["map_index must be a vector [batch]; got shape", tf.shape(runtime_map_index)],
-        )
-        with tf.control_dependencies([map_rank_check]):
-            map_vector = tf.identity(map_index)
-        checks = [
-            tf.debugging.Assert(
-                shape_ok, [f"images must have shape [batch, {height}, {width}, {channels}]; got shape", shape]
-            ),
-            *limits.assert_batch(padded_shape[0], self.image_shape, name="images batch (pairs per request)"),
-            map_rank_check,
-            tf.debugging.assert_equal(
-                tf.size(map_index),
-                padded_shape[0],
-                message="map_index needs one entry per image; map_index length vs batch",
-            ),
-            *self.objective.graph_checks(map_vector),
-            *limits.assert_pixels(images),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.ensure_shape(tf.identity(images), [None, height, width, channels]), tf.identity(map_index)
+        """In-graph validation (`pair_checks.graph_checked_pairs`): (images, map_index) behind the checks."""
+        return graph_checked_pairs(images, map_index, self.image_shape, self.objective)
 
     def _checked_loss(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
         return self.map_loss(*self.check_inputs(images, map_index))
@@ -221,27 +185,8 @@ class OIPAscent(tf.Module):
     def check_arguments(
         self, images: np.ndarray, map_index: np.ndarray, steps: int, epsilon: float, conv_criterion: float
     ) -> None:
-        """Python-side validation with one-line messages (the graph checks again)."""
-        height, width, channels = self.image_shape
-        if images.ndim != 4 or images.shape[1:] != (height, width, channels):
-            raise OIPGraphError(
-                f"images must have shape [batch, {height}, {width}, {channels}], got {list(images.shape)}"
-            )
-        if map_index.shape != (images.shape[0],):
-            raise OIPGraphError(
-                f"map_index needs one entry per image: {map_index.shape[0] if map_index.ndim else 1} for "
-                f"{images.shape[0]} images"
-            )
-        self.objective.check_targets(map_index)
-        limits.check_batch("images batch (pairs per request)", images.shape[0], self.image_shape)
-        limits.check_pixels("images", images)
-        if isinstance(steps, float) and steps.is_integer():
-            steps = int(steps)
-        limits.check_steps("steps", steps)
-        limits.check_step_pairs(steps, images.shape[0])
-        limits.check_epsilon("epsilon", epsilon)
-        if not math.isfinite(conv_criterion):
-            raise OIPGraphError(f"conv_criterion must be finite (<= 0 disables convergence), got {conv_criterion!r}")
+        """Python-side validation with one-line messages (`pair_checks.check_pair_arguments`)."""
+        check_pair_arguments(images, map_index, steps, epsilon, conv_criterion, self.image_shape, self.objective)
 
     def checked_pairs(
         self,
