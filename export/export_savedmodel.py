@@ -127,11 +127,15 @@ from absl import flags, logging
 from oipgraph.export import versions
 from oipgraph.export.servable import OIPServable
 
-from oipgraph.ascent.domain import Domain, parse_domain
-from oipgraph.core import errors
+from oipgraph.ascent.domain import PREPROCESSED_RANGE, Domain, infer_domain, parse_domain
+from oipgraph.ascent.parameterizations import PARAMETERIZATIONS
+from oipgraph.ascent.presets import AUTO, PRESETS, resolve_recipe
+from oipgraph.ascent.step_rules import STEP_RULES
+from oipgraph.core import errors, limits
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup
-from oipgraph.models.loading import load_model
+from oipgraph.models.loading import check_image_model, load_model
+from oipgraph.models.preprocessing import PREPROCESSING, with_preprocessing
 
 
 def write_savedmodel(servable: OIPServable, export_dir: str, version: int | None = None) -> str:
@@ -203,6 +207,21 @@ flags.DEFINE_string(
     "The model's input domain: 'standardized' or LOW,HIGH such as 0,255; default: read off a leading"
     " Rescaling/Normalization layer, else standardized.",
 )
+flags.DEFINE_enum(
+    "preset", AUTO, [AUTO, *PRESETS], "articles, natural, or auto (by the input domain); as oipgraph --preset."
+)
+flags.DEFINE_enum("param", None, list(PARAMETERIZATIONS), "Parameterization; default: the preset's.")
+flags.DEFINE_enum("optimizer", None, list(STEP_RULES), "Step rule; default: the preset's.")
+flags.DEFINE_float(
+    "learning_rate", None, "Recorded default step size (the served `epsilon` input sets each request's)."
+)
+flags.DEFINE_string("transforms", None, "none, standard or name=value pairs; default: the preset's.")
+flags.DEFINE_enum(
+    "preprocess",
+    None,
+    list(PREPROCESSING),
+    "keras.applications' preprocess_input in front of the model (caffe|tf|torch).",
+)
 flags.DEFINE_integer(
     "version",
     None,
@@ -223,9 +242,36 @@ def main(argv: list[str]) -> None:
         tf.get_logger().setLevel("WARNING")
     image_size = layer_lookup.parse_image_size(FLAGS.image_size)
     versions.check_export_dir(FLAGS.export_dir, FLAGS.version)
+    if FLAGS.learning_rate is not None:
+        limits.check_epsilon("--learning_rate", FLAGS.learning_rate)
+    if FLAGS.preprocess is not None and FLAGS.input_range is not None:
+        raise OIPGraphError(f"--preprocess={FLAGS.preprocess} sets the input range to 0,255: leave out --input_range")
     started = time.perf_counter()
     domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
-    servable = OIPServable(load_model(FLAGS.model, image_size), domain=domain, layers=FLAGS.layers)
+    model = load_model(FLAGS.model, image_size)
+    if FLAGS.preprocess is not None:
+        model, domain = with_preprocessing(model, FLAGS.preprocess), PREPROCESSED_RANGE
+    domain = infer_domain(model)[0] if domain is None else domain
+    recipe = resolve_recipe(
+        domain,
+        check_image_model(model),
+        FLAGS.preset,
+        FLAGS.param,
+        FLAGS.optimizer,
+        FLAGS.learning_rate,
+        FLAGS.transforms,
+    )
+    print(recipe.line())
+    servable = OIPServable(
+        model,
+        domain=domain,
+        layers=FLAGS.layers,
+        preset=recipe.preset,
+        param=recipe.param,
+        optimizer=recipe.optimizer,
+        learning_rate=recipe.learning_rate,
+        transforms=recipe.transforms,
+    )
     path = write_savedmodel(servable, FLAGS.export_dir, FLAGS.version)
     print(
         f"exported {path} ({versions.directory_size(path) / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s;"

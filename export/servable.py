@@ -47,6 +47,7 @@ class OIPServable(tf.Module):
         num_snapshots: int = DEFAULT_NUM_SNAPSHOTS,
         domain: Domain | None = None,
         layers: Sequence[str] | None = None,
+        **recipe,
     ):
         """Builds the ascents and serving functions for the chosen layers of `model`.
 
@@ -58,6 +59,8 @@ class OIPServable(tf.Module):
                 off the model (`domain.infer_domain`), else standardized images.
             layers: The layers to export (names as `oipgraph --layer` takes
                 them); None for the default set (module docstring).
+            **recipe: `preset`, `param`, `optimizer`, `learning_rate`, `transforms` of every
+                exported ascent (`OIPAscent`; default the articles' pixels and normalized step).
 
         Raises:
             OIPGraphError: the model is unsuitable, a layer is unknown or
@@ -72,7 +75,10 @@ class OIPServable(tf.Module):
         # A read-only mapping is not tracked: the Keras objects stay out of the
         # SavedModel, which holds only the serving functions and the variables.
         self.ascents = types.MappingProxyType(
-            {name: OIPAscent(model, name, num_snapshots=num_snapshots, domain=self.domain) for name in self.layer_names}
+            {
+                name: OIPAscent(model, name, num_snapshots=num_snapshots, domain=self.domain, **recipe)
+                for name in self.layer_names
+            }
         )
         self.precursor_scans = types.MappingProxyType({name: PrecursorScan(self.ascents[name]) for name in spatial})
         self.optimize_functions = {name: _optimize_function(ascent) for name, ascent in self.ascents.items()}

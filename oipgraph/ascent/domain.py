@@ -49,6 +49,7 @@ class Standardized:
 
     name = "standardized"
     step_scale = 1.0
+    middle = 0.0  # The grey of this domain (what `Transforms.pad` shows).
 
     def project(self, images: tf.Tensor) -> tf.Tensor:
         """float32 [B, H, W, C]: `images` standardized per image."""
@@ -97,6 +98,11 @@ class ValueRange:
     def step_scale(self) -> float:
         return (self.high - self.low) / 4
 
+    @property
+    def middle(self) -> float:
+        """The grey of this domain (what `Transforms.pad` shows)."""
+        return (self.low + self.high) / 2
+
     def project(self, images: tf.Tensor) -> tf.Tensor:
         """float32 [B, H, W, C]: `images` clipped to [low, high]."""
         return tf.clip_by_value(images, self.low, self.high)
@@ -121,6 +127,8 @@ class ValueRange:
 
 Domain = Standardized | ValueRange
 STANDARDIZED = Standardized()
+# The images of a model behind `models.preprocessing` (`--preprocess`): RGB in [0, 255].
+PREPROCESSED_RANGE = ValueRange(0.0, 255.0)
 
 
 def parse_domain(text: str) -> Domain:

@@ -1,8 +1,9 @@
 """The loop inside `OIPAscent`: its state, stop rules, compaction and snapshots, as graph code.
 
-For every pair b (start image x_b, target t_b), step j:
+For every pair b (parameter p_b of its start image, target t_b), step j:
 
-1. loss_j, g = `step.AscentStep.loss_and_gradient` of the pair's image and target.
+1. loss_j, g = `step.AscentStep.loss_and_gradient` of the pair's parameter and target
+   (for the default `pixels` parameterization the parameter is the image).
 2. Convergence (if `conv_criterion` > 0): for j > 10, a relative change
    (loss_j - loss_{j-1}) / (|loss_j| + 1e-7) below `conv_criterion` in 4
    successive steps stops the pair as `converged`. Dividing by |loss|, not
@@ -10,15 +11,16 @@ For every pair b (start image x_b, target t_b), step j:
    as converged; for the articles' ReLU maps loss >= 0 and both agree.
 3. Zero activation: a step with loss_j == 0 and mean(g) == 0 counts; more than
    10 such steps stop the pair as `no_activation`.
-4. Otherwise x <- `AscentStep.update(x, g, epsilon)`.
+4. Otherwise p, slots <- `AscentStep.apply(p, g, slots, j, epsilon)` (the step rule and the
+   parameterization's projection; slots are the step rule's per-pair state, e.g. Adam's moments).
 
-A stopped pair is frozen (its image no longer changes) and leaves the
+A stopped pair is frozen (its parameter and slots no longer change) and leaves the
 computation: each step gathers the pairs still running, computes only them and
 scatters their new state back, so pairs that stop early (a map that never
 fires stops at step 11) cost nothing afterwards. The loop ends when every pair
 stopped or `steps` steps ran. A frozen pair's loss history repeats its last
 loss; `steps_run` counts its gradient evaluations (11 for a map that never
-fires); snapshots are its images after 0, n, 2n, 4n, ... and all steps.
+fires); snapshots are its images (`to_image` of its parameter) after 0, n, 2n, 4n, ... and all steps.
 
 The state is a dict of tensors (`AscentLoop.state_spec`), so that the loop can
 run in segments (`OIPAscent.__call__`) and give the same results as one call.
@@ -80,9 +82,11 @@ class AscentLoop:
 
     def state_spec(self, image_shape: Sequence[int]) -> dict[str, tf.TensorSpec]:
         """The loop state's signature for images [B, *image_shape] (B unknown)."""
+        param_shape = self.ascent_step.parameterization.param_shape
         return {
             "step": tf.TensorSpec([], tf.int32),
-            "images": tf.TensorSpec([None, *image_shape], tf.float32),
+            "params": tf.TensorSpec([None, *param_shape], tf.float32),
+            "slots": self.ascent_step.step_rule.slot_specs(param_shape),
             "loss_prev": tf.TensorSpec([None], tf.float32),
             "zero_steps": tf.TensorSpec([None], tf.int32),
             "streak": tf.TensorSpec([None], tf.int32),
@@ -93,7 +97,10 @@ class AscentLoop:
         }
 
     def initial_state(self, images, map_index, steps, epsilon, conv_criterion, seeds) -> dict[str, tf.Tensor]:
-        """The state before step 0 of checked `images` [B, H, W, C] and `map_index` [B], behind the step checks."""
+        """The state before step 0 of checked `images` [B, H, W, C] and `map_index` [B], behind the step checks.
+
+        The images enter parameter space here (`Parameterization.from_image`); snapshot 0 is their image.
+        """
         steps = checked_steps(steps, epsilon, conv_criterion, tf.shape(images)[0])
         seed_check = tf.debugging.assert_equal(
             tf.shape(seeds)[0], tf.shape(map_index)[0], message="seeds needs one [2] seed per image; seeds vs batch"
@@ -104,9 +111,11 @@ class AscentLoop:
             first_step = tf.identity(tf.constant(0))
         batch = tf.shape(images)[0]
         zeros = tf.zeros([batch], tf.int32)
+        params = self.ascent_step.parameterization.from_image(images)
         return {
             "step": first_step,
-            "images": images,
+            "params": params,
+            "slots": self.ascent_step.step_rule.initial_slots(params),
             "loss_prev": tf.zeros([batch]),
             "zero_steps": zeros,
             "streak": zeros,
@@ -127,17 +136,19 @@ class AscentLoop:
         start_step = state["step"]
         end_step = tf.minimum(end_step, steps)
 
-        def record(step, x, snapshots):
+        to_image = self.ascent_step.parameterization.to_image
+
+        def record(step, params, snapshots):
             hit = tf.equal(frames, step)
             return tf.cond(
                 tf.reduce_any(hit),
-                lambda: tf.where(hit[:, None, None, None, None], x[None], snapshots),
+                lambda: tf.where(hit[:, None, None, None, None], to_image(params)[None], snapshots),
                 lambda: snapshots,
             )
 
         def body(state, history):
-            step, all_images = state["step"], state["images"]
-            snapshots = record(step, all_images, state["snapshots"])
+            step, all_params = state["step"], state["params"]
+            snapshots = record(step, all_params, state["snapshots"])
             # Only the pairs still running are computed; stopped ones keep their frozen state.
             rows = tf.where(state["active"])[:, 0]
             at_rows = rows[:, None]
@@ -145,7 +156,7 @@ class AscentLoop:
             def running(key):
                 return tf.gather(state[key], rows)
 
-            x = tf.gather(all_images, rows)
+            x = tf.gather(all_params, rows)
             loss, grad = self.ascent_step.loss_and_gradient(x, tf.gather(map_index, rows), tf.gather(seeds, rows), step)
             relative_change = (loss - running("loss_prev")) / (tf.abs(loss) + LOSS_EPS)
             streak = tf.where(
@@ -156,7 +167,10 @@ class AscentLoop:
             zero_steps = running("zero_steps") + tf.cast(zero, tf.int32)
             stopping = converged | (zero_steps > ZERO_STEP_LIMIT)
             status = tf.where(stopping, tf.where(converged, STATUS_CONVERGED, STATUS_NO_ACTIVATION), running("status"))
-            x = tf.where(stopping[:, None, None, None], x, self.ascent_step.update(x, grad, epsilon))
+            slots = {key: tf.gather(value, rows) for key, value in state["slots"].items()}
+            stepped, stepped_slots = self.ascent_step.apply(x, grad, slots, step, epsilon)
+            x = tf.where(stopping[:, None, None, None], x, stepped)
+            slots = {key: tf.where(stopping[:, None, None, None], slots[key], stepped_slots[key]) for key in slots}
 
             def scatter(key, values):
                 return tf.tensor_scatter_nd_update(state[key], at_rows, values)
@@ -166,7 +180,8 @@ class AscentLoop:
             history = history.write(step - start_step, loss_prev)
             new_state = {
                 "step": step + 1,
-                "images": scatter("images", x),
+                "params": scatter("params", x),
+                "slots": {key: tf.tensor_scatter_nd_update(state["slots"][key], at_rows, slots[key]) for key in slots},
                 "loss_prev": loss_prev,
                 "zero_steps": scatter("zero_steps", zero_steps),
                 "streak": scatter("streak", streak),
@@ -186,10 +201,10 @@ class AscentLoop:
         )
         return state, history.gather(tf.range(state["step"] - start_step))
 
-    def final_outputs(self, state, steps, final_loss: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Everything but the loss history, from the state after the loop and the loss [B] of its images."""
+    def final_outputs(self, state, steps, images: tf.Tensor, final_loss: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Everything but the loss history, from the state after the loop, its images [B, H, W, C] and loss [B]."""
         frames = snapshot_steps(steps, self.num_snapshots)
-        x = state["images"]
+        x = images
         snapshots = tf.where((frames >= state["step"])[:, None, None, None, None], x[None], state["snapshots"])
         return {
             "images": x,

@@ -29,8 +29,11 @@ import tensorflow as tf
 from oipgraph.ascent.domain import Domain, infer_domain
 from oipgraph.ascent.loop import AscentLoop
 from oipgraph.ascent.pair_checks import check_pair_arguments, graph_checked_pairs
+from oipgraph.ascent.parameterizations import Parameterization, build_parameterization
+from oipgraph.ascent.presets import resolve_recipe
 from oipgraph.ascent.results import AscentResult
 from oipgraph.ascent.step import AscentStep, never_single
+from oipgraph.ascent.step_rules import StepRule, build_step_rule
 from oipgraph.ascent.transforms import Transforms
 from oipgraph.core import interrupts
 from oipgraph.core.errors import OIPGraphError
@@ -57,7 +60,7 @@ FIRST_SEGMENT_STEPS = 5
 
 
 class OIPAscent(tf.Module):
-    """Normalized gradient ascent on input images for the targets (maps or units) of one layer.
+    """Gradient ascent on input images for the targets (maps or units) of one layer.
 
     `optimize` is a `tf.function` with a fixed input signature: any batch size
     and step count run without retracing, and every step runs inside one
@@ -82,8 +85,12 @@ class OIPAscent(tf.Module):
         objective: str | Objective | None = None,
         neuron: Sequence[int] | None = None,
         minimize: bool = False,
-        transforms: Transforms | None = None,
+        transforms: Transforms | str | None = None,
         domain: Domain | None = None,
+        preset: str | None = None,
+        param: str | Parameterization | None = None,
+        optimizer: str | StepRule | None = None,
+        learning_rate: float | None = None,
     ):
         """Builds the ascent for `layer_name` of `model`.
 
@@ -99,11 +106,21 @@ class OIPAscent(tf.Module):
                 for the layer's default (`objectives.build_objective`).
             neuron: (row, col) of the `neuron` objective; None for the centre.
             minimize: Minimize the objective instead.
-            transforms: Jitter and scale applied to what the model sees (default none).
+            transforms: Pad, jitter, scale and rotation applied to what the model sees (`Transforms`, or a
+                `--transforms` text such as `standard`); None for the preset's.
             domain: Where the images live: `domain.Standardized()` or a
                 `domain.ValueRange`; None reads it off the model
                 (`domain.infer_domain`: a leading Rescaling or Normalization
                 layer), else standardized images.
+            preset: Where the pieces below that are None come from (`presets`): `articles` (pixels,
+                normalized step, no transforms; the default, None), `natural` (fourier, adam, lucid's
+                transforms) or `auto` (articles for standardized images, natural for a value range).
+            param: What the ascent updates: `pixels` (the image itself, the articles') or `fourier`
+                (a 1/f-scaled spectrum, colour-decorrelated and squashed into the domain;
+                `ascent.parameterizations`), or a ready `Parameterization`.
+            optimizer: The step rule: `normalized` (the articles') or `adam` (`ascent.step_rules`), or a
+                ready `StepRule`. The `epsilon` of a call is its step size (learning rate).
+            learning_rate: The step size strategies use when their settings give none (`learning_rate`).
 
         Raises:
             OIPGraphError: unsuitable model, layer or objective, or num_snapshots < 2.
@@ -123,7 +140,27 @@ class OIPAscent(tf.Module):
             domain, self.domain_reason = infer_domain(model)
         else:
             self.domain_reason = f"input range {domain.name}, as given"
-        self.ascent_step = AscentStep(objective, self.image_shape, transforms, domain)
+        self.recipe = resolve_recipe(
+            domain,
+            self.image_shape,
+            preset,
+            getattr(param, "name", param),
+            getattr(optimizer, "name", optimizer),
+            learning_rate,
+            transforms,
+        )
+        self.learning_rate = self.recipe.learning_rate
+        transforms = self.recipe.transforms
+        self.parameterization = build_parameterization(param or self.recipe.param, self.image_shape, domain)
+        self.step_rule = build_step_rule(optimizer or self.recipe.optimizer)
+        self.ascent_step = AscentStep(
+            objective,
+            self.image_shape,
+            transforms,
+            domain,
+            parameterization=self.parameterization,
+            step_rule=self.step_rule,
+        )
         self.transforms, self.domain = self.ascent_step.transforms, domain
         self.loss_and_gradient = self.ascent_step.loss_and_gradient
         image_spec = tf.TensorSpec(None, tf.float32, name="images")
@@ -169,7 +206,8 @@ class OIPAscent(tf.Module):
 
     def _final_outputs(self, state, map_index, steps) -> dict[str, tf.Tensor]:
         """Everything but the loss history, from the state after the loop."""
-        return self.loop.final_outputs(state, steps, never_single(self.map_loss, state["images"], map_index))
+        images = self.ascent_step.parameterization.to_image(state["params"])
+        return self.loop.final_outputs(state, steps, images, never_single(self.map_loss, images, map_index))
 
     def _optimize(self, images, map_index, steps, epsilon, conv_criterion, seeds) -> dict[str, tf.Tensor]:
         # Everything below reads the checked map_index, so that no gather sees a bad index first.

@@ -1,12 +1,14 @@
-"""The one ascent step that every loop uses: loss, gradient, normalized update, back into the domain.
+"""The one ascent step that every loop uses: loss, gradient, update, back into the domain.
 
-For pairs b (image x_b, target t_b) at step j:
+For pairs b (parameter p_b, target t_b) at step j:
 
-1. loss_b = objective(transform(x_b; seed_b, j), t_b), g_b = d loss_b / d x_b
-   (`transforms.Transforms`; the identity unless jitter or scale is on).
-2. x_b <- project(x_b + epsilon * step_scale * g_b / (sqrt(mean(g_b^2)) + 1e-7)),
-   where `project` is per-image standardization for standardized images and
-   clipping for a value range (`domain`).
+1. x_b = to_image(p_b) (`parameterizations`; the identity for `pixels`, the articles' default),
+   loss_b = objective(transform(x_b; seed_b, j), t_b), g_b = d loss_b / d p_b
+   (`transforms.Transforms`; the identity unless transforms are on).
+2. p_b <- project(rule(p_b, g_b)), where `rule` is the step rule (`step_rules`; the articles'
+   normalized step p + epsilon * step_scale * g / (sqrt(mean(g^2)) + 1e-7) by default) and
+   `project` the parameterization's (for `pixels`: per-image standardization for standardized
+   images, clipping for a value range, `domain`).
 
 `OIPAscent` (one target per pair), the precursor scan (one target for the
 whole batch) and the pre-activation wake-up (the `PreActivationPeak`
@@ -23,10 +25,13 @@ from typing import Any
 import tensorflow as tf
 
 from oipgraph.ascent.domain import STANDARDIZED, Domain
+from oipgraph.ascent.parameterizations import Parameterization, Pixels
+from oipgraph.ascent.step_rules import NormalizedStep, StepRule
+from oipgraph.ascent.step_rules.normalized import GRADIENT_EPS, normalized_step
 from oipgraph.ascent.transforms import Transforms
 from oipgraph.objectives import Objective
 
-GRADIENT_EPS = 1e-7
+__all__ = ["GRADIENT_EPS", "AscentStep", "ascent_update", "compiled_step", "loss_and_gradient", "never_single"]
 # From this many images on, a step computes its batch as two halves that run side by side (`in_halves`).
 MIN_SPLIT_BATCH = 32
 
@@ -123,22 +128,22 @@ def ascent_update(
     Returns:
         float32 [B, H, W, C], the stepped images, back in the domain.
     """
-    rms = tf.sqrt(tf.reduce_mean(tf.square(gradient), axis=[1, 2, 3], keepdims=True))
-    step = epsilon * domain.step_scale if domain.step_scale != 1.0 else epsilon
-    return domain.project(images + step * gradient / (rms + GRADIENT_EPS))
+    return domain.project(normalized_step(images, gradient, epsilon, domain.step_scale))
 
 
 class AscentStep:
-    """The loss, gradient and update of one step for an objective, with transforms and domain.
+    """The loss, gradient and update of one step for an objective, with transforms, domain and parameterization.
 
     Attributes:
         objective: What the step ascends.
         transforms: Applied to what the model sees at every step.
-        domain: Where the images live; `update` projects back into it.
+        domain: Where the images live.
+        parameterization: What the step updates (default `pixels`: the images themselves).
+        step_rule: How it updates them (default the articles' `normalized` step).
         shared_target: Whether one int32 scalar target serves the whole batch
             (the precursor scan) instead of one target per image.
-        loss_and_gradient: Compiled `(images [B, H, W, C], target [B] or [],
-            seeds int64 [B, 2], step int32 []) -> (loss [B], gradient [B, H, W, C])`;
+        loss_and_gradient: Compiled `(params [B, *param_shape], target [B] or [],
+            seeds int64 [B, 2], step int32 []) -> (loss [B], gradient [B, *param_shape])`;
             a batch of `MIN_SPLIT_BATCH` or more runs as two halves side by side (`in_halves`).
     """
 
@@ -149,13 +154,17 @@ class AscentStep:
         transforms: Transforms | None = None,
         domain: Domain = STANDARDIZED,
         shared_target: bool = False,
+        parameterization: Parameterization | None = None,
+        step_rule: StepRule | None = None,
     ):
         self.objective = objective
         self.transforms = transforms or Transforms()
         self.domain = domain
         self.shared_target = shared_target
+        self.parameterization = parameterization or Pixels(image_shape, domain)
+        self.step_rule = step_rule or NormalizedStep()
         signature = [
-            tf.TensorSpec([None, *image_shape], tf.float32),
+            tf.TensorSpec([None, *self.parameterization.param_shape], tf.float32),
             tf.TensorSpec([] if shared_target else [None], tf.int32, name="map_index"),
             tf.TensorSpec([None, 2], tf.int64),
             tf.TensorSpec([], tf.int32),
@@ -163,9 +172,9 @@ class AscentStep:
         self._batch_step = compiled_step(self._loss_and_gradient, signature)
         self.loss_and_gradient = compiled_step(self._in_halves, signature)
 
-    def loss(self, images: tf.Tensor, target: tf.Tensor, seeds: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-        """float32 [B]: the objective of the transformed images (no gradient)."""
-        seen = self.transforms(images, seeds, step)
+    def loss(self, params: tf.Tensor, target: tf.Tensor, seeds: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        """float32 [B]: the objective of the transformed images of `params` (no gradient)."""
+        seen = self.transforms(self.parameterization.to_image(params), seeds, step, self.domain.middle)
         return self.objective.shared_target(seen, target) if self.shared_target else self.objective(seen, target)
 
     def _in_halves(self, images, target, seeds, step):
@@ -183,5 +192,13 @@ class AscentStep:
         )
 
     def update(self, images: tf.Tensor, gradient: tf.Tensor, epsilon: tf.Tensor) -> tf.Tensor:
-        """The stepped images (see `ascent_update`)."""
+        """The stepped images of a pixel-space loop (the precursor scan, the wake-up; see `ascent_update`)."""
         return ascent_update(images, gradient, epsilon, self.domain)
+
+    def apply(
+        self, params: tf.Tensor, gradient: tf.Tensor, slots: dict[str, tf.Tensor], step: tf.Tensor, epsilon: tf.Tensor
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """(params, slots) after the step rule and the parameterization's projection; epsilon is the step size."""
+        parameterization = self.parameterization
+        params, slots = self.step_rule.apply(params, gradient, slots, step, epsilon, parameterization.step_scale)
+        return parameterization.project(params), slots

@@ -8,18 +8,23 @@ describe. Bounds: `oipgraph.core.limits`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from absl import flags
 
-from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
-from oipgraph.ascent.domain import parse_domain
-from oipgraph.ascent.transforms import MAX_JITTER, MAX_SCALE, Transforms
+from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_STEPS, OIPAscent
+from oipgraph.ascent.domain import PREPROCESSED_RANGE, infer_domain, parse_domain
+from oipgraph.ascent.parameterizations import PARAMETERIZATIONS
+from oipgraph.ascent.presets import AUTO, PRESETS, resolve_recipe
+from oipgraph.ascent.step_rules import STEP_RULES
+from oipgraph.ascent.transforms import MAX_JITTER, MAX_SCALE
 from oipgraph.core import limits
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import mnist
 from oipgraph.models.layer_lookup import parse_image_size
-from oipgraph.models.loading import load_model
+from oipgraph.models.loading import check_image_model, load_model
+from oipgraph.models.preprocessing import PREPROCESSING, with_preprocessing
 from oipgraph.objectives import OBJECTIVES
 from oipgraph.outputs import catalog
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
@@ -39,7 +44,32 @@ flags.DEFINE_integer(
     None,
     "Maximum steps of the final ascent per OIP; default: the strategy's own (600; coarse_to_fine 400, precursor 1200).",
 )
-flags.DEFINE_float("epsilon", DEFAULT_EPSILON, "Ascent step size.")
+flags.DEFINE_float("epsilon", None, "Ascent step size; the same as --learning_rate (kept for the articles' name).")
+flags.DEFINE_enum(
+    "preset",
+    AUTO,
+    [AUTO, *PRESETS],
+    "What the ascent runs: articles (pixels, normalized step, no transforms), natural (fourier, adam, lucid's"
+    " transforms), or auto: articles for standardized images, natural for images in a value range.",
+)
+flags.DEFINE_enum("param", None, list(PARAMETERIZATIONS), "Parameterization of the images; default: the preset's.")
+flags.DEFINE_enum("optimizer", None, list(STEP_RULES), "Step rule; default: the preset's.")
+flags.DEFINE_float(
+    "learning_rate", None, "Step size of the step rule; default: the preset's (0.01 normalized, 0.05 adam)."
+)
+flags.DEFINE_string(
+    "transforms",
+    None,
+    "Transforms of what the model sees at each step: none, standard (lucid's pad, jitter, scale, rotate, jitter) or"
+    " name=value pairs of pad, jitter, scale, rotate, jitter_after; default: the preset's.",
+)
+flags.DEFINE_enum(
+    "preprocess",
+    None,
+    list(PREPROCESSING),
+    "Run keras.applications' preprocess_input (caffe: VGG16/19, ResNet50; tf: MobileNet, Inception; torch: DenseNet)"
+    " in the graph in front of the model; the images are then RGB in [0, 255].",
+)
 flags.DEFINE_float(
     "conv_criterion", DEFAULT_CONV_CRITERION, "Relative loss change that counts as converged (<= 0: run all steps)."
 )
@@ -90,6 +120,12 @@ RUN_FLAGS = (
     "minimize",
     "jitter",
     "scale",
+    "preset",
+    "param",
+    "optimizer",
+    "learning_rate",
+    "transforms",
+    "preprocess",
     "input_range",
     "out",
     "logdir",
@@ -106,7 +142,20 @@ def check_flags() -> StrategySettings:
         if FLAGS.steps <= 0:
             raise OIPGraphError(f"--steps must be > 0, got {FLAGS.steps}")
         limits.check_steps("--steps", FLAGS.steps)
-    limits.check_epsilon("--epsilon", FLAGS.epsilon)
+    for name in ("epsilon", "learning_rate"):
+        if FLAGS[name].value is not None:
+            limits.check_epsilon(f"--{name}", FLAGS[name].value)
+    if None not in (FLAGS.epsilon, FLAGS.learning_rate) and FLAGS.epsilon != FLAGS.learning_rate:
+        raise OIPGraphError(
+            f"--epsilon={FLAGS.epsilon:g} and --learning_rate={FLAGS.learning_rate:g} are the same setting: pass one"
+        )
+    if FLAGS.transforms is not None and (FLAGS["jitter"].present or FLAGS["scale"].present):
+        raise OIPGraphError("--jitter and --scale are part of --transforms: pass them inside it (jitter=J,scale=S)")
+    if FLAGS.preprocess is not None and FLAGS.input_range is not None:
+        raise OIPGraphError(
+            f"--preprocess={FLAGS.preprocess} sets the input range to 0,255:"
+            f" leave out --input_range={FLAGS.input_range}"
+        )
     limits.check_float32("--conv_criterion", FLAGS.conv_criterion)
     limits.check_int64("--seed", FLAGS.seed)
     if FLAGS.inits_per_map < 1:
@@ -130,7 +179,7 @@ def check_flags() -> StrategySettings:
         catalog.check_writable_dir(FLAGS.logdir, "--logdir")
     return StrategySettings(
         FLAGS.steps,
-        FLAGS.epsilon,
+        None,  # The ascent's learning rate: --learning_rate or --epsilon, else the preset's.
         FLAGS.conv_criterion,
         FLAGS.batch_size,
         verbose=FLAGS.strategy in ("precursor", "auto"),
@@ -167,24 +216,42 @@ def neuron_position() -> tuple[int, int] | None:
 
 
 def build_ascent() -> OIPAscent:
-    """The compiled ascent that the flags ask for (model, layer, objective, transforms)."""
-    transforms = Transforms(FLAGS.jitter, FLAGS.scale)
+    """The compiled ascent that the flags ask for (model, preprocessing, layer, objective, preset and its pieces).
+
+    Prints where the input domain came from (for a user's model) and the preset's choice, one line each.
+    """
     neuron = neuron_position()
     objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
     domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
     model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
-    ascent = OIPAscent(
+    if FLAGS.preprocess is not None:
+        model, domain = with_preprocessing(model, FLAGS.preprocess), PREPROCESSED_RANGE
+    if domain is None:
+        domain, reason = infer_domain(model)
+        if FLAGS.model is not None:
+            print(reason)
+    learning_rate = FLAGS.learning_rate if FLAGS.learning_rate is not None else FLAGS.epsilon
+    image_shape = check_image_model(model)
+    recipe = resolve_recipe(
+        domain, image_shape, FLAGS.preset, FLAGS.param, FLAGS.optimizer, learning_rate, FLAGS.transforms
+    )
+    if FLAGS["jitter"].present or FLAGS["scale"].present:
+        moved = dataclasses.replace(recipe.transforms, jitter=FLAGS.jitter, scale=FLAGS.scale)
+        recipe = dataclasses.replace(recipe, transforms=moved)
+    print(recipe.line())
+    return OIPAscent(
         model,
         FLAGS.layer,
         objective=objective,
         neuron=neuron,
         minimize=FLAGS.minimize,
-        transforms=transforms,
         domain=domain,
+        preset=recipe.preset,
+        param=recipe.param,
+        optimizer=recipe.optimizer,
+        learning_rate=recipe.learning_rate,
+        transforms=recipe.transforms,
     )
-    if FLAGS.model is not None and FLAGS.input_range is None:
-        print(ascent.domain_reason)
-    return ascent
 
 
 def dataset_path() -> str | None:

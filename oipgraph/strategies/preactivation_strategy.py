@@ -40,7 +40,13 @@ def preactivation_strategy(
     for begin in range(0, len(map_index), settings.batch_size):
         batch = slice(begin, begin + settings.batch_size)
         woken.append(
-            wake_up(start_images[batch], map_index[batch], settings.wake_steps, settings.epsilon, seeds[batch]).images
+            wake_up(
+                start_images[batch],
+                map_index[batch],
+                settings.wake_steps,
+                settings.pixel_step_size(ascent),
+                seeds[batch],
+            ).images
         )
     result = run_in_batches(ascent, np.concatenate(woken), map_index, settings, seeds=seeds)
     return OIPRun(result, start_images, init_index, seed, streams, ["preactivation"] * len(map_index))

@@ -16,6 +16,7 @@ import numpy as np
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
 from oipgraph.ascent.results import concat_results
+from oipgraph.core import limits
 from oipgraph.core.errors import OIPGraphError, check_positive_int, is_positive_int
 from oipgraph.starts.patterns import DEFAULT_GRID, DEFAULT_VALUES
 from oipgraph.strategies.preactivation import DEFAULT_WAKE_STEPS
@@ -43,7 +44,7 @@ class StrategySettings:
             default: 600 for random, fourier and preactivation, 400 for
             coarse_to_fine, 1200 for precursor. A number applies to every
             strategy (auto included).
-        epsilon: Ascent step size.
+        epsilon: Ascent step size (the step rule's learning rate); None for the ascent's (`OIPAscent.learning_rate`).
         conv_criterion: Convergence threshold of the final ascent (<= 0: off).
         batch_size: Pairs per ascent call.
         verbose: Progress bars of the precursor scans.
@@ -73,7 +74,7 @@ class StrategySettings:
     """
 
     steps: int | None = None
-    epsilon: float = DEFAULT_EPSILON
+    epsilon: float | None = None
     conv_criterion: float = DEFAULT_CONV_CRITERION
     batch_size: int = DEFAULT_BATCH_SIZE
     verbose: bool = False
@@ -104,6 +105,8 @@ class StrategySettings:
         }
         if self.steps is not None:
             counts["steps"] = self.steps
+        if self.epsilon is not None:
+            limits.check_epsilon("epsilon", self.epsilon)
         for name, value in counts.items():
             check_positive_int(name, value)
         for fallback in self.precursor_fallbacks:
@@ -123,6 +126,16 @@ class StrategySettings:
     def final_steps(self, default: int) -> int:
         """`steps`, or the strategy's `default` when it is None."""
         return default if self.steps is None else self.steps
+
+    def step_size(self, ascent: OIPAscent) -> float:
+        """`epsilon`, or the ascent's learning rate when it is None."""
+        return ascent.learning_rate if self.epsilon is None else self.epsilon
+
+    def pixel_step_size(self, ascent: OIPAscent) -> float:
+        """The step size of pixel-space loops (the wake-up): `step_size` where the ascent itself takes
+        normalized pixel steps, else the articles' `DEFAULT_EPSILON`."""
+        articles = ascent.parameterization.name == "pixels" and ascent.step_rule.name == "normalized"
+        return self.step_size(ascent) if articles else DEFAULT_EPSILON
 
 
 @dataclasses.dataclass
@@ -221,6 +234,8 @@ def run_in_batches(
 
         batch = slice(begin, end)
         parts.append(
-            ascent(images[batch], map_index[batch], steps, settings.epsilon, conv_criterion, seeds[batch], report)
+            ascent(
+                images[batch], map_index[batch], steps, settings.step_size(ascent), conv_criterion, seeds[batch], report
+            )
         )
     return concat_results(parts)
