@@ -173,11 +173,11 @@ class ResumeTest(tf.test.TestCase):
             "oipgraph", *args, f"--out={out}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
         )
         deadline = time.time() + 240
-        while len(glob.glob(os.path.join(out, ".progress", "chunk_*.npz"))) < 2 and time.time() < deadline:
+        while len(glob.glob(os.path.join(out, ".progress", "maps_*.npz"))) < 2 and time.time() < deadline:
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        saved = len(glob.glob(os.path.join(out, ".progress", "chunk_*.npz")))
+        saved = len(glob.glob(os.path.join(out, ".progress", "maps_*.npz")))
         self.assertBetween(saved, 2, 7, "the run was not killed mid-way")
         self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
 
@@ -221,7 +221,7 @@ class ResumeTest(tf.test.TestCase):
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.time() + 240
-        while not glob.glob(os.path.join(out, ".progress", "chunk_*.npz")) and time.time() < deadline:
+        while not glob.glob(os.path.join(out, ".progress", "maps_*.npz")) and time.time() < deadline:
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
@@ -278,6 +278,11 @@ class BadInvocationTest(tf.test.TestCase):
             (["--epsilon=-0.1"], "--epsilon must be a finite number > 0, got -0.1"),
             (["--epsilon=nan"], "--epsilon must be a finite number > 0, got nan"),
             (["--strategy=genetic"], "unknown --strategy='genetic'"),
+            (["--escalation_budget=-1"], "--escalation_budget must be a number in [0, 1000], got -1.0"),
+            (["--escalation_budget=nan"], "--escalation_budget must be a number in [0, 1000], got nan"),
+            (["--escalation_budget=1e9"], "--escalation_budget must be a number in [0, 1000], got 1000000000.0"),
+            (["--memory_budget=0.1"], "--memory_budget must be a number of GiB in [1, 4096], got 0.1"),
+            (["--memory_budget=inf"], "--memory_budget must be a number of GiB in [1, 4096], got inf"),
             (["--inits_per_map=0"], "--inits_per_map must be >= 1, got 0"),
             (["--model=/no/such/model.keras"], "model file not found: /no/such/model.keras"),
             ([f"--model={not_a_model}"], "not a Keras .keras model file"),

@@ -90,7 +90,7 @@ class RunIntegrityTest(tf.test.TestCase):
     def test_sigterm_second_writer_changed_model_and_damaged_chunk(self):
         out = os.path.join(self.root, "interrupted")
         progress = os.path.join(out, ".progress")
-        chunks = lambda: sorted(glob.glob(os.path.join(progress, "chunk_*.npz")))  # noqa: E731
+        chunks = lambda: sorted(glob.glob(os.path.join(progress, "maps_*.npz")))  # noqa: E731
         first = start("oipgraph", *self.args, f"--out={out}")
 
         # A second writer while another process holds --out (here this test, at the same time as the first

@@ -3,7 +3,8 @@
 Modules:
     main: `run()` (the console script) and `main`: flags -> model and ascent -> strategy -> outputs,
         chunk by chunk with `--resume`.
-    flags: every flag of `oipgraph`, `check_flags`, `check_run_size` and `build_ascent`.
+    compute: `compute_maps`, the chunks through the strategy, each final map saved at once, progress.
+    flags: every flag of `oipgraph`, `check_flags`, `check_run_size`, `fit_memory` and `build_ascent`.
     outlock: `OutputLock`, one run at a time per output folder.
 
 Nothing is imported here: importing `main` or `flags` defines the command's absl flags, which must

@@ -9,6 +9,7 @@ describe. Bounds: `oipgraph.core.limits`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from absl import flags
@@ -28,6 +29,16 @@ from oipgraph.models.preprocessing import PREPROCESSING, with_preprocessing
 from oipgraph.objectives import OBJECTIVES
 from oipgraph.outputs import catalog
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
+from oipgraph.strategies.budget import (
+    DEFAULT_ESCALATION_BUDGET,
+    DEFAULT_MEMORY_BUDGET_GB,
+    MAX_ESCALATION_BUDGET,
+    MAX_MEMORY_BUDGET_GB,
+    MIN_MEMORY_BUDGET_GB,
+    batch_within_memory,
+    resident_bytes,
+)
+from oipgraph.strategies.ranking import activation_bytes_per_image
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
@@ -103,6 +114,18 @@ flags.DEFINE_string(
     "The model's input domain: 'standardized' (per-image standardized images, the shipped CNN's) or LOW,HIGH"
     " such as 0,255; default: read off a leading Rescaling/Normalization layer, else standardized.",
 )
+flags.DEFINE_float(
+    "escalation_budget",
+    DEFAULT_ESCALATION_BUDGET,
+    "auto: the stages after random together may take at most this factor of the random stage's time (counted in"
+    f" image-steps; 0: no escalation; at most {MAX_ESCALATION_BUDGET:g}); the precursor screen shrinks to fit.",
+)
+flags.DEFINE_float(
+    "memory_budget",
+    DEFAULT_MEMORY_BUDGET_GB,
+    f"GiB the process may hold ({MIN_MEMORY_BUDGET_GB:g}..{MAX_MEMORY_BUDGET_GB:g}): the ascent's batch and the"
+    " screen's chunks are sized from the layer's activation sizes to fit.",
+)
 RUN_FLAGS = (
     "model",
     "image_size",
@@ -127,6 +150,8 @@ RUN_FLAGS = (
     "transforms",
     "preprocess",
     "input_range",
+    "escalation_budget",
+    "memory_budget",
     "out",
     "logdir",
     "dataset",
@@ -168,6 +193,15 @@ def check_flags() -> StrategySettings:
     parse_image_size(FLAGS.image_size)
     if FLAGS.strategy not in STRATEGIES:
         raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    budget = FLAGS.escalation_budget
+    if not (math.isfinite(budget) and 0 <= budget <= MAX_ESCALATION_BUDGET):
+        raise OIPGraphError(f"--escalation_budget must be a number in [0, {MAX_ESCALATION_BUDGET:g}], got {budget}")
+    memory = FLAGS.memory_budget
+    if not (math.isfinite(memory) and MIN_MEMORY_BUDGET_GB <= memory <= MAX_MEMORY_BUDGET_GB):
+        raise OIPGraphError(
+            f"--memory_budget must be a number of GiB in [{MIN_MEMORY_BUDGET_GB:g}, {MAX_MEMORY_BUDGET_GB:g}],"
+            f" got {memory}"
+        )
     if FLAGS.resume and FLAGS.overwrite:
         raise OIPGraphError("--resume continues the run in --out, --overwrite replaces it: pass one of them")
     for name in ("out", "logdir", "model"):
@@ -183,6 +217,7 @@ def check_flags() -> StrategySettings:
         FLAGS.conv_criterion,
         FLAGS.batch_size,
         verbose=FLAGS.strategy in ("precursor", "auto"),
+        escalation_budget=FLAGS.escalation_budget,
     )
 
 
@@ -200,6 +235,28 @@ def check_run_size(ascent: OIPAscent, maps: list[int]) -> None:
             f"maps x --inits_per_map x steps = {len(maps)} x {FLAGS.inits_per_map} x {longest_steps()} = {values}"
             f" loss values is above the limit of {limits.MAX_RUN_LOSS_VALUES} for one run; split --maps over runs"
         )
+
+
+def fit_memory(settings: StrategySettings, ascent: OIPAscent) -> StrategySettings:
+    """`settings` with the ascent's batch and the screen's chunk sized to --memory_budget (`batch_within_memory`).
+
+    Each image of a batch holds about `ranking.activation_bytes_per_image` bytes (the layer's measured
+    activation sizes); the budget less what the process holds now is shared by them. The batch only
+    groups the computation: a pair's result does not depend on it.
+
+    Raises:
+        OIPGraphError: not even one image fits.
+    """
+    per_image = activation_bytes_per_image(ascent.feature_model)
+    budget_bytes, held = int(FLAGS.memory_budget * 2**30), resident_bytes()
+    batch = batch_within_memory(per_image, budget_bytes, held, settings.batch_size)
+    if batch < 1:
+        raise OIPGraphError(
+            f"--memory_budget={FLAGS.memory_budget:g} GiB is too small for layer {FLAGS.layer}: the process holds"
+            f" {held / 2**30:.2f} GiB and one image needs about {per_image / 2**30:.2f} GiB more"
+        )
+    screen = batch_within_memory(per_image, budget_bytes, held, settings.screen_chunk)
+    return dataclasses.replace(settings, batch_size=batch, screen_chunk=screen)
 
 
 def neuron_position() -> tuple[int, int] | None:

@@ -18,7 +18,6 @@ import shutil
 import sys
 from typing import Any
 
-import keras
 import numpy as np
 from absl import flags
 
@@ -27,11 +26,13 @@ from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.domain import pixels_to_domain
 from oipgraph.ascent.results import AscentResult
 from oipgraph.cli import flags as cli_flags
+from oipgraph.cli.compute import compute_maps
 from oipgraph.cli.outlock import OutputLock
 from oipgraph.core import errors, interrupts
 from oipgraph.models.loading import shipped_model_path
 from oipgraph.outputs import catalog, datasets, examples
-from oipgraph.strategies import StrategySettings, create_oips, parse_maps
+from oipgraph.outputs.run_progress import RunProgress
+from oipgraph.strategies import parse_maps
 
 FLAGS = flags.FLAGS
 
@@ -58,7 +59,8 @@ def main(argv: list[str]) -> None:
     """Runs the layer; Ctrl-C (SIGINT) and `kill` (SIGTERM) end it with one line and exit code 130 / 143.
 
     The signal is raised at the next point between TensorFlow calls (`interrupts.deferred`): within about
-    half a second during an ascent; the chunk of maps in progress is dropped. A second one ends it at once.
+    half a second during an ascent; every map whose result was final is saved, the others are computed by
+    `--resume`. A second one ends it at once.
     """
     del argv
     run: dict[str, Any] = {}
@@ -71,9 +73,8 @@ def main(argv: list[str]) -> None:
         if run.get("written"):
             message = f"{what} after the run was complete: all of its outputs are written"
         elif "progress" in run:
-            chunks = run["chunks"]
-            done = sum(len(chunks[chunk]) for chunk in progress_chunks(run["progress"], len(chunks)))
-            total = sum(len(chunk) for chunk in chunks)
+            done = run["progress"].saved_maps()
+            total = sum(len(chunk) for chunk in run["chunks"])
             message = f"{what} with {done} of {total} maps saved; rerun with --resume to continue"
         else:
             message = f"{what} before anything was written"
@@ -88,6 +89,7 @@ def run_layer(run: dict[str, Any]) -> None:
     ascent = cli_flags.build_ascent()
     maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
     cli_flags.check_run_size(ascent, maps)
+    settings = cli_flags.fit_memory(settings, ascent)
     dataset_file = cli_flags.dataset_path()
     dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
     if dataset is None:
@@ -98,9 +100,9 @@ def run_layer(run: dict[str, Any]) -> None:
     run_name = f"{FLAGS.layer.replace('/', '__')}-{FLAGS.strategy}-seed{FLAGS.seed}"  # outer/inner: one folder
     OutputLock(out).check_free()
     catalog.check_tensorboard_run(logdir, run_name, out)
-    progress = catalog.RunProgress(out)
+    progress = RunProgress(out)
     progress.check_start(FLAGS.resume, FLAGS.overwrite)
-    maps_per_chunk = max(1, settings.batch_size // inits)
+    maps_per_chunk = max(1, FLAGS.batch_size // inits)  # Not the memory-fitted batch: chunks are part of the run.
     chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
     header = {
         "model": os.path.abspath(FLAGS.model) if FLAGS.model else "shipped:mnist_cnn.keras",
@@ -114,6 +116,7 @@ def run_layer(run: dict[str, Any]) -> None:
         "seed": FLAGS.seed,
         "inits_per_map": inits,
         "batch_size": FLAGS.batch_size,
+        "escalation_budget": FLAGS.escalation_budget,
         **ascent.objective.describe(),
         **{key: value for key, value in ascent.recipe.describe().items() if key != "transforms"},
         **ascent.transforms.describe(),
@@ -127,12 +130,11 @@ def run_layer(run: dict[str, Any]) -> None:
         if FLAGS.overwrite and os.path.lexists(os.path.join(logdir, run_name)):
             shutil.rmtree(os.path.join(logdir, run_name))  # The run's own (checked above).
         saved = progress.begin(header, FLAGS.resume, FLAGS.overwrite)
-        finished = progress.verified_chunks(
-            saved, RUN_ARRAYS, lambda chunk: np.repeat(chunks[chunk], inits), print_warning
+        finished = progress.verified_groups(saved, RUN_ARRAYS, maps, inits, print_warning)
+        compute_maps(
+            progress, chunks, finished, ascent, settings, FLAGS.strategy, FLAGS.seed, inits, FLAGS.escalation_budget
         )
-        compute_and_write(
-            progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps), dataset
-        )
+        write_run(progress, maps, ascent, header, out, logdir, run_name, dataset)
     run["written"] = True
 
 
@@ -141,45 +143,22 @@ def print_warning(line: str) -> None:
     sys.stderr.flush()
 
 
-def compute_and_write(
-    progress: catalog.RunProgress,
-    chunks: list[list[int]],
-    finished: set[int],
+def write_run(
+    progress: RunProgress,
+    maps: list[int],
     ascent: OIPAscent,
-    settings: StrategySettings,
     header: dict,
     out: str,
     logdir: str,
     run_name: str,
-    num_maps: int,
     dataset: datasets.Dataset | None,
 ) -> None:
-    """Computes the chunks not in `finished` (saving each), then writes the run's outputs.
+    """Writes the run's outputs from its saved maps.
 
     With a `dataset`, its top images per map are found (one compiled pass) before the outputs are written.
     """
-    inits = header["inits_per_map"]
-    progbar = keras.utils.Progbar(num_maps, unit_name="map")
-    done = sum(len(chunks[chunk]) for chunk in finished)
-    progbar.update(done)
-    for chunk, chunk_maps in enumerate(chunks):
-        if chunk in finished:
-            continue
-        # Within a chunk the bar moves with the ascent's steps; later stages of `auto` may not move it.
-        chunk_start, reached = done, [0.0]
-
-        def report(share: float, chunk_start: int = chunk_start, size: int = len(chunk_maps), reached=reached):
-            reached[0] = max(reached[0], min(share, 0.99))
-            progbar.update(chunk_start + reached[0] * size)
-
-        run = create_oips(
-            ascent, chunk_maps, FLAGS.strategy, FLAGS.seed, inits, dataclasses.replace(settings, progress=report)
-        )
-        progress.save_chunk(chunk, run.arrays())
-        done += len(chunk_maps)
-        progbar.update(done)
-        interrupts.check()  # A signal after the ascent's last segment in this chunk stops the run here, chunk saved.
-    pairs = catalog.merge_pairs([progress.load_chunk(chunk) for chunk in range(len(chunks))])
+    inits, num_maps = header["inits_per_map"], len(maps)
+    pairs = progress.load_run(maps)
     pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
     found = None
     if dataset is not None:
@@ -208,10 +187,6 @@ def compute_and_write(
         f" wrote {out}/grid.png, {out}/catalog.json, "
         f"{out}/oips.npz; TensorBoard: {logdir}" + examples.run_summary_text(document)
     )
-
-
-def progress_chunks(progress: catalog.RunProgress, count: int) -> list[int]:
-    return [chunk for chunk in range(count) if os.path.exists(progress.chunk_path(chunk))]
 
 
 def run() -> None:

@@ -4,6 +4,7 @@ Modules:
     errors: `OIPGraphError`, the one-line usage errors (exit code 2) and the commands' entry wrapper.
     limits: the documented upper bound of every size a flag or a serving request controls.
     interrupts: Ctrl-C and SIGTERM recorded and raised between TensorFlow calls.
+    progress: `Progress`, a live bar on a terminal and plain timed lines everywhere else.
 
 Nothing here imports another oipgraph package.
 """

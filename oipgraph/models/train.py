@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import flags
 
 from oipgraph.core import errors
+from oipgraph.core.progress import Progress
 from oipgraph.models import mnist
 from oipgraph.models.loading import DEFAULT_L2, build_cnn, standardize
 
@@ -133,7 +134,7 @@ def train(
     for epoch in range(config.epochs):
         if verbose:
             print(f"Epoch {epoch + 1}/{config.epochs}")
-        progbar = keras.utils.Progbar(steps_per_epoch, verbose=1 if verbose else 0, stateful_metrics=["l2_share"])
+        progress = Progress(steps_per_epoch, unit="step", label=f"oipgraph-train: epoch {epoch + 1}", enabled=verbose)
         losses, shares, correct, seen = [], [], 0.0, 0
         for images, labels in train_set:
             loss, l2_share, batch_correct = train_step(images, labels)
@@ -147,7 +148,10 @@ def train(
                     tf.summary.scalar("batch_loss", loss)
                     tf.summary.scalar("l2_share", l2_share)
                     tf.summary.scalar("learning_rate", schedule(step))
-            progbar.add(1, values=[("loss", float(loss)), ("l2_share", float(l2_share))])
+            progress.update(
+                len(losses), stage=f"loss {np.mean(losses):.4f}, l2_share {float(l2_share):.3f}", force=len(losses) == 1
+            )
+        progress.finish()
         test_loss, test_accuracy = evaluate(model, test_set)
         epoch_stats = {
             "loss": float(np.mean(losses)),

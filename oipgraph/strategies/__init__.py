@@ -11,7 +11,8 @@ point; `STRATEGIES` names the strategies:
 - `preactivation` (`preactivation_strategy`, the wake-up in `preactivation`): random starts moved by
   ascent on the peak of the map's pre-activation until the map fires, then the full ascent.
 - `auto` (`auto`, the shared screen in `screening`): random for every pair; pairs without an OIP go
-  on to a precursor stage that screens the patterns once for all their maps, then to preactivation.
+  on to a precursor stage that screens the patterns once for all their maps, then to preactivation,
+  within a time budget planned by `budget`.
 
 What every strategy takes and returns (`StrategySettings`, `OIPRun`, `StageRecord`) and the batched
 ascent call (`run_in_batches`) are in `runs`. A new strategy is one module plus one line in `registry`.

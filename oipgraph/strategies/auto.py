@@ -16,6 +16,16 @@ the escalation stops as soon as every pair has one:
 3. `preactivation`: the random start woken up on the map's pre-activation,
    then the full ascent (600); only for layers with a pre-activation.
 
+Within a budget (`settings.escalation_budget`, `plan_escalation`): the
+stages after random together may cost at most that factor of the random
+stage's image-steps; the precursor's screen shrinks to fit (fewer starts,
+kept patterns, scan steps, cell values, a 2x2 grid), and where even its
+smallest form does not fit beside a wake-up of every dark pair, the wake-up
+runs first and the precursor gets what is left. The plan is a count, not a
+clock: the same on every machine, and recorded (`settings.on_plan`) so that a
+resumed run reuses it. Each map's pairs go to `settings.on_final` as soon as
+they are final (all fired, or the last stage ran).
+
 `OIPRun.strategy` names the stage that produced each pair's result (the last
 one it ran), and `OIPRun.stages` records per stage the pairs it ran, the OIPs
 it found and its wall and CPU time.
@@ -41,24 +51,41 @@ from collections.abc import Callable
 import numpy as np
 
 from oipgraph import starts
-from oipgraph.ascent import OIPAscent
+from oipgraph.ascent import DEFAULT_STEPS, OIPAscent
 from oipgraph.ascent.results import replace_pairs, select_pairs
+from oipgraph.starts.patterns import default_colors
+from oipgraph.strategies.budget import (
+    EscalationShape,
+    PrecursorPlan,
+    plan_escalation,
+    plan_precursor,
+    preactivation_cost,
+    precursor_cost,
+)
 from oipgraph.strategies.preactivation import can_wake
 from oipgraph.strategies.preactivation_strategy import preactivation_strategy
 from oipgraph.strategies.precursor import PrecursorScan
 from oipgraph.strategies.precursor_strategy import DEFAULT_PRECURSOR_STEPS
-from oipgraph.strategies.runs import OIPRun, StageRecord, StrategySettings, run_in_batches
+from oipgraph.strategies.runs import OIPRun, StageProgress, StageRecord, StrategySettings, run_in_batches
 from oipgraph.strategies.screening import SharedScreen
 from oipgraph.strategies.start_images import random_strategy
 
-# The order of auto's stages.
+# The order of auto's stages when nothing limits them.
 AUTO_STAGES = ("random", "precursor", "preactivation")
 
 
 def precursor_stage(
-    ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
+    ascent: OIPAscent,
+    map_index: np.ndarray,
+    init_index: np.ndarray,
+    seed: int,
+    settings: StrategySettings,
+    form: PrecursorPlan,
+    report: Callable[[str, float, str], None] = lambda *_: None,
 ) -> tuple[np.ndarray, OIPRun | None]:
-    """auto's precursor stage for pairs (map_index[b], init_index[b]) (int32 [B]).
+    """auto's precursor stage for pairs (map_index[b], init_index[b]) (int32 [B]) in the given `form`.
+
+    `report(stage, share, detail)` follows the screen's patterns and the full ascent.
 
     Returns:
         (rows, run): the positions (int64 [R]) of the pairs whose map got
@@ -66,17 +93,16 @@ def precursor_stage(
         the order of `rows`), None where no pair got one; `start_images`
         holds each pair's pattern.
     """
-    scan = PrecursorScan(
-        ascent, grid=settings.precursor_grid, values=settings.precursor_values, colors=settings.precursor_colors
-    )
+    scan = PrecursorScan(ascent, grid=form.grid, values=form.values, colors=settings.precursor_colors)
     maps = np.unique(map_index)
-    top_n = max(settings.auto_precursor_starts, int(np.max(init_index)) + 1)
-    screened = SharedScreen(scan).starts(
+    top_n = max(form.starts, int(np.max(init_index)) + 1)
+    screened = SharedScreen(scan, chunk_size=settings.screen_chunk).starts(
         maps,
         top_n,
-        keep=settings.auto_screen_keep,
-        scan_steps=settings.precursor_scan_steps,
+        keep=form.keep,
+        scan_steps=form.scan_steps,
         batch_size=settings.batch_size,
+        progress=lambda done, total: report("precursor screen", done / total, f"{done}/{total} patterns"),
     )
     rows = np.flatnonzero([np.sum(screened.map_index == map_id) > init for map_id, init in zip(map_index, init_index)])
     if not len(rows):
@@ -86,7 +112,7 @@ def precursor_stage(
         ascent,
         screened.images,
         screened.map_index,
-        settings,
+        dataclasses.replace(settings, progress=lambda share: report("precursor ascent", share, "")),
         steps=settings.final_steps(DEFAULT_PRECURSOR_STEPS),
         seeds=seeds,
     )
@@ -102,45 +128,142 @@ def precursor_stage(
     return rows, run
 
 
-def _whole_strategy(strategy: Callable[..., OIPRun]) -> Callable[..., tuple[np.ndarray, OIPRun]]:
-    def stage(ascent, map_index, init_index, seed, settings):
-        return np.arange(len(map_index)), strategy(ascent, map_index, init_index, seed, settings)
+def default_precursor_plan(settings: StrategySettings) -> PrecursorPlan:
+    """The precursor's form when nothing limits it: the settings' grid, values, keep, scan steps and starts."""
+    return PrecursorPlan(
+        settings.precursor_grid,
+        tuple(settings.precursor_values),
+        settings.auto_screen_keep,
+        settings.precursor_scan_steps,
+        settings.auto_precursor_starts,
+    )
 
-    return stage
 
+class _Escalation:
+    """The bookkeeping of one auto call: its plan record, the maps already final, progress reports."""
 
-# name -> fn(ascent, map_index [B], init_index [B], seed, settings) -> (rows [R], OIPRun of those R pairs)
-STAGE_FUNCTIONS: dict[str, Callable[..., tuple[np.ndarray, OIPRun | None]]] = {
-    "random": _whole_strategy(random_strategy),
-    "precursor": precursor_stage,
-    "preactivation": _whole_strategy(preactivation_strategy),
-}
+    def __init__(self, ascent: OIPAscent, map_index: np.ndarray, settings: StrategySettings):
+        self.ascent, self.map_index, self.settings = ascent, map_index, settings
+        self.emitted = np.zeros(len(map_index), bool)
+        self.record = dict(settings.plan_record or {})
+        self.seconds_per_image_step: float | None = None
+        self.cost_after = 0.0  # Planned image-steps of the stages after the running one.
+
+    def save(self, **entries) -> None:
+        self.record.update(entries)
+        if self.settings.on_plan is not None:
+            self.settings.on_plan(dict(self.record))
+
+    def report(self, stage: str, share: float, detail: str = "", cost: float = 0.0) -> None:
+        if self.settings.on_stage is None:
+            return
+        left = None
+        if self.seconds_per_image_step is not None:
+            left = self.seconds_per_image_step * (cost * (1 - share) + self.cost_after)
+        self.settings.on_stage(StageProgress(stage, share, detail, left))
+
+    def emit(self, run: OIPRun, fired: np.ndarray, last: bool = False) -> None:
+        """Hands the not yet emitted maps whose pairs all fired (all maps if `last`) to `settings.on_final`."""
+        final = np.ones(len(fired), bool) if last else fired
+        done_maps = [m for m in np.unique(self.map_index) if np.all(final[self.map_index == m])]
+        rows = np.flatnonzero(np.isin(self.map_index, done_maps) & ~self.emitted)
+        if len(rows) and self.settings.on_final is not None:
+            self.settings.on_final(run.select(rows))
+        self.emitted[rows] = True
 
 
 def auto_strategy(
     ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
 ) -> OIPRun:
-    """The auto strategy (see the module docstring): `AUTO_STAGES` in order, each on the pairs still without an OIP."""
-    run, records = None, []
-    for name in AUTO_STAGES:
-        if run is None:
-            rows = np.arange(len(map_index))
-        else:
-            rows = np.flatnonzero(~ascent.objective.fired(run.result.loss, run.result.status))
-            if not len(rows):
-                break
-        if name == "preactivation" and not can_wake(ascent):
-            break
-        started, cpu_started = time.perf_counter(), time.process_time()
-        covered, attempt = STAGE_FUNCTIONS[name](ascent, map_index[rows], init_index[rows], seed, settings)
-        fired = (
-            0 if attempt is None else int(np.sum(ascent.objective.fired(attempt.result.loss, attempt.result.status)))
+    """The auto strategy (see the module docstring): random, then the planned stages on the pairs without an OIP."""
+    book = _Escalation(ascent, map_index, settings)
+    fired_of = lambda run: ascent.objective.fired(run.result.loss, run.result.status)  # noqa: E731
+    started, cpu_started = time.perf_counter(), time.process_time()
+    random_settings = dataclasses.replace(settings, progress=lambda share: book.report("random", share))
+    run = random_strategy(ascent, map_index, init_index, seed, random_settings)
+    seconds, image_steps = time.perf_counter() - started, float(np.sum(run.result.steps_run))
+    fired = fired_of(run)
+    records = [
+        StageRecord(
+            "random", len(map_index), int(np.sum(fired)), seconds, time.process_time() - cpu_started, image_steps
         )
+    ]
+    book.seconds_per_image_step = seconds / max(image_steps, 1.0)
+    if "random" not in book.record:  # A resumed run keeps the basis of the first: the same plan.
+        book.save(random={"image_steps": image_steps, "pairs": len(map_index)})
+    book.emit(run, fired)
+    shape = EscalationShape(
+        book.record["random"]["image_steps"],
+        book.record["random"]["pairs"],
+        settings.final_steps(DEFAULT_STEPS),
+        int(np.max(init_index)) + 1,
+        settings.final_steps(DEFAULT_PRECURSOR_STEPS),
+        settings.wake_steps,
+        settings.final_steps(DEFAULT_STEPS),
+        len(settings.precursor_colors or default_colors(ascent.image_shape[-1])),
+    )
+    limit = None if settings.escalation_budget is None else settings.escalation_budget * shape.random_image_steps
+    dark = np.flatnonzero(~fired)
+    if len(dark) and "order" not in book.record:
+        plan = plan_escalation(
+            limit, default_precursor_plan(settings), len(dark), len(np.unique(map_index[dark])), shape, can_wake(ascent)
+        )
+        book.save(order=list(plan.order), precursor=_form_dict(plan.precursor))
+    spent = 0.0
+    for position, name in enumerate(book.record.get("order", []) if len(dark) else []):
+        rows = np.flatnonzero(~fired)
+        if not len(rows):
+            break
+        dark_maps = len(np.unique(map_index[rows]))
+        if name == "precursor":
+            if position > 0 and "late_precursor" not in book.record:
+                remaining = None if limit is None else limit - spent
+                late = plan_precursor(remaining, default_precursor_plan(settings), dark_maps, shape)
+                book.save(late_precursor=_form_dict(late))
+            form = _form(book.record["late_precursor" if position > 0 else "precursor"])
+            cost = 0.0 if form is None else precursor_cost(form, dark_maps, shape)
+        else:
+            form, cost = None, preactivation_cost(len(rows), shape)
+        later = book.record["order"][position + 1 :]
+        book.cost_after = preactivation_cost(len(rows), shape) if "preactivation" in later else 0.0
+        if name == "precursor" and form is None:
+            records.append(StageRecord(name, len(rows), 0, 0.0, 0.0, 0.0, {"skipped": "escalation budget"}))
+            continue
+        started, cpu_started = time.perf_counter(), time.process_time()
+        book.report(name, 0.0, cost=cost)
+        if name == "precursor":
+            covered, attempt = precursor_stage(
+                ascent,
+                map_index[rows],
+                init_index[rows],
+                seed,
+                settings,
+                form,
+                lambda stage, share, detail: book.report(stage, share, detail, cost),
+            )
+        else:
+            stage_settings = dataclasses.replace(settings, progress=lambda share: book.report(name, share, cost=cost))
+            covered = np.arange(len(rows))
+            attempt = preactivation_strategy(ascent, map_index[rows], init_index[rows], seed, stage_settings)
+        spent += cost
+        stage_fired = 0
         if attempt is not None:
-            run = attempt if run is None else _replace_run_pairs(run, rows[covered], attempt)
+            stage_fired = int(np.sum(fired_of(attempt)))
+            run = _replace_run_pairs(run, rows[covered], attempt)
+            fired = fired_of(run)
+            book.emit(run, fired)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        records.append(StageRecord(name, len(rows), fired, seconds, cpu_seconds))
+        records.append(StageRecord(name, len(rows), stage_fired, seconds, cpu_seconds, cost, _form_dict(form) or {}))
+    book.emit(run, fired, last=True)
     return dataclasses.replace(run, stages=records)
+
+
+def _form_dict(form: PrecursorPlan | None) -> dict | None:
+    return None if form is None else {**dataclasses.asdict(form), "values": list(form.values)}
+
+
+def _form(entry: dict | None) -> PrecursorPlan | None:
+    return None if entry is None else PrecursorPlan(**{**entry, "values": tuple(entry["values"])})
 
 
 def _replace_run_pairs(run: OIPRun, rows: np.ndarray, attempt: OIPRun) -> OIPRun:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from oipgraph.core import interrupts, limits
 from oipgraph.core.errors import OIPGraphError, check_positive_int
+from oipgraph.core.progress import Progress
 from oipgraph.strategies.ranking import merge_top
 
 DEFAULT_SCAN_STEPS = 10
@@ -74,7 +74,7 @@ class ScanEntryPoint:
             map_index: The map to scan for.
             scan_steps: Ascent steps per pattern before ranking (> 0).
             top_n: How many of the best start images to return.
-            verbose: Show a `keras.utils.Progbar` that advances per chunk.
+            verbose: Report progress per chunk (`core.progress.Progress`: a live bar on a terminal, else lines).
 
         Returns:
             A `PrecursorResult`, best pattern first.
@@ -87,9 +87,7 @@ class ScanEntryPoint:
         prunes = bool(self.prunes(scan_steps, top_n))
         survivors = int(self.pool_size(top_n)) if prunes else 0
         chunks = -(-self.num_patterns // self.chunk_size) + (-(-survivors // self.chunk_size) if prunes else 0)
-        progbar = keras.utils.Progbar(
-            chunks, unit_name="chunk", stateful_metrics=["best", "best_halving"], verbose=1 if verbose else 0
-        )
+        progress = Progress(chunks, unit="chunk", label=f"precursor scan of map {map_index}", enabled=verbose)
         done = 0
 
         def best_of_chunks(candidates: np.ndarray, steps: int, count: int, metric: str) -> tuple[tf.Tensor, tf.Tensor]:
@@ -101,7 +99,7 @@ class ScanEntryPoint:
                 scores = self._score_chunk(pattern_index, tf.constant(map_index), tf.constant(steps))
                 best_scores, best_index = merge_top(best_scores, best_index, scores, pattern_index, count)
                 done += 1
-                progbar.update(done, values=[(metric, float(best_scores[0]))])
+                progress.update(done, stage=f"{metric} {float(best_scores[0]):.4g}")
             return best_scores, best_index
 
         with interrupts.deferred():
@@ -109,6 +107,7 @@ class ScanEntryPoint:
                 _, survivors = best_of_chunks(candidates, self.halving.steps, survivors, "best_halving")
                 candidates = np.sort(survivors.numpy())
             best_scores, best_index = best_of_chunks(candidates, scan_steps, top_n, "best")
+        progress.finish()
         return PrecursorResult(
             map_index=map_index,
             images=self.patterns(best_index).numpy(),

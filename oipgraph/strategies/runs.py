@@ -15,10 +15,11 @@ import numpy as np
 
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
-from oipgraph.ascent.results import concat_results
+from oipgraph.ascent.results import concat_results, select_pairs
 from oipgraph.core import limits
 from oipgraph.core.errors import OIPGraphError, check_positive_int, is_positive_int
 from oipgraph.starts.patterns import DEFAULT_GRID, DEFAULT_VALUES
+from oipgraph.strategies.budget import MAX_ESCALATION_BUDGET
 from oipgraph.strategies.preactivation import DEFAULT_WAKE_STEPS
 from oipgraph.strategies.precursor_run import DEFAULT_SCAN_STEPS, DEFAULT_TOP_N
 
@@ -33,6 +34,8 @@ DEFAULT_PRECURSOR_FALLBACKS = ((4, (0.2, 0.8)),)
 # and starts per map that get the full ascent.
 DEFAULT_AUTO_SCREEN_KEEP = 32
 DEFAULT_AUTO_PRECURSOR_STARTS = 3
+# Patterns per forward pass of auto's shared screen (the CLI derives it from --memory_budget).
+DEFAULT_SCREEN_CHUNK = 1024
 
 
 @dataclasses.dataclass
@@ -71,6 +74,18 @@ class StrategySettings:
             shared precursor screening.
         auto_precursor_starts: Starts per map (at least one per init) that get
             the full ascent in auto's precursor stage.
+        escalation_budget: auto's escalation stages together may cost at most
+            this factor of its random stage (`budget.plan_escalation`); 0: no
+            escalation; None: no limit.
+        screen_chunk: Patterns per forward pass of auto's shared screen.
+        on_final: auto calls it with the pairs of the maps whose results are
+            final (all their pairs fired, or the last stage ran), as soon as
+            they are, each map once; the CLI saves them.
+        plan_record: auto's escalation plan for these pairs as recorded by an
+            earlier (interrupted) run, reused so that a resumed run computes
+            the same; None to plan afresh.
+        on_plan: Called with the plan record whenever auto extends it.
+        on_stage: Called with a `StageProgress` as auto's stages advance.
     """
 
     steps: int | None = None
@@ -91,6 +106,12 @@ class StrategySettings:
     wake_steps: int = DEFAULT_WAKE_STEPS
     auto_screen_keep: int = DEFAULT_AUTO_SCREEN_KEEP
     auto_precursor_starts: int = DEFAULT_AUTO_PRECURSOR_STARTS
+    escalation_budget: float | None = None
+    screen_chunk: int = DEFAULT_SCREEN_CHUNK
+    on_final: Callable[[OIPRun], None] | None = None
+    plan_record: dict | None = None
+    on_plan: Callable[[dict], None] | None = None
+    on_stage: Callable[[StageProgress], None] | None = None
 
     def check(self) -> None:
         """Raises OIPGraphError (one line, naming the field) for a bad setting."""
@@ -102,6 +123,7 @@ class StrategySettings:
             "wake_steps": self.wake_steps,
             "auto_screen_keep": self.auto_screen_keep,
             "auto_precursor_starts": self.auto_precursor_starts,
+            "screen_chunk": self.screen_chunk,
         }
         if self.steps is not None:
             counts["steps"] = self.steps
@@ -112,6 +134,9 @@ class StrategySettings:
         for fallback in self.precursor_fallbacks:
             if len(fallback) != 2:
                 raise OIPGraphError(f"precursor_fallbacks must hold (grid, values) pairs, got {fallback!r}")
+        budget = self.escalation_budget
+        if budget is not None and not (isinstance(budget, (int, float)) and 0 <= budget <= MAX_ESCALATION_BUDGET):
+            raise OIPGraphError(f"escalation_budget must be a number in [0, {MAX_ESCALATION_BUDGET:g}], got {budget!r}")
         if not all(is_positive_int(steps) for steps in self.coarse_to_fine_steps):
             raise OIPGraphError(
                 f"coarse_to_fine_steps must be positive integers, got {list(self.coarse_to_fine_steps)}"
@@ -139,6 +164,24 @@ class StrategySettings:
 
 
 @dataclasses.dataclass
+class StageProgress:
+    """Where a staged strategy (`auto`) is, for progress reports.
+
+    Attributes:
+        stage: What runs: "random", "precursor screen", "precursor ascent", "preactivation".
+        share: The share (0 to 1) of this stage done.
+        detail: Counts for people, e.g. "4096/19683 patterns"; "" for none.
+        seconds_left: Estimated wall seconds left of the strategy's escalation of these pairs
+            (this stage and the planned ones after it); None before the plan exists.
+    """
+
+    stage: str
+    share: float
+    detail: str = ""
+    seconds_left: float | None = None
+
+
+@dataclasses.dataclass
 class StageRecord:
     """One stage of a strategy that runs in stages (`auto`).
 
@@ -148,6 +191,8 @@ class StageRecord:
         fired: Pairs it gave an OIP (`Objective.fired`).
         seconds: Wall time of the stage.
         cpu_seconds: CPU time of the process during the stage (all threads).
+        image_steps: The stage's cost in image-steps (`budget`): counted for random, planned for the others.
+        plan: How the stage was planned (auto's precursor: its form), {} for none.
     """
 
     name: str
@@ -155,6 +200,8 @@ class StageRecord:
     fired: int
     seconds: float
     cpu_seconds: float
+    image_steps: float = 0.0
+    plan: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -188,6 +235,18 @@ class OIPRun:
 
     def __len__(self) -> int:
         return len(self.result)
+
+    def select(self, rows: np.ndarray) -> OIPRun:
+        """The pairs `rows` (int [R]) of this run, in that order, without its stage records."""
+        rows = np.asarray(rows, np.int64)
+        return OIPRun(
+            select_pairs(self.result, rows),
+            self.start_images[rows],
+            self.init_index[rows],
+            self.seed,
+            self.streams[rows],
+            [self.strategy[row] for row in rows.tolist()],
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The per-pair record as arrays [B, ...]: what a chunk saves for `--resume` and `oips.npz` holds."""

@@ -27,11 +27,13 @@ rank the same firing patterns.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from oipgraph.ascent import OIPAscent
+from oipgraph.core import interrupts
 from oipgraph.core.errors import check_positive_int
 from oipgraph.strategies.precursor import PrecursorScan
 
@@ -68,44 +70,50 @@ class SharedScreen(tf.Module):
     """
 
     def __init__(self, scan: PrecursorScan, chunk_size: int = SCREEN_CHUNK, name: str | None = None):
-        """Builds the screen for the patterns (grid, values) of `scan` and the layer of `scan.ascent`."""
+        """Builds the screen for the patterns (grid, values) of `scan` and the layer of `scan.ascent`.
+
+        `chunk_size` patterns go through the model together (`budget.batch_within_memory` sizes it on
+        large models); the ranking does not depend on it.
+        """
         super().__init__(name=name or f"shared_screen_{scan.ascent.layer_name}")
         self.scan = scan
         self.ascent: OIPAscent = scan.ascent
         self.chunk_size = int(min(check_positive_int("chunk_size", chunk_size), scan.num_patterns))
-        self._screen = tf.function(
-            self._best_at_step_zero,
-            input_signature=[tf.TensorSpec([None], tf.int32, name="map_index"), tf.TensorSpec([], tf.int32)],
+        self._chunk_scores = tf.function(
+            self._scores_at_step_zero,
+            input_signature=[tf.TensorSpec([None], tf.int32, name="pattern_index"), tf.TensorSpec([None], tf.int32)],
         )
 
-    def _best_at_step_zero(self, map_index: tf.Tensor, keep: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(scores float32 [M, k], pattern_index int32 [M, k]) of the k = min(keep, patterns) best per map."""
-        count = tf.size(map_index)
+    def _scores_at_step_zero(self, pattern_index: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
+        """float32 [M, n]: s0 of patterns `pattern_index` (int32 [n]) for maps `map_index` (int32 [M])."""
+        losses = self.ascent.objective.all_targets(self.scan.patterns(pattern_index))
+        return tf.transpose(tf.gather(losses, map_index, axis=1))
 
-        def body(begin, best_scores, best_index):
-            pattern_index = tf.range(begin, tf.minimum(begin + self.chunk_size, self.scan.num_patterns))
-            losses = self.ascent.objective.all_targets(self.scan.patterns(pattern_index))
-            scores = tf.transpose(tf.gather(losses, map_index, axis=1))
-            scores = tf.concat([best_scores, scores], axis=1)
-            indices = tf.concat([best_index, tf.tile(pattern_index[None], [count, 1])], axis=1)
-            top = tf.math.top_k(scores, k=tf.minimum(keep, tf.shape(scores)[1]))
-            return begin + self.chunk_size, top.values, tf.gather(indices, top.indices, batch_dims=1)
+    def screen(
+        self, map_index: np.ndarray, keep: int, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Step 1 for maps `map_index` (int [M]): float32 [M, k] step-0 scores and int32 [M, k] patterns, best first.
 
-        _, scores, pattern_index = tf.while_loop(
-            lambda begin, *_: begin < self.scan.num_patterns,
-            body,
-            (tf.constant(0), tf.zeros([count, 0]), tf.zeros([count, 0], tf.int32)),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]), tf.TensorShape([None, None])),
-            parallel_iterations=1,
-        )
-        return scores, pattern_index
-
-    def screen(self, map_index: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-        """Step 1 for maps `map_index` (int [M]): float32 [M, k] step-0 scores and int32 [M, k] patterns, best first."""
+        The patterns are scored chunk by chunk from Python, with a running top-k per map (the previous
+        best first, so ties keep the lower pattern index however the patterns are chunked); between
+        chunks Ctrl-C is raised (`interrupts.check`) and `progress(patterns_done, patterns)` is called.
+        """
         self.ascent.objective.check_targets(np.asarray(map_index))
         keep = check_positive_int("keep", keep)
-        scores, pattern_index = self._screen(np.asarray(map_index, np.int32), tf.constant(keep))
-        return scores.numpy(), pattern_index.numpy()
+        map_tensor = tf.constant(np.asarray(map_index, np.int32))
+        count = len(map_index)
+        total = self.scan.num_patterns
+        best_scores, best_index = tf.zeros([count, 0]), tf.zeros([count, 0], tf.int32)
+        for begin in range(0, total, self.chunk_size):
+            interrupts.check()
+            pattern_index = tf.range(begin, min(begin + self.chunk_size, total), dtype=tf.int32)
+            scores = tf.concat([best_scores, self._chunk_scores(pattern_index, map_tensor)], axis=1)
+            indices = tf.concat([best_index, tf.tile(pattern_index[None], [count, 1])], axis=1)
+            top = tf.math.top_k(scores, k=min(keep, int(scores.shape[1])))
+            best_scores, best_index = top.values, tf.gather(indices, top.indices, batch_dims=1)
+            if progress is not None:
+                progress(min(begin + self.chunk_size, total), total)
+        return best_scores.numpy(), best_index.numpy()
 
     def starts(
         self,
@@ -114,14 +122,16 @@ class SharedScreen(tf.Module):
         keep: int = DEFAULT_SCREEN_KEEP,
         scan_steps: int = 10,
         batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ScreenedStarts:
         """Steps 1 to 3: up to `top_n` distinct start patterns per map of `map_index` (distinct ints [M]).
 
-        A map with fewer firing patterns gets fewer starts; one with none gets none.
+        A map with fewer firing patterns gets fewer starts; one with none gets none. `progress` gets the
+        screen's (patterns done, patterns), see `screen`.
         """
         map_index = np.asarray(map_index, np.int32)
         top_n = check_positive_int("top_n", top_n)
-        scores, pattern_index = self.screen(map_index, max(keep, top_n))
+        scores, pattern_index = self.screen(map_index, max(keep, top_n), progress)
         nonnegative = self.ascent.objective.nonnegative
         rows = [
             (map_id, pattern)
