@@ -280,7 +280,7 @@ class BadInvocationTest(tf.test.TestCase):
             (["--strategy=genetic"], "unknown --strategy='genetic'"),
             (["--inits_per_map=0"], "--inits_per_map must be >= 1, got 0"),
             (["--model=/no/such/model.keras"], "model file not found: /no/such/model.keras"),
-            ([f"--model={not_a_model}"], "not a Keras .keras model file"),
+            ([f"--model={not_a_model}"], "not a Keras model file (a Keras .keras file, or a full Keras 2 model"),
             ([f"--out={a_file}/sub"], "is not a folder"),
             (["--out=/proc/oipgraph_out"], "--out=/proc/oipgraph_out is not writable"),
             (["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
