@@ -21,7 +21,7 @@ from oipgraph.models import mnist
 from oipgraph.models.layer_lookup import parse_image_size
 from oipgraph.models.loading import load_model
 from oipgraph.objectives import OBJECTIVES
-from oipgraph.outputs import catalog
+from oipgraph.outputs import catalog, labels
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
 
 FLAGS = flags.FLAGS
@@ -53,6 +53,12 @@ flags.DEFINE_string(
     None,
     "Images to compare the OIPs with (top 9 per map, ratio oip_loss / best dataset value): a Keras-format .npz "
     f"or a folder of PNG/JPEG images; default for the shipped model: ${mnist.ENV_VAR} when set; '' for none.",
+)
+flags.DEFINE_string(
+    "labels",
+    None,
+    "Names of the layer's maps or units, one per line, a JSON list, or a JSON object such as Keras' ImageNet class"
+    ' index {"0": ["n01440764", "tench"], ...}; shown in catalog.json, TensorBoard and the gallery.',
 )
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
 flags.DEFINE_bool("overwrite", False, "Replace the run in --out (finished or interrupted) and its own TensorBoard run.")
@@ -94,6 +100,7 @@ RUN_FLAGS = (
     "out",
     "logdir",
     "dataset",
+    "labels",
 )
 
 
@@ -121,7 +128,7 @@ def check_flags() -> StrategySettings:
         raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if FLAGS.resume and FLAGS.overwrite:
         raise OIPGraphError("--resume continues the run in --out, --overwrite replaces it: pass one of them")
-    for name in ("out", "logdir", "model"):
+    for name in ("out", "logdir", "model", "labels"):
         if FLAGS[name].value == "":
             raise OIPGraphError(f"--{name} must not be empty")
     catalog.check_writable_dir(FLAGS.out, "--out")
@@ -135,6 +142,11 @@ def check_flags() -> StrategySettings:
         FLAGS.batch_size,
         verbose=FLAGS.strategy in ("precursor", "auto"),
     )
+
+
+def read_labels() -> list[str] | None:
+    """The names in `--labels` (`outputs.labels.load_labels`), or None without the flag. Checks the file only."""
+    return None if FLAGS.labels is None else labels.load_labels(FLAGS.labels)
 
 
 def longest_steps() -> int:

@@ -30,7 +30,7 @@ from oipgraph.cli import flags as cli_flags
 from oipgraph.cli.outlock import OutputLock
 from oipgraph.core import errors, interrupts
 from oipgraph.models.loading import shipped_model_path
-from oipgraph.outputs import catalog, datasets, examples
+from oipgraph.outputs import catalog, datasets, examples, labels
 from oipgraph.strategies import StrategySettings, create_oips, parse_maps
 
 FLAGS = flags.FLAGS
@@ -84,10 +84,13 @@ def main(argv: list[str]) -> None:
 def run_layer(run: dict[str, Any]) -> None:
     """Checks everything, then computes and writes the run; fills `run` with its progress, chunks and `written`."""
     settings = cli_flags.check_flags()
+    names = cli_flags.read_labels()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
     ascent = cli_flags.build_ascent()
     maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
     cli_flags.check_run_size(ascent, maps)
+    if names is not None:
+        labels.check_count(names, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
     dataset_file = cli_flags.dataset_path()
     dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
     if dataset is None:
@@ -118,6 +121,7 @@ def run_layer(run: dict[str, Any]) -> None:
         **ascent.transforms.describe(),
         "input_range": ascent.domain.name,
         "dataset": os.path.abspath(dataset_file) if dataset_file else None,
+        "labels": os.path.abspath(FLAGS.labels) if FLAGS.labels else None,
     }
     # Everything is checked: from here on the run writes into --out, holding its lock.
     interrupts.check()
@@ -130,7 +134,7 @@ def run_layer(run: dict[str, Any]) -> None:
             saved, RUN_ARRAYS, lambda chunk: np.repeat(chunks[chunk], inits), print_warning
         )
         compute_and_write(
-            progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps), dataset
+            progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps), dataset, names
         )
     run["written"] = True
 
@@ -152,10 +156,12 @@ def compute_and_write(
     run_name: str,
     num_maps: int,
     dataset: datasets.Dataset | None,
+    names: list[str] | None = None,
 ) -> None:
     """Computes the chunks not in `finished` (saving each), then writes the run's outputs.
 
-    With a `dataset`, its top images per map are found (one compiled pass) before the outputs are written.
+    With a `dataset`, its top images per map are found (one compiled pass) before the outputs are written;
+    `names` are the layer's labels (`--labels`).
     """
     inits = header["inits_per_map"]
     progbar = keras.utils.Progbar(num_maps, unit_name="map")
@@ -196,15 +202,18 @@ def compute_and_write(
     given = [name for name in cli_flags.RUN_FLAGS if FLAGS[name].value is not None]
     command = " ".join(["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in given)])
     interrupts.check()  # The last point to stop at: from here the outputs are written in full.
-    print(f"oipgraph: writing {out}/grid.png, maps/, oips.npz, catalog.json and TensorBoard summaries to {logdir}")
+    print(
+        f"oipgraph: writing {out}/grid.png, maps/, oips.npz, index.html, catalog.json and TensorBoard summaries"
+        f" to {logdir}"
+    )
     document = outputs.write_outputs(
-        out, logdir, run_name, pairs, inits, {**header, "command": command}, ascent.domain, found
+        out, logdir, run_name, pairs, inits, {**header, "command": command}, ascent.domain, found, names
     )
     progress.finish()
     fired = sum(entry["fired"] for entry in document["maps"])
     print(
         f"{fired} of {num_maps} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
-        f" wrote {out}/grid.png, {out}/catalog.json, "
+        f" wrote {out}/index.html (the gallery), {out}/grid.png, {out}/catalog.json, "
         f"{out}/oips.npz; TensorBoard: {logdir}" + examples.run_summary_text(document)
     )
 

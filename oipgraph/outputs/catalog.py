@@ -27,8 +27,9 @@ CATALOG = "catalog.json"
 OIPS = "oips.npz"
 GRID = "grid.png"
 MAPS_DIR = "maps"
+GALLERY = "index.html"
 # Output names and whether each is a folder; an existing entry of the other kind is refused up front.
-OUTPUT_ENTRIES = ((CATALOG, False), (OIPS, False), (GRID, False), (MAPS_DIR, True))
+OUTPUT_ENTRIES = ((CATALOG, False), (OIPS, False), (GRID, False), (GALLERY, False), (MAPS_DIR, True))
 # In a TensorBoard run folder written by oipgraph: the real path of the --out it belongs to.
 TENSORBOARD_OWNER = ".oipgraph-out"
 
@@ -178,7 +179,7 @@ class RunProgress:
 
     def clear(self) -> None:
         """Removes the run's files from `out_dir`: `catalog.json` first, so a half-cleared folder is no finished run."""
-        for name in (CATALOG, OIPS, GRID):
+        for name in (CATALOG, OIPS, GRID, GALLERY):
             if os.path.lexists(os.path.join(self.out_dir, name)):
                 os.remove(os.path.join(self.out_dir, name))
         for folder in (MAPS_DIR, PROGRESS_DIR):
