@@ -80,7 +80,8 @@ function makeCard(m) {
     ratio = `<div class="ratio">ratio <b>${num(m.ratio, 3)}</b>: ${verdict} the best dataset image</div>`;
   }
   const examples = m.examples ? `<div class="strip">top ${DATA.top_k} dataset images, best first` +
-    image(m.examples, "examples", `dataset examples of ${DATA.kind} ${m.map}`, 0, 0, DATA.strips_pixelated) + `</div>` : "";
+    image(m.examples, "examples", `dataset examples of ${DATA.kind} ${m.map}`, 0, 0, DATA.strips_pixelated) +
+    `</div>` : "";
   const steps = `<div class="strip">ascent at steps ${esc(m.frame_steps.join(", "))}` +
     image(m.steps_png, "steps", `ascent of ${DATA.kind} ${m.map}`, 0, 0, DATA.strips_pixelated,
       `steps ${m.frame_steps.join(", ")}`) + `</div>`;
