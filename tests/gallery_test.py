@@ -159,6 +159,47 @@ class GalleryRunTest(tf.test.TestCase):
         self.assertEqual(shown["counter"], f"{len(shown['ratio_converged'])} of 3 shown")
 
 
+class MultiLayerRunTest(tf.test.TestCase):
+    def test_all_layers_one_folder_each_and_a_top_page(self):
+        root = self.get_temp_dir()
+        inputs = keras.Input((10, 10, 1), name="image")
+        x = seeded_conv(3, 3, "conv_a", seed=4, activation="relu")(inputs)
+        outputs = keras.layers.Dense(2, name="logits")(keras.layers.Flatten(name="flat")(x))
+        model_path = os.path.join(root, "two.keras")
+        keras.Model(inputs, outputs).save(model_path)
+        out = os.path.join(root, "all")
+        args = [f"--model={model_path}", "--layer=all", "--strategy=random", "--steps=10", f"--out={out}"]
+        done = run_command("oipgraph", *args)
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        self.assertEqual(sorted(os.listdir(out)), ["conv_a", "index.html", "logits"])  # Flatten is left out.
+        for layer in ("conv_a", "logits"):
+            with open(os.path.join(out, layer, "catalog.json")) as file:
+                self.assertEqual(json.load(file)["layer"], layer)
+            self.assertTrue(os.path.isfile(os.path.join(out, layer, "index.html")))
+        assert_no_external_urls(self, os.path.join(out, "index.html"))
+        # --resume keeps the finished layers.
+        again = run_command("oipgraph", *args, "--resume")
+        self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+        self.assertIn("holds the finished run of layer logits; kept", again.stdout)
+        chromium = chromium_or_skip(self)
+        script = (
+            PRELUDE
+            + r"""
+(async () => {
+  const images = [...document.images];
+  await Promise.all(images.map((image) => image.complete ? null :
+    new Promise((done) => { image.onload = done; image.onerror = done; })));
+  answer({links: [...document.querySelectorAll("td a:not(:has(img))")].map((a) => a.getAttribute("href")),
+          images: images.map((image) => image.naturalWidth)});
+})();
+"""
+        )
+        shown, _ = run_page(chromium, os.path.join(out, "index.html"), script)
+        self.assertEqual(shown["links"], ["conv_a/index.html", "logits/index.html"])
+        self.assertLen(shown["images"], 2)
+        self.assertAllGreater(shown["images"], 0)
+
+
 class WideLayerPageTest(tf.test.TestCase):
     def test_2048_maps_open_fast_and_sort_and_filter(self):
         chromium = chromium_or_skip(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import keras
 from absl import flags
 
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, OIPAscent
@@ -27,7 +28,10 @@ from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STR
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
 flags.DEFINE_string(
-    "layer", "Conv2D_3", "Layer whose feature maps get OIPs; `outer/inner` (or a unique inner name) in nested models."
+    "layer",
+    "Conv2D_3",
+    "Layer whose feature maps get OIPs; `outer/inner` (or a unique inner name) in nested models; several as A,B or"
+    " 'all' (every target layer), each into OUT/<layer>/ with a top OUT/index.html.",
 )
 flags.DEFINE_string(
     "image_size", None, "H,W: run a model whose image input has a variable size (include_top=False) on HxW images."
@@ -178,23 +182,30 @@ def neuron_position() -> tuple[int, int] | None:
     return row, col
 
 
-def build_ascent() -> OIPAscent:
-    """The compiled ascent that the flags ask for (model, layer, objective, transforms)."""
+def load_flag_model() -> keras.Model:
+    """The model of --model (None: the shipped CNN) at --image_size."""
+    return load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
+
+
+def build_ascent(model: keras.Model, layer: str, tell_domain: bool = True) -> OIPAscent:
+    """The compiled ascent that the flags ask for on `layer` of `model` (objective, transforms, domain).
+
+    With `tell_domain`, prints where a user's model's input domain came from (once per command).
+    """
     transforms = Transforms(FLAGS.jitter, FLAGS.scale)
     neuron = neuron_position()
     objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
     domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
-    model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
     ascent = OIPAscent(
         model,
-        FLAGS.layer,
+        layer,
         objective=objective,
         neuron=neuron,
         minimize=FLAGS.minimize,
         transforms=transforms,
         domain=domain,
     )
-    if FLAGS.model is not None and FLAGS.input_range is None:
+    if tell_domain and FLAGS.model is not None and FLAGS.input_range is None:
         print(ascent.domain_reason)
     return ascent
 

@@ -27,6 +27,7 @@ from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.domain import pixels_to_domain
 from oipgraph.ascent.results import AscentResult
 from oipgraph.cli import flags as cli_flags
+from oipgraph.cli import layers
 from oipgraph.cli.outlock import OutputLock
 from oipgraph.core import errors, interrupts
 from oipgraph.models.loading import shipped_model_path
@@ -64,51 +65,116 @@ def main(argv: list[str]) -> None:
     run: dict[str, Any] = {}
     try:
         with interrupts.deferred(terminate=True):
-            run_layer(run)
+            run_layers(run)
     except (KeyboardInterrupt, interrupts.Terminated) as interruption:
         terminated = isinstance(interruption, interrupts.Terminated)
         what = "terminated" if terminated else "interrupted"
+        layers_text = ""
+        if run.get("several"):
+            layers_text = f" ({run['layers_done']} of {run['layers_total']} layers written)"
         if run.get("written"):
             message = f"{what} after the run was complete: all of its outputs are written"
         elif "progress" in run:
             chunks = run["chunks"]
             done = sum(len(chunks[chunk]) for chunk in progress_chunks(run["progress"], len(chunks)))
             total = sum(len(chunk) for chunk in chunks)
-            message = f"{what} with {done} of {total} maps saved; rerun with --resume to continue"
+            of_layer = f" of layer {run['layer']}" if run.get("several") else ""
+            message = (
+                f"{what} with {done} of {total} maps{of_layer} saved{layers_text}; rerun with --resume to continue"
+            )
+        elif run.get("layers_done"):
+            message = f"{what}{layers_text}; rerun with --resume to continue"
         else:
             message = f"{what} before anything was written"
         sys.stderr.write(f"\noipgraph: {message}\n")
         sys.exit(143 if terminated else 130)
 
 
-def run_layer(run: dict[str, Any]) -> None:
-    """Checks everything, then computes and writes the run; fills `run` with its progress, chunks and `written`."""
+@dataclasses.dataclass
+class LayerPlan:
+    """One layer's checked run: where it writes, what it computes, and whether a finished run is kept."""
+
+    layer: str
+    ascent: OIPAscent
+    maps: list[int]
+    chunks: list[list[int]]
+    header: dict
+    out: str
+    logdir: str
+    run_name: str
+    progress: catalog.RunProgress
+    finished: bool = False  # A multi-layer --resume keeps this layer's finished run.
+
+
+def run_layers(run: dict[str, Any]) -> None:
+    """Checks everything for every layer, then computes and writes each; fills `run` with the progress.
+
+    One layer (`--layer=NAME`) writes into --out; several (`--layer=A,B` or `all`) write each into
+    `OUT/<layer>/` (`layers.folder_name`) and, last, the top gallery `OUT/index.html`.
+    """
     settings = cli_flags.check_flags()
     names = cli_flags.read_labels()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
-    ascent = cli_flags.build_ascent()
-    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
-    cli_flags.check_run_size(ascent, maps)
-    if names is not None:
-        labels.check_count(names, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
+    model = cli_flags.load_flag_model()
+    chosen = layers.layer_list(model, FLAGS.layer)
+    several = layers.is_multi_layer(FLAGS.layer)
+    if several:
+        layers.check_top_folder(FLAGS.out, names)
     dataset_file = cli_flags.dataset_path()
-    dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
+    plans = []
+    for layer in chosen:
+        out = os.path.join(FLAGS.out, layers.folder_name(layer)) if several else FLAGS.out
+        plans.append(plan_layer(layer, out, model, settings, names, fingerprint, dataset_file, several, not plans))
+    dataset = datasets.load_dataset(dataset_file, plans[0].ascent.image_shape) if dataset_file else None
     if dataset is None:
         print("oipgraph: no --dataset: the OIPs are not compared with dataset images")
+    # Everything is checked: from here on the run writes into --out, holding each layer folder's lock.
+    interrupts.check()
+    run.update(layers_done=0, layers_total=len(plans), several=several)
+    for plan in plans:
+        if plan.finished:
+            print(f"oipgraph: {plan.out} holds the finished run of layer {plan.layer}; kept")
+        else:
+            if several:
+                print(f"oipgraph: layer {plan.layer} -> {plan.out}")
+            run_planned(run, plan, settings, dataset, names)
+        run["layers_done"] += 1
+    if several:
+        layers.write_top_index(FLAGS.out, [(plan.out, plan.layer) for plan in plans])
+        print(f"oipgraph: wrote {os.path.join(FLAGS.out, 'index.html')}, the gallery of {len(plans)} layers")
+    run["written"] = True
+
+
+def plan_layer(
+    layer: str,
+    out: str,
+    model: keras.Model,
+    settings: StrategySettings,
+    names: list[str] | None,
+    fingerprint: str | None,
+    dataset_file: str | None,
+    several: bool,
+    first: bool,
+) -> LayerPlan:
+    """Checks one layer's run (its ascent, maps, sizes, labels, folder) before anything is written."""
+    ascent = cli_flags.build_ascent(model, layer, tell_domain=first)
+    maps = parse_maps(FLAGS.maps, ascent.num_maps, layer, ascent.objective.target_kind)
+    cli_flags.check_run_size(ascent, maps)
+    if names is not None:
+        labels.check_count(names, ascent.num_maps, layer, ascent.objective.target_kind)
     inits = FLAGS.inits_per_map
-    out = FLAGS.out
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
-    run_name = f"{FLAGS.layer.replace('/', '__')}-{FLAGS.strategy}-seed{FLAGS.seed}"  # outer/inner: one folder
+    run_name = f"{layer.replace('/', '__')}-{FLAGS.strategy}-seed{FLAGS.seed}"  # outer/inner: one folder
+    catalog.check_output_entries(out)
     OutputLock(out).check_free()
     catalog.check_tensorboard_run(logdir, run_name, out)
     progress = catalog.RunProgress(out)
-    progress.check_start(FLAGS.resume, FLAGS.overwrite)
     maps_per_chunk = max(1, settings.batch_size // inits)
     chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
     header = {
         "model": os.path.abspath(FLAGS.model) if FLAGS.model else "shipped:mnist_cnn.keras",
         "model_sha256": fingerprint,
-        "layer": FLAGS.layer,
+        "layer": layer,
         "maps": maps,
         "strategy": FLAGS.strategy,
         "steps": FLAGS.steps,
@@ -123,20 +189,47 @@ def run_layer(run: dict[str, Any]) -> None:
         "dataset": os.path.abspath(dataset_file) if dataset_file else None,
         "labels": os.path.abspath(FLAGS.labels) if FLAGS.labels else None,
     }
-    # Everything is checked: from here on the run writes into --out, holding its lock.
-    interrupts.check()
-    run.update(progress=progress, chunks=chunks)
-    with OutputLock(out):
-        if FLAGS.overwrite and os.path.lexists(os.path.join(logdir, run_name)):
-            shutil.rmtree(os.path.join(logdir, run_name))  # The run's own (checked above).
-        saved = progress.begin(header, FLAGS.resume, FLAGS.overwrite)
-        finished = progress.verified_chunks(
-            saved, RUN_ARRAYS, lambda chunk: np.repeat(chunks[chunk], inits), print_warning
+    plan = LayerPlan(layer, ascent, maps, chunks, header, out, logdir, run_name, progress)
+    if several and FLAGS.resume and progress.is_finished():
+        layers.check_finished_settings(out, header)
+        plan.finished = True
+    else:
+        progress.check_start(FLAGS.resume, FLAGS.overwrite)
+    return plan
+
+
+def run_planned(
+    run: dict[str, Any],
+    plan: LayerPlan,
+    settings: StrategySettings,
+    dataset: datasets.Dataset | None,
+    names: list[str] | None,
+) -> None:
+    """Computes (or resumes) and writes one planned layer, holding its folder's lock."""
+    run.update(progress=plan.progress, chunks=plan.chunks, layer=plan.layer)
+    inits = FLAGS.inits_per_map
+    with OutputLock(plan.out):
+        if FLAGS.overwrite and os.path.lexists(os.path.join(plan.logdir, plan.run_name)):
+            shutil.rmtree(os.path.join(plan.logdir, plan.run_name))  # The run's own (checked above).
+        saved = plan.progress.begin(plan.header, FLAGS.resume, FLAGS.overwrite)
+        finished = plan.progress.verified_chunks(
+            saved, RUN_ARRAYS, lambda chunk: np.repeat(plan.chunks[chunk], inits), print_warning
         )
         compute_and_write(
-            progress, chunks, finished, ascent, settings, header, out, logdir, run_name, len(maps), dataset, names
+            plan.progress,
+            plan.chunks,
+            finished,
+            plan.ascent,
+            settings,
+            plan.header,
+            plan.out,
+            plan.logdir,
+            plan.run_name,
+            len(plan.maps),
+            dataset,
+            names,
         )
-    run["written"] = True
+    run.pop("progress")
 
 
 def print_warning(line: str) -> None:
@@ -212,7 +305,7 @@ def compute_and_write(
     progress.finish()
     fired = sum(entry["fired"] for entry in document["maps"])
     print(
-        f"{fired} of {num_maps} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
+        f"{fired} of {num_maps} {ascent.objective.target_kind}s of {header['layer']} have an OIP;"
         f" wrote {out}/index.html (the gallery), {out}/grid.png, {out}/catalog.json, "
         f"{out}/oips.npz; TensorBoard: {logdir}" + examples.run_summary_text(document)
     )

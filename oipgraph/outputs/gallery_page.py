@@ -171,7 +171,7 @@ INDEX_PAGE = """<!DOCTYPE html>
 <style>__STYLE__
 .layers { border-collapse: collapse; margin: 16px 24px; }
 .layers td, .layers th { padding: 6px 14px; border-bottom: 1px solid #33363c; text-align: left; vertical-align: top; }
-.layers img { max-width: 240px; max-height: 160px; image-rendering: pixelated; }
+.layers img { max-width: 240px; max-height: 160px; }
 </style>
 </head>
 <body>
