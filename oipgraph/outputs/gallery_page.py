@@ -26,8 +26,8 @@ code { font-size: 12px; word-break: break-all; color: #e4e6ea; }
   gap: 16px; align-items: center; flex-wrap: wrap; border-bottom: 1px solid #2a2d33; }
 .controls select, .controls input { background: #24272d; color: inherit; border: 1px solid #444; padding: 3px; }
 #cards { display: flex; flex-wrap: wrap; gap: 12px; padding: 16px 24px; }
-.card { width: 300px; background: #1f2228; border: 1px solid #33363c; border-radius: 6px; padding: 8px;
-  box-sizing: border-box; content-visibility: auto; contain-intrinsic-size: 300px 360px; }
+.card { width: 290px; background: #1f2228; border: 1px solid #33363c; border-radius: 6px; padding: 8px;
+  box-sizing: border-box; content-visibility: auto; contain-intrinsic-size: 290px 330px; }
 .card[hidden] { display: none; }
 .card h2 { font-size: 15px; margin: 0 0 6px; display: flex; gap: 8px; align-items: baseline; }
 .card h2 .name { color: #fdd663; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
