@@ -34,7 +34,6 @@ import importlib.util
 import os
 import time
 
-import oipgraph  # noqa: F401  (first: it chooses TensorFlow's oneDNN kernels)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -42,6 +41,7 @@ from absl import app, flags
 from dev_models import cifar10, vgg16
 from machine import machine_description
 
+import oipgraph  # noqa: F401  (first: it chooses TensorFlow's oneDNN kernels)
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, Transforms, ValueRange
 from oipgraph.strategies import StrategySettings, create_oips

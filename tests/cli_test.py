@@ -88,7 +88,13 @@ class LayerRunTest(tf.test.TestCase):
         for map_index in (0, 1, 2, 7):
             picture = tf.io.decode_png(tf.io.read_file(os.path.join(self.out, "maps", f"map_{map_index:03d}.png")))
             self.assertEqual(picture.shape, (28 * 4 + 2, 2 * (28 * 4 + 2), 3))
-        self.assertEqual(sorted(os.listdir(self.out)), ["catalog.json", "grid.png", "maps", "oips.npz", "tensorboard"])
+        self.assertEqual(
+            sorted(os.listdir(self.out)), ["catalog.json", "grid.png", "index.html", "maps", "oips.npz", "tensorboard"]
+        )
+        pictures = {f"map_{k:03d}{kind}.png" for k in (0, 1, 2, 7) for kind in ("", "_oip", "_steps")}
+        self.assertEqual(set(os.listdir(os.path.join(self.out, "maps"))), pictures)
+        oip = tf.io.decode_png(tf.io.read_file(os.path.join(self.out, "maps", "map_007_oip.png")))
+        self.assertEqual(oip.shape, (28, 28, 3))
 
     def test_tensorboard_tags_and_counts(self):
         [run_dir] = glob.glob(os.path.join(self.out, "tensorboard", "*"))
@@ -245,6 +251,12 @@ class BadInvocationTest(tf.test.TestCase):
         with open(a_file, "w") as file:
             file.write("x")
         out = os.path.join(existing, "out")
+        three_labels = os.path.join(root, "three_labels.txt")
+        with open(three_labels, "w") as file:
+            file.write("a\nb\nc\n")
+        bad_json = os.path.join(root, "bad_labels.json")
+        with open(bad_json, "w") as file:
+            file.write('{"0": "a", "2": "b"}')
         maps_is_a_file = os.path.join(root, "maps_is_a_file")
         os.makedirs(maps_is_a_file)
         with open(os.path.join(maps_is_a_file, "maps"), "w") as file:
@@ -301,7 +313,7 @@ class BadInvocationTest(tf.test.TestCase):
             (["--memory_budget=inf"], "--memory_budget must be a number of GiB in [1, 4096], got inf"),
             (["--inits_per_map=0"], "--inits_per_map must be >= 1, got 0"),
             (["--model=/no/such/model.keras"], "model file not found: /no/such/model.keras"),
-            ([f"--model={not_a_model}"], "not a Keras .keras model file"),
+            ([f"--model={not_a_model}"], "not a Keras model file (a Keras .keras file, or a full Keras 2 model"),
             ([f"--out={a_file}/sub"], "is not a folder"),
             (["--out=/proc/oipgraph_out"], "--out=/proc/oipgraph_out is not writable"),
             (["--unknown_flag=1"], "Unknown command line flag 'unknown_flag'"),
@@ -323,6 +335,12 @@ class BadInvocationTest(tf.test.TestCase):
                 "maps x --inits_per_map x steps = 128 x 1000 x 300 = 38400000 loss values is above the limit",
             ),
             (["--out="], "--out must not be empty"),
+            (
+                [f"--labels={three_labels}"],
+                "--labels has 3 names, but layer Conv2D_3 has 128 maps: give one name per map",
+            ),
+            ([f"--labels={root}/none.txt"], f"--labels={root}/none.txt: labels file not found"),
+            ([f"--labels={bad_json}"], "the JSON object's keys must be the indices 0..1"),
             ([f"--out={maps_is_a_file}"], f"--out={maps_is_a_file} holds a file named maps"),
             (["--resume", "--overwrite"], "pass one of them"),
             (["extra_argument"], "unexpected positional argument(s): extra_argument"),

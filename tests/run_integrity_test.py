@@ -78,14 +78,16 @@ class RunIntegrityTest(tf.test.TestCase):
         out = self.reference_outputs()
         [run_dir] = glob.glob(os.path.join(out, "tensorboard", "*"))
         folders = [out, os.path.join(out, "maps"), os.path.join(out, "tensorboard"), run_dir]
-        files = [os.path.join(out, name) for name in ("catalog.json", "oips.npz", "grid.png")]
+        files = [os.path.join(out, name) for name in ("catalog.json", "oips.npz", "grid.png", "index.html")]
         files += glob.glob(os.path.join(out, "maps", "*.png")) + glob.glob(os.path.join(run_dir, "*"))
-        self.assertLen(glob.glob(os.path.join(out, "maps", "*.png")), RUN_MAPS)
+        self.assertLen(glob.glob(os.path.join(out, "maps", "*.png")), 3 * RUN_MAPS)  # map, _oip, _steps
         for folder in folders:
             self.assertEqual(stat.S_IMODE(os.stat(folder).st_mode), 0o750, folder)
         for file in files:
             self.assertEqual(stat.S_IMODE(os.stat(file).st_mode), 0o640, file)
-        self.assertEqual(sorted(os.listdir(out)), ["catalog.json", "grid.png", "maps", "oips.npz", "tensorboard"])
+        self.assertEqual(
+            sorted(os.listdir(out)), ["catalog.json", "grid.png", "index.html", "maps", "oips.npz", "tensorboard"]
+        )
 
     def test_sigterm_second_writer_changed_model_and_damaged_chunk(self):
         out = os.path.join(self.root, "interrupted")
@@ -150,7 +152,9 @@ class RunIntegrityTest(tf.test.TestCase):
             expected_maps = json.load(file)["maps"]
         with open(os.path.join(out, "catalog.json")) as file:
             self.assertEqual(json.load(file)["maps"], expected_maps)
-        self.assertEqual(sorted(os.listdir(out)), ["catalog.json", "grid.png", "maps", "oips.npz", "tensorboard"])
+        self.assertEqual(
+            sorted(os.listdir(out)), ["catalog.json", "grid.png", "index.html", "maps", "oips.npz", "tensorboard"]
+        )
 
     def test_advice_of_every_refusal_works_and_other_runs_summaries_are_kept(self):
         args = [f"--model={self.model_path}", "--layer=conv", "--maps=0-1", "--steps=20", "--strategy=random"]

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 
+import keras
 from absl import flags
 
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_STEPS, OIPAscent
@@ -27,7 +28,7 @@ from oipgraph.models.layer_lookup import parse_image_size
 from oipgraph.models.loading import check_image_model, load_model
 from oipgraph.models.preprocessing import PREPROCESSING, with_preprocessing
 from oipgraph.objectives import OBJECTIVES
-from oipgraph.outputs import catalog
+from oipgraph.outputs import catalog, labels
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
 from oipgraph.strategies.budget import (
     DEFAULT_ESCALATION_BUDGET,
@@ -43,7 +44,10 @@ from oipgraph.strategies.ranking import activation_bytes_per_image
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras); default: the shipped MNIST CNN.")
 flags.DEFINE_string(
-    "layer", "Conv2D_3", "Layer whose feature maps get OIPs; `outer/inner` (or a unique inner name) in nested models."
+    "layer",
+    "Conv2D_3",
+    "Layer whose feature maps get OIPs; `outer/inner` (or a unique inner name) in nested models; several as A,B or"
+    " 'all' (every target layer), each into OUT/<layer>/ with a top OUT/index.html.",
 )
 flags.DEFINE_string(
     "image_size", None, "H,W: run a model whose image input has a variable size (include_top=False) on HxW images."
@@ -94,6 +98,12 @@ flags.DEFINE_string(
     None,
     "Images to compare the OIPs with (top 9 per map, ratio oip_loss / best dataset value): a Keras-format .npz "
     f"or a folder of PNG/JPEG images; default for the shipped model: ${mnist.ENV_VAR} when set; '' for none.",
+)
+flags.DEFINE_string(
+    "labels",
+    None,
+    "Names of the layer's maps or units, one per line, a JSON list, or a JSON object such as Keras' ImageNet class"
+    ' index {"0": ["n01440764", "tench"], ...}; shown in catalog.json, TensorBoard and the gallery.',
 )
 flags.DEFINE_bool("resume", False, "Continue an interrupted run in --out (same flags), skipping finished maps.")
 flags.DEFINE_bool("overwrite", False, "Replace the run in --out (finished or interrupted) and its own TensorBoard run.")
@@ -155,6 +165,7 @@ RUN_FLAGS = (
     "out",
     "logdir",
     "dataset",
+    "labels",
 )
 
 
@@ -204,7 +215,7 @@ def check_flags() -> StrategySettings:
         )
     if FLAGS.resume and FLAGS.overwrite:
         raise OIPGraphError("--resume continues the run in --out, --overwrite replaces it: pass one of them")
-    for name in ("out", "logdir", "model"):
+    for name in ("out", "logdir", "model", "labels"):
         if FLAGS[name].value == "":
             raise OIPGraphError(f"--{name} must not be empty")
     catalog.check_writable_dir(FLAGS.out, "--out")
@@ -219,6 +230,11 @@ def check_flags() -> StrategySettings:
         verbose=FLAGS.strategy in ("precursor", "auto"),
         escalation_budget=FLAGS.escalation_budget,
     )
+
+
+def read_labels() -> list[str] | None:
+    """The names in `--labels` (`outputs.labels.load_labels`), or None without the flag. Checks the file only."""
+    return None if FLAGS.labels is None else labels.load_labels(FLAGS.labels)
 
 
 def longest_steps() -> int:
@@ -272,33 +288,39 @@ def neuron_position() -> tuple[int, int] | None:
     return row, col
 
 
-def build_ascent() -> OIPAscent:
-    """The compiled ascent that the flags ask for (model, preprocessing, layer, objective, preset and its pieces).
+def load_flag_model() -> keras.Model:
+    """The model of --model (None: the shipped CNN) at --image_size, behind --preprocess if given."""
+    model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
+    return model if FLAGS.preprocess is None else with_preprocessing(model, FLAGS.preprocess)
 
-    Prints where the input domain came from (for a user's model) and the preset's choice, one line each.
+
+def build_ascent(model: keras.Model, layer: str, tell_domain: bool = True) -> OIPAscent:
+    """The compiled ascent that the flags ask for on `layer` of `model` (objective, domain, preset and its pieces).
+
+    With `tell_domain` (once per command), prints where a user's model's input domain came from and the
+    preset's choice, one line each.
     """
     neuron = neuron_position()
     objective = "neuron" if neuron is not None and FLAGS.objective is None else FLAGS.objective
     domain = None if FLAGS.input_range is None else parse_domain(FLAGS.input_range)
-    model = load_model(FLAGS.model, parse_image_size(FLAGS.image_size))
     if FLAGS.preprocess is not None:
-        model, domain = with_preprocessing(model, FLAGS.preprocess), PREPROCESSED_RANGE
+        domain = PREPROCESSED_RANGE
     if domain is None:
         domain, reason = infer_domain(model)
-        if FLAGS.model is not None:
+        if tell_domain and FLAGS.model is not None:
             print(reason)
     learning_rate = FLAGS.learning_rate if FLAGS.learning_rate is not None else FLAGS.epsilon
-    image_shape = check_image_model(model)
     recipe = resolve_recipe(
-        domain, image_shape, FLAGS.preset, FLAGS.param, FLAGS.optimizer, learning_rate, FLAGS.transforms
+        domain, check_image_model(model), FLAGS.preset, FLAGS.param, FLAGS.optimizer, learning_rate, FLAGS.transforms
     )
     if FLAGS["jitter"].present or FLAGS["scale"].present:
         moved = dataclasses.replace(recipe.transforms, jitter=FLAGS.jitter, scale=FLAGS.scale)
         recipe = dataclasses.replace(recipe, transforms=moved)
-    print(recipe.line())
+    if tell_domain:
+        print(recipe.line())
     return OIPAscent(
         model,
-        FLAGS.layer,
+        layer,
         objective=objective,
         neuron=neuron,
         minimize=FLAGS.minimize,

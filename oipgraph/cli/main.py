@@ -26,13 +26,14 @@ from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.domain import pixels_to_domain
 from oipgraph.ascent.results import AscentResult
 from oipgraph.cli import flags as cli_flags
+from oipgraph.cli import layers
+from oipgraph.cli import plan as plan_module
 from oipgraph.cli.compute import compute_maps
 from oipgraph.cli.outlock import OutputLock
 from oipgraph.core import errors, interrupts
 from oipgraph.models.loading import shipped_model_path
-from oipgraph.outputs import catalog, datasets, examples
+from oipgraph.outputs import datasets, examples
 from oipgraph.outputs.run_progress import RunProgress
-from oipgraph.strategies import parse_maps
 
 FLAGS = flags.FLAGS
 
@@ -66,76 +67,100 @@ def main(argv: list[str]) -> None:
     run: dict[str, Any] = {}
     try:
         with interrupts.deferred(terminate=True):
-            run_layer(run)
+            run_layers(run)
     except (KeyboardInterrupt, interrupts.Terminated) as interruption:
         terminated = isinstance(interruption, interrupts.Terminated)
         what = "terminated" if terminated else "interrupted"
+        layers_text = ""
+        if run.get("several"):
+            layers_text = f" ({run['layers_done']} of {run['layers_total']} layers written)"
         if run.get("written"):
             message = f"{what} after the run was complete: all of its outputs are written"
         elif "progress" in run:
             done = run["progress"].saved_maps()
             total = sum(len(chunk) for chunk in run["chunks"])
-            message = f"{what} with {done} of {total} maps saved; rerun with --resume to continue"
+            of_layer = f" of layer {run['layer']}" if run.get("several") else ""
+            message = (
+                f"{what} with {done} of {total} maps{of_layer} saved{layers_text}; rerun with --resume to continue"
+            )
+        elif run.get("layers_done"):
+            message = f"{what}{layers_text}; rerun with --resume to continue"
         else:
             message = f"{what} before anything was written"
         sys.stderr.write(f"\noipgraph: {message}\n")
         sys.exit(143 if terminated else 130)
 
 
-def run_layer(run: dict[str, Any]) -> None:
-    """Checks everything, then computes and writes the run; fills `run` with its progress, chunks and `written`."""
+def run_layers(run: dict[str, Any]) -> None:
+    """Checks everything for every layer, then computes and writes each; fills `run` with the progress.
+
+    One layer (`--layer=NAME`) writes into --out; several (`--layer=A,B` or `all`) write each into
+    `OUT/<layer>/` (`layers.folder_name`) and, last, the top gallery `OUT/index.html`.
+    """
     settings = cli_flags.check_flags()
+    names = cli_flags.read_labels()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
-    ascent = cli_flags.build_ascent()
-    maps = parse_maps(FLAGS.maps, ascent.num_maps, FLAGS.layer, ascent.objective.target_kind)
-    cli_flags.check_run_size(ascent, maps)
-    settings = cli_flags.fit_memory(settings, ascent)
+    model = cli_flags.load_flag_model()
+    chosen = layers.layer_list(model, FLAGS.layer)
+    several = layers.is_multi_layer(FLAGS.layer)
+    if several:
+        layers.check_top_folder(FLAGS.out, names)
     dataset_file = cli_flags.dataset_path()
-    dataset = datasets.load_dataset(dataset_file, ascent.image_shape) if dataset_file else None
+    plans = []
+    for layer in chosen:
+        out = os.path.join(FLAGS.out, layers.folder_name(layer)) if several else FLAGS.out
+        plans.append(
+            plan_module.plan_layer(layer, out, model, settings, names, fingerprint, dataset_file, several, not plans)
+        )
+    dataset = datasets.load_dataset(dataset_file, plans[0].ascent.image_shape) if dataset_file else None
     if dataset is None:
         print("oipgraph: no --dataset: the OIPs are not compared with dataset images")
-    inits = FLAGS.inits_per_map
-    out = FLAGS.out
-    logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
-    run_name = f"{FLAGS.layer.replace('/', '__')}-{FLAGS.strategy}-seed{FLAGS.seed}"  # outer/inner: one folder
-    OutputLock(out).check_free()
-    catalog.check_tensorboard_run(logdir, run_name, out)
-    progress = RunProgress(out)
-    progress.check_start(FLAGS.resume, FLAGS.overwrite)
-    maps_per_chunk = max(1, FLAGS.batch_size // inits)  # Not the memory-fitted batch: chunks are part of the run.
-    chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
-    header = {
-        "model": os.path.abspath(FLAGS.model) if FLAGS.model else "shipped:mnist_cnn.keras",
-        "model_sha256": fingerprint,
-        "layer": FLAGS.layer,
-        "maps": maps,
-        "strategy": FLAGS.strategy,
-        "steps": FLAGS.steps,
-        "epsilon": settings.step_size(ascent),
-        "conv_criterion": FLAGS.conv_criterion,
-        "seed": FLAGS.seed,
-        "inits_per_map": inits,
-        "batch_size": FLAGS.batch_size,
-        "escalation_budget": FLAGS.escalation_budget,
-        **ascent.objective.describe(),
-        **{key: value for key, value in ascent.recipe.describe().items() if key != "transforms"},
-        **ascent.transforms.describe(),
-        "input_range": ascent.domain.name,
-        "dataset": os.path.abspath(dataset_file) if dataset_file else None,
-    }
-    # Everything is checked: from here on the run writes into --out, holding its lock.
+    # Everything is checked: from here on the run writes into --out, holding each layer folder's lock.
     interrupts.check()
-    run.update(progress=progress, chunks=chunks)
-    with OutputLock(out):
-        if FLAGS.overwrite and os.path.lexists(os.path.join(logdir, run_name)):
-            shutil.rmtree(os.path.join(logdir, run_name))  # The run's own (checked above).
-        saved = progress.begin(header, FLAGS.resume, FLAGS.overwrite)
-        finished = progress.verified_groups(saved, RUN_ARRAYS, maps, inits, print_warning)
-        compute_maps(
-            progress, chunks, finished, ascent, settings, FLAGS.strategy, FLAGS.seed, inits, FLAGS.escalation_budget
-        )
-        write_run(progress, maps, ascent, header, out, logdir, run_name, dataset)
+    run.update(layers_done=0, layers_total=len(plans), several=several)
+    for plan in plans:
+        if plan.finished:
+            print(f"oipgraph: {plan.out} holds the finished run of layer {plan.layer}; kept")
+        else:
+            if several:
+                print(f"oipgraph: layer {plan.layer} -> {plan.out}")
+            run_planned(run, plan, dataset, names)
+        run["layers_done"] += 1
+    if several:
+        layers.write_top_index(FLAGS.out, [(plan.out, plan.layer) for plan in plans])
+        print(f"oipgraph: wrote {os.path.join(FLAGS.out, 'index.html')}, the gallery of {len(plans)} layers")
     run["written"] = True
+
+
+def run_planned(
+    run: dict[str, Any],
+    plan: plan_module.LayerPlan,
+    dataset: datasets.Dataset | None,
+    names: list[str] | None,
+) -> None:
+    """Computes (or resumes) and writes one planned layer, holding its folder's lock."""
+    run.update(progress=plan.progress, chunks=plan.chunks, layer=plan.layer)
+    inits = FLAGS.inits_per_map
+    with OutputLock(plan.out):
+        if FLAGS.overwrite and os.path.lexists(os.path.join(plan.logdir, plan.run_name)):
+            shutil.rmtree(os.path.join(plan.logdir, plan.run_name))  # The run's own (checked above).
+        saved = plan.progress.begin(plan.header, FLAGS.resume, FLAGS.overwrite)
+        finished = plan.progress.verified_groups(saved, RUN_ARRAYS, plan.maps, inits, print_warning)
+        compute_maps(
+            plan.progress,
+            plan.chunks,
+            finished,
+            plan.ascent,
+            plan.settings,
+            FLAGS.strategy,
+            FLAGS.seed,
+            inits,
+            FLAGS.escalation_budget,
+        )
+        write_run(
+            plan.progress, plan.maps, plan.ascent, plan.header, plan.out, plan.logdir, plan.run_name, dataset, names
+        )
+    run.pop("progress")
 
 
 def print_warning(line: str) -> None:
@@ -152,10 +177,12 @@ def write_run(
     logdir: str,
     run_name: str,
     dataset: datasets.Dataset | None,
+    names: list[str] | None = None,
 ) -> None:
     """Writes the run's outputs from its saved maps.
 
-    With a `dataset`, its top images per map are found (one compiled pass) before the outputs are written.
+    With a `dataset`, its top images per map are found (one compiled pass) before the outputs are written;
+    `names` are the layer's labels (`--labels`).
     """
     inits, num_maps = header["inits_per_map"], len(maps)
     pairs = progress.load_run(maps)
@@ -176,15 +203,18 @@ def write_run(
     given = [name for name in cli_flags.RUN_FLAGS if FLAGS[name].value is not None]
     command = " ".join(["oipgraph", *(f"--{name}={FLAGS[name].value}" for name in given)])
     interrupts.check()  # The last point to stop at: from here the outputs are written in full.
-    print(f"oipgraph: writing {out}/grid.png, maps/, oips.npz, catalog.json and TensorBoard summaries to {logdir}")
+    print(
+        f"oipgraph: writing {out}/grid.png, maps/, oips.npz, index.html, catalog.json and TensorBoard summaries"
+        f" to {logdir}"
+    )
     document = outputs.write_outputs(
-        out, logdir, run_name, pairs, inits, {**header, "command": command}, ascent.domain, found
+        out, logdir, run_name, pairs, inits, {**header, "command": command}, ascent.domain, found, names
     )
     progress.finish()
     fired = sum(entry["fired"] for entry in document["maps"])
     print(
-        f"{fired} of {num_maps} {ascent.objective.target_kind}s of {FLAGS.layer} have an OIP;"
-        f" wrote {out}/grid.png, {out}/catalog.json, "
+        f"{fired} of {num_maps} {ascent.objective.target_kind}s of {header['layer']} have an OIP;"
+        f" wrote {out}/index.html (the gallery), {out}/grid.png, {out}/catalog.json, "
         f"{out}/oips.npz; TensorBoard: {logdir}" + examples.run_summary_text(document)
     )
 

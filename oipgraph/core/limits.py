@@ -30,6 +30,9 @@ Why these values (a real user never reaches them; the defaults are far below):
 - `MAX_EPSILON` = 100: images are standardized (rms 1) and the step's gradient is normalized (rms 1), so
   epsilon = 1 already moves an image by its own size; the default is 0.01. Far above, float32 loses
   the image (at 1e30 the standardization's variance overflows and every image becomes 0).
+- `MAX_LABELS_FILE_BYTES` = 16 MiB and `MAX_LABEL_CHARS` = 200 per name for `--labels`: a name per map or
+  unit of one layer, read whole into memory; Keras' ImageNet class index (1000 names) is 35 KB, and the
+  widest layers have a few thousand maps. The count itself must equal the layer's maps or units.
 - `MAX_PIXEL_MAGNITUDE` = 1e6 for input images: standardized images have |x| <= sqrt(H*W*C) (28 for
   MNIST), raw 8-bit or 16-bit images stay below 65,536; at 3e38 the squares overflow to Inf and the
   ascent returns NaN.
@@ -57,6 +60,8 @@ MAX_INITS_PER_MAP = 1000
 MAX_RUN_LOSS_VALUES = 2**25
 MAX_EPSILON = 100.0
 MAX_PIXEL_MAGNITUDE = 1e6
+MAX_LABELS_FILE_BYTES = 16 * 2**20
+MAX_LABEL_CHARS = 200
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)
 FLOAT32_MAX = float(np.finfo(np.float32).max)

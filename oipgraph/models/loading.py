@@ -14,6 +14,7 @@ import os
 import zipfile
 from importlib import resources
 
+import h5py
 import keras
 import tensorflow as tf
 
@@ -63,29 +64,67 @@ def shipped_model_path() -> str:
     return str(resources.files("oipgraph") / "assets" / SHIPPED_MODEL_NAME)
 
 
+MODEL_FORMATS = "a Keras .keras file, or a full Keras 2 model in HDF5 (.h5/.hdf5)"
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
 def load_model(path: str | None = None, image_size: tuple[int, int] | None = None) -> keras.Model:
     """Loads a Keras model file; the shipped MNIST CNN when `path` is None.
 
+    Formats (told apart by content, not by name): a Keras 3 `.keras` zip archive, or a full Keras 2 model in
+    HDF5 (`model.save("m.h5")`; Keras 3's legacy loader). Both load with `compile=False` (no optimizer is
+    needed) and Keras' `safe_mode`, which refuses a `Lambda` layer's pickled Python code.
+
     Args:
-        path: A `.keras` file, or None.
+        path: A model file, or None.
         image_size: (height, width) to rebuild a model with a variable-size
             image input on (`layer_lookup.with_image_size`); None keeps the input.
 
     Raises:
-        ModelError: the file is missing or is not a loadable `.keras` model.
+        ModelError: the path is missing, a TensorFlow SavedModel folder, a weights-only file, or no loadable
+            Keras model; the message says how to convert where a conversion exists.
         OIPGraphError: `image_size` does not fit the model.
     """
     path = path or shipped_model_path()
-    if not os.path.isfile(path):
-        raise ModelError(f"model file not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise ModelError(f"not a Keras .keras model file: {path}")
+    check_model_file(path)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for corrupt archives.
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"cannot load Keras model {path}: {first_line}") from err
     return layer_lookup.with_image_size(model, image_size)
+
+
+def check_model_file(path: str) -> None:
+    """Fails with one line unless `path` is a file in one of the `MODEL_FORMATS` that Keras 3 can load.
+
+    Raises:
+        ModelError: missing path; a SavedModel folder or other folder; an HDF5 file of weights only (no
+            `model_config` attribute) or not named `.h5`/`.hdf5`; any other file that is no zip archive.
+    """
+    if os.path.isdir(path):
+        if any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
+            raise ModelError(
+                f"{path} is a TensorFlow SavedModel folder, which Keras 3 cannot load as a model; if it was saved"
+                " from a Keras model, convert it where it loads (TensorFlow <= 2.15 or tf_keras):"
+                " tf.keras.models.load_model(FOLDER).save('model.h5'), then --model=model.h5"
+            )
+        raise ModelError(f"{path} is a folder, not a model file ({MODEL_FORMATS})")
+    if not os.path.isfile(path):
+        raise ModelError(f"model file not found: {path}")
+    if h5py.is_hdf5(path):
+        with h5py.File(path, "r") as file:
+            has_model = "model_config" in file.attrs
+        if not has_model:
+            raise ModelError(
+                f"{path} holds only weights, no model: build the model in Python, then"
+                f" model.load_weights({os.path.basename(path)!r}) and model.save('model.keras')"
+            )
+        if not path.lower().endswith(HDF5_SUFFIXES):
+            raise ModelError(f"{path} is a Keras HDF5 model: name it .h5 or .hdf5 (Keras reads it by its name)")
+        return
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"not a Keras model file ({MODEL_FORMATS}): {path}")
 
 
 def conv_layer_names(model: keras.Model) -> list[str]:

@@ -182,18 +182,27 @@ def train(
 
 
 def check_output_path(path: str) -> str:
-    """Checks that `path` can take a `.keras` file; returns its directory."""
+    """Checks that `path` can take a `.keras` file (its folder exists or can be created); returns its folder.
+
+    Creates nothing: `save_model_atomically` creates missing folders, as `oipgraph --out` does.
+    """
     if not path.endswith(".keras"):
         raise errors.OIPGraphError(f"--out must end in .keras, got {path}")
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise errors.OIPGraphError(f"output directory does not exist: {directory}")
+    existing = directory
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise errors.OIPGraphError(f"--out={path} cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise errors.OIPGraphError(f"--out={path} cannot be written: {existing} is not writable")
     return directory
 
 
 def save_model_atomically(model: keras.Model, path: str) -> None:
-    """Saves `model` to `path` (a `.keras` file) via a temp file and a rename."""
+    """Saves `model` to `path` (a `.keras` file, its folder created if missing) via a temp file and a rename."""
     directory = check_output_path(path)
+    os.makedirs(directory, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(suffix=".keras", dir=directory, prefix=".tmp-")
     os.close(handle)
     try:

@@ -23,8 +23,9 @@ CATALOG = "catalog.json"
 OIPS = "oips.npz"
 GRID = "grid.png"
 MAPS_DIR = "maps"
+GALLERY = "index.html"
 # Output names and whether each is a folder; an existing entry of the other kind is refused up front.
-OUTPUT_ENTRIES = ((CATALOG, False), (OIPS, False), (GRID, False), (MAPS_DIR, True))
+OUTPUT_ENTRIES = ((CATALOG, False), (OIPS, False), (GRID, False), (GALLERY, False), (MAPS_DIR, True))
 # In a TensorBoard run folder written by oipgraph: the real path of the --out it belongs to.
 TENSORBOARD_OWNER = ".oipgraph-out"
 

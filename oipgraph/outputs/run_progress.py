@@ -23,6 +23,7 @@ from oipgraph.ascent.results import pad_history
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.outputs.catalog import (
     CATALOG,
+    GALLERY,
     GRID,
     MAPS_DIR,
     OIPS,
@@ -81,7 +82,7 @@ class RunProgress:
 
     def clear(self) -> None:
         """Removes the run's files from `out_dir`: `catalog.json` first, so a half-cleared folder is no finished run."""
-        for name in (CATALOG, OIPS, GRID):
+        for name in (CATALOG, OIPS, GRID, GALLERY):
             if os.path.lexists(os.path.join(self.out_dir, name)):
                 os.remove(os.path.join(self.out_dir, name))
         for folder in (MAPS_DIR, PROGRESS_DIR):

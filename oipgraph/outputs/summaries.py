@@ -121,6 +121,7 @@ def write_map_images(
     oip: np.ndarray,
     domain: Domain,
     variants: np.ndarray | None = None,
+    description: str | None = None,
 ) -> None:
     """Image summaries of one map into the default writer, each image shown as `domain.display` says.
 
@@ -129,12 +130,13 @@ def write_map_images(
     and the OIP at the step the pair stopped. `TAG/1_start` is the strategy's
     start image where it differs from the ascent's (coarse-to-fine and
     pre-activation starts are optimized before the final ascent);
-    `TAG/4_variants` the OIPs of several start images, when given.
+    `TAG/4_variants` the OIPs of several start images, when given. `description` (e.g. the map's label)
+    is shown on the ascent card.
     """
     if not np.array_equal(start_image, snapshots[0]):
         tf.summary.image(f"{tag}/{START_TAG}", domain.display(start_image[None]), step=0)
     for step, image in ascent_frames(snapshots, snapshot_steps, steps_run, oip):
-        tf.summary.image(f"{tag}/{ASCENT_TAG}", domain.display(image[None]), step=step)
+        tf.summary.image(f"{tag}/{ASCENT_TAG}", domain.display(image[None]), step=step, description=description)
     if variants is not None:
         tf.summary.image(f"{tag}/{VARIANTS_TAG}", domain.display(variants), step=0, max_outputs=len(variants))
 
@@ -155,11 +157,16 @@ def write_grid_pages(tag: str, images: np.ndarray, labels: list[int], scale: int
 
 
 def status_table(rows: list[dict]) -> str:
-    """A markdown table of the maps' results: map, status, fired, loss, steps, strategy."""
-    lines = ["| map | status | OIP | loss | steps | strategy |", "| --- | --- | --- | --- | --- | --- |"]
+    """A markdown table of the maps' results: map, (label,) status, fired, loss, steps, strategy."""
+    labelled = any("label" in row for row in rows)
+    lines = [
+        "| map |" + (" label |" if labelled else "") + " status | OIP | loss | steps | strategy |",
+        "| --- |" + (" --- |" if labelled else "") + " --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
+        label = " " + row.get("label", "").replace("|", "\\|") + " |" if labelled else ""
         lines.append(
-            f"| {row['map_index']} | {row['status']} | {'yes' if row['fired'] else 'no'} | {row['loss']:.4g}"
+            f"| {row['map_index']} |{label} {row['status']} | {'yes' if row['fired'] else 'no'} | {row['loss']:.4g}"
             f" | {row['steps']} | {row['strategy']} |"
         )
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """The files and TensorBoard summaries of a layer-wide run.
 
 `write_outputs` turns the per-pair arrays of a run (map-major, one row per
-(map, init) pair) into `grid.png`, `maps/map_NNN.png`, `oips.npz`,
-TensorBoard summaries and, last, `catalog.json`.
+(map, init) pair) into `grid.png`, `maps/map_NNN.png` (and the gallery's
+pictures, `outputs.gallery`), `oips.npz`, TensorBoard summaries, the gallery
+`index.html` and, last, `catalog.json`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tensorflow as tf
 
 from oipgraph.ascent import STATUS_NAMES
 from oipgraph.ascent.domain import Domain
-from oipgraph.outputs import catalog, examples, summaries, uniqueness
+from oipgraph.outputs import catalog, examples, gallery, summaries, uniqueness
 
 START_KINDS = {
     "random": "multiscale",
@@ -46,8 +47,17 @@ def best_inits(loss: np.ndarray, fired: np.ndarray) -> np.ndarray:
 
 
 def catalog_entries(
-    arrays: dict[str, np.ndarray], best: np.ndarray, scores: list[float | None], seed: int
+    arrays: dict[str, np.ndarray],
+    best: np.ndarray,
+    scores: list[float | None],
+    seed: int,
+    labels: list[str] | None = None,
 ) -> list[dict]:
+    """Per map its best OIP's record (all inits' under `inits` when there are several); `label` from `labels`.
+
+    Args:
+        labels: The names of all maps of the layer (`outputs.labels`), indexed by map; None: no `label` key.
+    """
     entries = []
     for row, map_index in enumerate(arrays["map_index"][:, 0]):
 
@@ -65,7 +75,10 @@ def catalog_entries(
                 "seed_stream": int(arrays["seed_stream"][row, init]),
             }
 
-        entry = {"map_index": int(map_index), **describe(int(best[row])), "uniqueness": scores[row]}
+        entry = {"map_index": int(map_index)}
+        if labels is not None:
+            entry["label"] = labels[int(map_index)]
+        entry.update(describe(int(best[row])), uniqueness=scores[row])
         if arrays["loss"].shape[1] > 1:
             entry["inits"] = [describe(init) for init in range(arrays["loss"].shape[1])]
         entries.append(entry)
@@ -120,6 +133,7 @@ def write_tensorboard(
                     arrays["images"][row, init],
                     domain,
                     variants=arrays["images"][row] if arrays["images"].shape[1] > 1 else None,
+                    description=entries[row].get("label"),
                 )
                 if example_strips is not None:
                     description = "The OIP(s), then the top dataset images, best first"
@@ -146,14 +160,18 @@ def write_outputs(
     header: dict,
     domain: Domain,
     found: examples.DatasetExamples | None = None,
+    labels: list[str] | None = None,
 ) -> dict:
-    """Writes PNGs, `oips.npz`, TensorBoard summaries and, last, `catalog.json`.
+    """Writes PNGs, `oips.npz`, TensorBoard summaries, the gallery `index.html` and, last, `catalog.json`.
 
     Every picture shows the images as the model's input `domain` says (`Domain.display`: standardized
     images contrast-stretched per image, range images linearly from [low, high] to 0..255).
 
     With dataset examples `found` (rows: all maps of the layer), each map's PNG and TensorBoard image show
     its top dataset images beside its OIP(s), and the catalog and `oips.npz` get `examples.run_fields`.
+    With `labels` (names of all maps of the layer), the catalog (`label`), `oips.npz` (`label`), TensorBoard
+    (the maps table, each ascent card's description) and the gallery show each map's name; the PNGs keep
+    the index (their digit font has no letters).
     """
     num_maps = len(pairs["map_index"]) // inits
     arrays = by_map(pairs, num_maps, inits)
@@ -174,11 +192,23 @@ def write_outputs(
             examples.example_strip(arrays["images"][row], found.images[k], domain) for row, k in enumerate(map_indices)
         ]
     os.makedirs(os.path.join(out, catalog.MAPS_DIR), exist_ok=True)
+    pictures = []
     for row, map_index in enumerate(map_indices):
         variants = summaries.labelled_grid(arrays["images"][row], domain, columns=inits, scale=MAP_PNG_SCALE)
         picture = variants if strips is None else strips[row]
         catalog.atomic_write_bytes(
             os.path.join(out, catalog.MAPS_DIR, f"map_{map_index:03d}.png"), summaries.png_bytes(picture)
+        )
+        init = int(best[row])
+        frames = summaries.ascent_frames(
+            arrays["snapshots"][row, init],
+            arrays["snapshot_steps"][row, init],
+            int(arrays["steps_run"][row, init]),
+            arrays["images"][row, init],
+        )
+        top_images = None if found is None else found.images[map_index]
+        pictures.append(
+            gallery.write_map_pictures(out, map_index, arrays["images"][row, init], frames, domain, top_images)
         )
     npz_arrays = dict(
         arrays,
@@ -188,12 +218,16 @@ def write_outputs(
     )
     if found is not None:
         npz_arrays.update(dataset_arrays)
+    if labels is not None:
+        npz_arrays["label"] = np.array([labels[k] for k in map_indices], dtype=str)
     catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
-    entries = catalog_entries(arrays, best, scores, header["seed"])
+    entries = catalog_entries(arrays, best, scores, header["seed"], labels)
     write_tensorboard(logdir, run_name, arrays, best, entries, header["command"], out, domain, strips)
     document = {**header, "maps": entries}
     if found is not None:
         document["maps"] = [{**entry, **extra} for entry, extra in zip(document["maps"], fields)]
         document["dataset_examples"] = dataset_summary
+    page = gallery.layer_page(document, pictures, image_width=arrays["images"].shape[-2])
+    catalog.atomic_write_bytes(os.path.join(out, gallery.INDEX), page.encode())
     catalog.atomic_write_json(os.path.join(out, catalog.CATALOG), document)
     return document
