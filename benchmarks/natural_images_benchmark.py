@@ -54,6 +54,7 @@ flags.DEFINE_integer("steps", 512, "Steps of every run; the figures at fewer ste
 flags.DEFINE_list("report_steps", ["256", "512"], "Steps at which the figures are taken.")
 flags.DEFINE_integer("maps", 8, "Maps 0..N-1.")
 flags.DEFINE_string("montage_dir", None, "Where the montages go (natural_<model>.png); None for none.")
+flags.DEFINE_list("layers", None, "Layers to run (default: the model's middle and deep layer, `LAYERS`).")
 
 LAYERS = {"vgg16": ("block3_conv3", "block4_conv3"), "cifar10": ("conv2d_3", "conv2d_5")}
 DOMAIN = ValueRange(0.0, 255.0)
@@ -142,7 +143,8 @@ def main(argv):
     for name in FLAGS.models:
         model = build(name)
         montage_rows = []
-        for layer in LAYERS[name]:
+        chosen = [layer for layer in FLAGS.layers if layer in LAYERS[name]] if FLAGS.layers else LAYERS[name]
+        for layer in chosen:
             feature_model = keras.Model(model.inputs, model.get_layer(layer).output)
             for tool in tools:
                 if tool == "xplique":
@@ -160,13 +162,13 @@ def main(argv):
                         f" | {np.nanmedian(robust):.2f} (min {np.nanmin(robust):.2f})"
                         f" | {np.median(high):.3f} (max {high.max():.3f}) | {seconds:.3f} |"
                     )
-                if layer == LAYERS[name][-1]:
+                if layer == chosen[-1]:
                     montage_rows.append(frames[FLAGS.steps])
         if FLAGS.montage_dir and montage_rows:
             path = os.path.join(FLAGS.montage_dir, f"natural_{name}.png")
             picture = montage(montage_rows, 1 if model.input_shape[1] >= 96 else 3)
             tf.io.write_file(path, tf.io.encode_png(picture))
-            print(f"<!-- montage: {path}, rows {', '.join(tools)}, maps 0-{FLAGS.maps - 1} of {LAYERS[name][-1]} -->")
+            print(f"<!-- montage: {path}, rows {', '.join(tools)}, maps 0-{FLAGS.maps - 1} of {chosen[-1]} -->")
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ from oipgraph.ascent.domain import PREPROCESSED_RANGE, Domain, infer_domain, par
 from oipgraph.ascent.parameterizations import PARAMETERIZATIONS
 from oipgraph.ascent.presets import AUTO, PRESETS, resolve_recipe
 from oipgraph.ascent.step_rules import STEP_RULES
-from oipgraph.core import errors, limits
+from oipgraph.core import errors
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import check_image_model, load_model
@@ -212,9 +212,6 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_enum("param", None, list(PARAMETERIZATIONS), "Parameterization; default: the preset's.")
 flags.DEFINE_enum("optimizer", None, list(STEP_RULES), "Step rule; default: the preset's.")
-flags.DEFINE_float(
-    "learning_rate", None, "Recorded default step size (the served `epsilon` input sets each request's)."
-)
 flags.DEFINE_string("transforms", None, "none, standard or name=value pairs; default: the preset's.")
 flags.DEFINE_enum(
     "preprocess",
@@ -242,8 +239,6 @@ def main(argv: list[str]) -> None:
         tf.get_logger().setLevel("WARNING")
     image_size = layer_lookup.parse_image_size(FLAGS.image_size)
     versions.check_export_dir(FLAGS.export_dir, FLAGS.version)
-    if FLAGS.learning_rate is not None:
-        limits.check_epsilon("--learning_rate", FLAGS.learning_rate)
     if FLAGS.preprocess is not None and FLAGS.input_range is not None:
         raise OIPGraphError(f"--preprocess={FLAGS.preprocess} sets the input range to 0,255: leave out --input_range")
     started = time.perf_counter()
@@ -258,7 +253,7 @@ def main(argv: list[str]) -> None:
         FLAGS.preset,
         FLAGS.param,
         FLAGS.optimizer,
-        FLAGS.learning_rate,
+        None,  # The served `epsilon` input is each request's step size.
         FLAGS.transforms,
     )
     print(recipe.line())

@@ -177,7 +177,7 @@ class CheckpointsTest(InterruptsTestCase):
         self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
 
 
-# `cli.main` with `run_layer` replaced, in a child process: the two commands define the same absl flags
+# `cli.main` with `run_layers` replaced, in a child process: the two commands define the same absl flags
 # (--model), so `oipgraph.cli.main` cannot be imported beside `oipgraph.export` in the test's process.
 COMMAND_MESSAGES = """
 import json, signal, sys
@@ -192,13 +192,13 @@ results = []
 for signum, written in json.loads(sys.argv[1]):
     finished = []
 
-    def run_layer(run, signum=signum, written=written):
+    def run_layers(run, signum=signum, written=written):
         signal.raise_signal(signum)  # Recorded, and raised when the run's block ends.
         if written:
             run["written"] = True
         finished.append(True)
 
-    with mock.patch.object(cli, "run_layer", side_effect=run_layer):
+    with mock.patch.object(cli, "run_layers", side_effect=run_layers):
         try:
             cli.main(["oipgraph"])
             code = 0

@@ -37,13 +37,13 @@ def range_starts(count: int, seed: int = 0) -> np.ndarray:
     return np.asarray(RANGE.from_standardized(noise))
 
 
-def numpy_fourier_image(params: np.ndarray, domain, decorrelate: bool) -> np.ndarray:
+def numpy_fourier_image(params: np.ndarray, domain, decorrelate: bool, decay: float) -> np.ndarray:
     """The fourier module docstring's formula, in NumPy."""
     batch, height, half, double = params.shape
     channels = double // 2
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.rfftfreq(height)[None, :]
-    scale = np.sqrt(height * height) / np.maximum(np.sqrt(fy**2 + fx**2), 1.0 / height)
+    scale = np.sqrt(height * height) / np.maximum(np.sqrt(fy**2 + fx**2), 1.0 / height) ** decay
     spectrum = (params[..., :channels] + 1j * params[..., channels:]) * scale[None, :, :, None]
     signal = np.fft.irfft2(spectrum, s=(height, height), axes=(1, 2)) / 4.0
     if decorrelate:
@@ -61,7 +61,7 @@ class FourierTest(tf.test.TestCase):
         for domain, decorrelate in ((RANGE, True), (RANGE, False), (STANDARDIZED, True)):
             with self.subTest(domain=domain.name, decorrelate=decorrelate):
                 fourier = Fourier((SIZE, SIZE, 3), domain, decorrelate=decorrelate)
-                expected = numpy_fourier_image(params, domain, decorrelate)
+                expected = numpy_fourier_image(params, domain, decorrelate, fourier.decay)
                 self.assertAllClose(fourier.to_image(params), expected, atol=1e-3 * (domain.step_scale or 1))
 
     def test_round_trip_image_to_parameter_to_image(self):
@@ -78,6 +78,11 @@ class FourierTest(tf.test.TestCase):
                 span = 1.0 if domain is STANDARDIZED else domain.high - domain.low
                 self.assertAllClose(back, images, atol=1e-4 * span)
                 self.assertEqual(fourier.from_image(images).shape[1:], fourier.param_shape)
+
+    def test_decay_follows_the_image_size(self):
+        for side, decay in ((224, 1.0), (128, 1.0), (64, 1.25), (32, 1.5), (16, 1.5)):
+            self.assertAlmostEqual(Fourier((side, side, 3), RANGE).decay, decay)
+        self.assertEqual(Fourier((32, 32, 3), RANGE, decay=0.5).decay, 0.5)
 
     def test_one_channel_images_are_not_decorrelated(self):
         self.assertFalse(Fourier((SIZE, SIZE, 1), RANGE).decorrelate)
@@ -156,9 +161,9 @@ class StepRuleTest(tf.test.TestCase):
 
 class TransformsTest(tf.test.TestCase):
     def test_standard_set_scales_with_the_image(self):
-        self.assertEqual(standard_transforms((128, 128, 3)), Transforms(8, 0.1, 10.0, 4, 12))
-        self.assertEqual(standard_transforms((32, 32, 3)), Transforms(2, 0.1, 10.0, 1, 3))
-        self.assertEqual(parse_transforms("standard", (128, 96, 3)), Transforms(8, 0.1, 10.0, 4, 12))
+        self.assertEqual(standard_transforms((128, 128, 3)), Transforms(4, 0.1, 10.0, 2, 12))
+        self.assertEqual(standard_transforms((32, 32, 3)), Transforms(1, 0.1, 10.0, 1, 3))
+        self.assertEqual(parse_transforms("standard", (128, 96, 3)), Transforms(4, 0.1, 10.0, 2, 12))
         self.assertEqual(parse_transforms("none", (32, 32, 3)), Transforms())
         self.assertEqual(parse_transforms("jitter=3, rotate=5", (32, 32, 3)), Transforms(jitter=3, rotate=5.0))
 
@@ -197,10 +202,11 @@ class PresetTest(tf.test.TestCase):
         self.assertEqual((articles.param, articles.optimizer, articles.learning_rate), ("pixels", "normalized", 0.01))
         self.assertFalse(articles.transforms.active)
         natural = resolve_recipe(RANGE, (32, 32, 3), "natural")
-        self.assertEqual((natural.param, natural.optimizer), ("fourier", "adam"))
+        self.assertEqual((natural.param, natural.optimizer, natural.learning_rate), ("fourier", "normalized", 0.05))
         self.assertEqual(natural.transforms, standard_transforms((32, 32, 3)))
-        mixed = resolve_recipe(RANGE, (32, 32, 3), "natural", optimizer="normalized", transforms="none")
-        self.assertEqual((mixed.param, mixed.optimizer, mixed.learning_rate), ("fourier", "normalized", 0.01))
+        mixed = resolve_recipe(RANGE, (32, 32, 3), "natural", optimizer="adam", transforms="none")
+        self.assertEqual((mixed.param, mixed.optimizer, mixed.learning_rate), ("fourier", "adam", 0.05))
+        self.assertFalse(mixed.transforms.active)
         self.assertIn(
             "preset natural (images in 0,255): fourier parameterization",
             resolve_recipe(RANGE, (8, 8, 3), "auto").line(),

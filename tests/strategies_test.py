@@ -1,5 +1,6 @@
 """Tests of the start strategies: coarse_to_fine, precursor, preactivation, auto escalation, and merged results."""
 
+import contextlib
 import dataclasses
 from unittest import mock
 
@@ -30,19 +31,22 @@ def fast_settings(**overrides) -> StrategySettings:
     return dataclasses.replace(settings, **overrides)
 
 
-def recording_stages(calls: list) -> dict:
-    """auto's stage functions, each appending (stage, map_index list) to `calls` before it runs."""
+@contextlib.contextmanager
+def recording_stages(calls: list):
+    """auto's stages (random, precursor, preactivation), each appending (stage, map_index list) to `calls`."""
+    stages = {"random": "random_strategy", "precursor": "precursor_stage", "preactivation": "preactivation_strategy"}
 
-    def recording(name):
-        stage = auto.STAGE_FUNCTIONS[name]
-
-        def run(ascent, map_index, init_index, seed, settings):
+    def recording(name, function):
+        def run(ascent, map_index, *args, **kwargs):
             calls.append((name, map_index.tolist()))
-            return stage(ascent, map_index, init_index, seed, settings)
+            return function(ascent, map_index, *args, **kwargs)
 
         return run
 
-    return {name: recording(name) for name in auto.AUTO_STAGES}
+    with contextlib.ExitStack() as stack:
+        for name, attribute in stages.items():
+            stack.enter_context(mock.patch.object(auto, attribute, recording(name, getattr(auto, attribute))))
+        yield
 
 
 class LargeScaleMapTest(tf.test.TestCase):
@@ -79,7 +83,7 @@ class LargeScaleMapTest(tf.test.TestCase):
         for maps, expected in cases:
             with self.subTest(maps=maps):
                 calls = []
-                with mock.patch.dict(auto.STAGE_FUNCTIONS, recording_stages(calls)):
+                with recording_stages(calls):
                     run = create_oips(self.ascent, maps, "auto", seed=0, inits_per_map=2, settings=fast_settings())
                 self.assertEqual(calls, expected)
                 self.assertEqual([stage.name for stage in run.stages], [name for name, _ in expected])
@@ -99,7 +103,12 @@ class LargeScaleMapTest(tf.test.TestCase):
     def test_auto_precursor_stage_gives_init_i_the_i_th_best_of_its_starts(self):
         settings = fast_settings(auto_precursor_starts=3)
         rows, run = auto.precursor_stage(
-            self.ascent, np.array([1, 1, 2], np.int32), np.array([0, 1, 0], np.int32), 0, settings
+            self.ascent,
+            np.array([1, 1, 2], np.int32),
+            np.array([0, 1, 0], np.int32),
+            0,
+            settings,
+            auto.default_precursor_plan(settings),
         )
         # Map 2 has no firing 3x3 pattern: its pair is not covered.
         self.assertAllEqual(rows, [0, 1])
@@ -192,7 +201,8 @@ class CoarseToFineTest(tf.test.TestCase):
         raw = 0.5 * starts.scale_noise(seeds, self.ascent.image_shape, 3, 0) + 0.5 * starts.scale_noise(
             seeds, self.ascent.image_shape, 6, 1
         )
-        stage_result = second_stage.args[0](second_stage.args[1], second_stage.args[2], 20, settings.epsilon, 0.0)
+        epsilon = settings.step_size(self.ascent)
+        stage_result = second_stage.args[0](second_stage.args[1], second_stage.args[2], 20, epsilon, 0.0)
         expected = starts.add_scale(
             stage_result.images, raw, 0.5 * starts.scale_noise(seeds, self.ascent.image_shape, 12, 2)
         )
@@ -240,6 +250,16 @@ def fake_result(map_index, loss, status, steps) -> AscentResult:
     )
 
 
+@contextlib.contextmanager
+def stand_in_stages(stand_ins: dict):
+    """auto's stages replaced by `stand_ins` (stage name -> function with the stage's signature)."""
+    stages = {"random": "random_strategy", "precursor": "precursor_stage", "preactivation": "preactivation_strategy"}
+    with contextlib.ExitStack() as stack:
+        for name, function in stand_ins.items():
+            stack.enter_context(mock.patch.object(auto, stages[name], function))
+        yield
+
+
 class AutoEscalationTest(tf.test.TestCase):
     """The escalation logic with stand-in stages: which pairs go where, and how results merge."""
 
@@ -251,7 +271,7 @@ class AutoEscalationTest(tf.test.TestCase):
         calls = []
 
         def stand_in(name):
-            def run(ascent, map_index, init_index, seed, settings):
+            def run(ascent, map_index, init_index, seed, settings, *precursor_form):
                 calls.append((name, map_index.tolist()))
                 rows = np.flatnonzero(map_index != 4) if name == "precursor" else np.arange(len(map_index))
                 map_index, init_index = map_index[rows], init_index[rows]
@@ -259,12 +279,13 @@ class AutoEscalationTest(tf.test.TestCase):
                 status = np.where(fired, STATUS_COMPLETED, STATUS_NO_ACTIVATION)
                 result = fake_result(map_index, fired * (1.0 + map_index), status, steps[name])
                 streams = starts.pair_stream(map_index, init_index)
-                return rows, OIPRun(result, result.images, init_index, seed, streams, [name] * len(map_index))
+                attempt = OIPRun(result, result.images, init_index, seed, streams, [name] * len(map_index))
+                return (rows, attempt) if name == "precursor" else attempt
 
             return run
 
         ascent = OIPAscent(large_scale_model(), "conv")
-        with mock.patch.dict(auto.STAGE_FUNCTIONS, {name: stand_in(name) for name in steps}):
+        with stand_in_stages({name: stand_in(name) for name in steps}):
             run = auto.auto_strategy(ascent, np.arange(5, dtype=np.int32), np.zeros(5, np.int32), 0, fast_settings())
         self.assertEqual(calls, [("random", [0, 1, 2, 3, 4]), ("precursor", [2, 3, 4]), ("preactivation", [3, 4])])
         # Map 4 had no precursor start: it keeps random's result until the wake-up replaces it.
@@ -289,13 +310,14 @@ class AutoEscalationTest(tf.test.TestCase):
         ascent = OIPAscent(keras.Model(inputs, keras.layers.MaxPooling2D(2, name="pool")(features)), "pool")
         never = fake_result([0], [0.0], [STATUS_NO_ACTIVATION], 10)
 
-        def stand_in(ascent, map_index, init_index, seed, settings):
+        def stand_in(ascent, map_index, init_index, seed, settings, *precursor_form):
             streams = starts.pair_stream(map_index, init_index)
-            return np.arange(1), OIPRun(never, never.images, init_index, seed, streams, ["stand-in"])
+            attempt = OIPRun(never, never.images, init_index, seed, streams, ["stand-in"])
+            return (np.arange(1), attempt) if precursor_form else attempt
 
         wake = mock.Mock()
         stand_ins = {"random": stand_in, "precursor": stand_in, "preactivation": wake}
-        with mock.patch.dict(auto.STAGE_FUNCTIONS, stand_ins):
+        with stand_in_stages(stand_ins):
             run = create_oips(ascent, [0], "auto", settings=fast_settings())
         wake.assert_not_called()
         self.assertEqual(run.result.status_names, ["no_activation"])

@@ -15,8 +15,9 @@ The draws are stateless: pair b at step j uses the seed
 `stateless_fold_in(seeds[b], j)`, so a pair's transforms depend only on its own
 seed and step, never on its batch, and the same seeds give the same run.
 Off by default (the articles use none); all zero is the identity. `parse_transforms` reads the
-`--transforms` text: `none`, `standard` (lucid's set scaled to the image: pad 12, jitter 8, scale 0.1,
-rotate 10 degrees, jitter 4 per 128 pixels of the image's longer side) or `name=value,...`.
+`--transforms` text: `none`, `standard` (lucid's set scaled to the image: pad 12, shifts of up to 4,
+scale 0.1, rotate 10 degrees, shifts of up to 2 per 128 pixels of the image's longer side; lucid's jitter(8)
+and jitter(4) crop 8 and 4 pixels) or `name=value,...`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ MAX_JITTER = 1024
 MAX_SCALE = 0.9
 MAX_ROTATE = 45.0
 # lucid's standard set, in pixels per STANDARD_SIDE pixels of the image's longer side (rotate: degrees).
+# lucid's jitter(d) crops d pixels at a random offset, a shift of up to d/2 either way: its jitter(8) and
+# jitter(4) are shifts of 4 and 2 here.
 STANDARD_SIDE = 128
-STANDARD = {"pad": 12, "jitter": 8, "scale": 0.1, "rotate": 10.0, "jitter_after": 4}
+STANDARD = {"pad": 12, "jitter": 4, "scale": 0.1, "rotate": 10.0, "jitter_after": 2}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import keras
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup
 from oipgraph.outputs import catalog, gallery
+from oipgraph.outputs.run_progress import RunProgress
 
 ALL = "all"
 # Layers that `all` leaves out: their units are other layers' values (Flatten: the neurons of the maps below).
@@ -58,7 +59,7 @@ def check_top_folder(out: str, labels: list[str] | None) -> None:
     named `index.html`."""
     if labels is not None:
         raise OIPGraphError("--labels names the maps of one layer; pass it with a single --layer")
-    progress = catalog.RunProgress(out)
+    progress = RunProgress(out)
     if progress.has_results():
         raise OIPGraphError(
             f"--out={out} holds a run of one layer; a run of several layers writes one folder per layer:"

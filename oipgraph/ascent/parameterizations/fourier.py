@@ -4,7 +4,7 @@ Per pair the parameter p is float32 [H, W//2+1, 2C]: the real (first C channels)
 of a spectrum s[y, x, c]. With f[y, x] = sqrt(fy^2 + fx^2) the frequency of bin (y, x) in cycles per
 pixel (`np.fft.fftfreq`) and
 
-    scale[y, x] = sqrt(H W) / max(f[y, x], 1 / max(H, W)) ** decay        (decay = 1 by default)
+    scale[y, x] = sqrt(H W) / max(f[y, x], 1 / max(H, W)) ** decay        (decay: `default_decay`)
 
 the image is
 
@@ -35,10 +35,20 @@ from oipgraph.ascent.parameterizations.base import Parameterization
 IMAGE_DIVISOR = 4.0
 # Pixel values this close to a range's bounds are moved inside before the logit (the sigmoid never reaches them).
 SQUASH_MARGIN = 1e-3
-DEFAULT_DECAY = 1.0
+# The 1/f exponent, measured (BENCHMARKS.md, "Natural-image models"): lucid's 1 keeps VGG16's OIPs at 128 px
+# smooth (1.5 there gives flat, saturated blobs), while at 32 px (CIFAR-10) 1 leaves a high-frequency share of
+# 0.26-0.44 and 1.5 gives 0.08-0.15. Between the two sizes the exponent moves linearly in log2(size).
+DECAY_AT_128 = 1.0
+DECAY_AT_32 = 1.5
 
 
-def frequency_scale(height: int, width: int, decay: float = DEFAULT_DECAY) -> np.ndarray:
+def default_decay(side: int) -> float:
+    """The decay for images whose longer side has `side` pixels: 1.0 from 128 up, 1.5 up to 32, log-linear between."""
+    share = np.clip((7.0 - np.log2(max(side, 1))) / 2.0, 0.0, 1.0)
+    return float(DECAY_AT_128 + share * (DECAY_AT_32 - DECAY_AT_128))
+
+
+def frequency_scale(height: int, width: int, decay: float) -> np.ndarray:
     """float32 [H, W//2+1]: sqrt(H W) / max(f, 1 / max(H, W)) ** decay, f the bins' frequencies."""
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.rfftfreq(width)[None, :]
@@ -51,18 +61,22 @@ class Fourier(Parameterization):
 
     Attributes:
         decorrelate: Whether 3-channel images go through the colour decorrelation.
-        decay: The exponent of the 1/f scale.
+        decay: The exponent of the 1/f scale (None: `default_decay` of the image's size).
     """
 
     name = "fourier"
 
     def __init__(
-        self, image_shape: Sequence[int], domain: Domain, decorrelate: bool | None = None, decay: float = DEFAULT_DECAY
+        self,
+        image_shape: Sequence[int],
+        domain: Domain,
+        decorrelate: bool | None = None,
+        decay: float | None = None,
     ):
         super().__init__(image_shape, domain)
         height, width, channels = self.image_shape
         self.decorrelate = channels == 3 if decorrelate is None else bool(decorrelate and channels == 3)
-        self.decay = float(decay)
+        self.decay = default_decay(max(height, width)) if decay is None else float(decay)
         self._scale = tf.constant(frequency_scale(height, width, self.decay))
 
     @property
