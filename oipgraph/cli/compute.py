@@ -32,8 +32,10 @@ from oipgraph.strategies.runs import StageProgress
 class _ChunkClock:
     """The ETA of the run from the chunk in progress and the chunks done (see the module docstring)."""
 
-    def __init__(self, total_maps: int, done_maps: int, escalation_budget: float):
-        self.total_maps, self.done_maps, self.factor = total_maps, done_maps, escalation_budget
+    def __init__(self, total_maps: int, done_maps: int, escalation_budget: float | None):
+        # Without a budget the escalation's share is unknown until it is planned: one random stage, a guess.
+        self.total_maps, self.done_maps = total_maps, done_maps
+        self.factor = 1.0 if escalation_budget is None else escalation_budget
         self.computed_maps, self.computed_seconds = 0, 0.0
         self.chunk_maps, self.chunk_started, self.random_seconds = 0, time.monotonic(), None
 
@@ -74,7 +76,7 @@ def compute_maps(
     strategy: str,
     seed: int,
     inits: int,
-    escalation_budget: float,
+    escalation_budget: float | None,
 ) -> None:
     """Computes every map of `chunks` that is not in `done_maps`, saving each map's pairs as soon as they are final.
 

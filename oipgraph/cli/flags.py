@@ -31,7 +31,6 @@ from oipgraph.objectives import OBJECTIVES
 from oipgraph.outputs import catalog, labels
 from oipgraph.strategies import DEFAULT_BATCH_SIZE, DEFAULT_PRECURSOR_STEPS, STRATEGIES, StrategySettings
 from oipgraph.strategies.budget import (
-    DEFAULT_ESCALATION_BUDGET,
     DEFAULT_MEMORY_BUDGET_GB,
     MAX_ESCALATION_BUDGET,
     MAX_MEMORY_BUDGET_GB,
@@ -126,9 +125,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_float(
     "escalation_budget",
-    DEFAULT_ESCALATION_BUDGET,
+    None,
     "auto: the stages after random together may take at most this factor of the random stage's time (counted in"
-    f" image-steps; 0: no escalation; at most {MAX_ESCALATION_BUDGET:g}); the precursor screen shrinks to fit.",
+    f" image-steps; 0: no escalation; at most {MAX_ESCALATION_BUDGET:g}); the precursor screen shrinks to fit."
+    " Default: no limit (1 bounds a large model's escalation by its random stage).",
 )
 flags.DEFINE_float(
     "memory_budget",
@@ -205,7 +205,7 @@ def check_flags() -> StrategySettings:
     if FLAGS.strategy not in STRATEGIES:
         raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     budget = FLAGS.escalation_budget
-    if not (math.isfinite(budget) and 0 <= budget <= MAX_ESCALATION_BUDGET):
+    if budget is not None and not (math.isfinite(budget) and 0 <= budget <= MAX_ESCALATION_BUDGET):
         raise OIPGraphError(f"--escalation_budget must be a number in [0, {MAX_ESCALATION_BUDGET:g}], got {budget}")
     memory = FLAGS.memory_budget
     if not (math.isfinite(memory) and MIN_MEMORY_BUDGET_GB <= memory <= MAX_MEMORY_BUDGET_GB):

@@ -31,7 +31,6 @@ import os
 # Image-steps one pattern of the shared screen costs: a forward pass only (about a third of a step's
 # forward and backward pass), for all maps at once, rounded up (BENCHMARKS.md, "Real networks").
 SCREEN_COST_PER_PATTERN = 0.5
-DEFAULT_ESCALATION_BUDGET = 1.0
 MAX_ESCALATION_BUDGET = 1000.0
 DEFAULT_MEMORY_BUDGET_GB = 3.0
 MIN_MEMORY_BUDGET_GB = 1.0
