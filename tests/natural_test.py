@@ -2,10 +2,14 @@
 presets and `--preprocess`. Each compiled piece is compared with an eager step-by-step reference written from
 the formulas in the modules' docstrings."""
 
+import json
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
-from helpers import keras_seed, seeded_conv
+from helpers import keras_seed, run_command, seeded_conv
+from oipgraph.export.servable import OIPServable
 
 from oipgraph import starts
 from oipgraph.ascent import STANDARDIZED, OIPAscent, Transforms, ValueRange
@@ -15,6 +19,8 @@ from oipgraph.ascent.presets import resolve_recipe
 from oipgraph.ascent.transforms import parse_transforms, standard_transforms
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models.preprocessing import ImageNetPreprocessing, reference, with_preprocessing
+from oipgraph.outputs.run_progress import RunProgress
+from oipgraph.strategies import StrategySettings, create_oips
 
 SIZE = 16
 RANGE = ValueRange(0.0, 255.0)
@@ -245,6 +251,63 @@ class PreprocessingTest(tf.test.TestCase):
         model = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
         with self.assertRaisesRegex(OIPGraphError, "needs a model with an RGB image input"):
             with_preprocessing(model, "torch")
+
+
+class EveryStageTest(tf.test.TestCase):
+    """auto (random, precursor screen, wake-up), the export and the command run the natural preset too."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model = rgb_model()
+
+    def test_auto_runs_every_stage_on_the_natural_preset(self):
+        ascent = OIPAscent(self.model, "conv2", domain=RANGE, preset="natural")
+        settings = StrategySettings(steps=20, wake_steps=20, precursor_values=(0.2, 0.8), precursor_grid=2)
+        run = create_oips(ascent, range(5), "auto", seed=1, settings=settings)
+        self.assertEqual(run.result.images.shape, (5, SIZE, SIZE, 3))
+        self.assertEqual(run.stages[0].name, "random")
+        self.assertAllGreaterEqual(run.result.images, 0.0)
+        self.assertAllLessEqual(run.result.images, 255.0)
+        self.assertTrue(set(run.strategy) <= {"random", "precursor", "preactivation"}, run.strategy)
+
+    def test_the_served_ascent_is_the_natural_ascent(self):
+        servable = OIPServable(self.model, domain=RANGE, layers=["conv2"], preset="natural")
+        ascent = OIPAscent(self.model, "conv2", domain=RANGE, preset="natural")
+        images = range_starts(2, seed=3)
+        served = servable.optimize_functions["conv2"](
+            tf.constant(images), tf.constant([0, 2]), tf.constant(15), tf.constant(0.05)
+        )
+        local = ascent(images, [0, 2], steps=15, epsilon=0.05, seeds=np.zeros([2, 2], np.int64))
+        self.assertEqual(servable.ascents["conv2"].recipe.param, "fourier")
+        self.assertAllClose(served["images"], local.images, atol=1e-3)
+
+    def test_the_command_prints_and_records_the_preset(self):
+        root = self.get_temp_dir()
+        inputs = keras.Input((SIZE, SIZE, 3))
+        plain = keras.Model(inputs, seeded_conv(4, 3, "conv", seed=3, activation="relu")(inputs))
+        model_path = os.path.join(root, "rgb.keras")
+        plain.save(model_path)
+        out = os.path.join(root, "run")
+        args = [f"--model={model_path}", "--layer=conv", "--preprocess=caffe", "--strategy=random", "--steps=8"]
+        done = run_command("oipgraph", *args, f"--out={out}", "--dataset=")
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        self.assertIn("preset natural (images in 0,255): fourier parameterization, normalized step", done.stdout)
+        with open(os.path.join(out, "catalog.json")) as file:
+            document = json.load(file)
+        self.assertEqual(
+            (document["preset"], document["param"], document["optimizer"]), ("natural", "fourier", "normalized")
+        )
+        self.assertEqual(document["preprocess"], "caffe")
+        self.assertEqual(document["rotate"], 10.0)
+        # --resume compares the saved settings: a run started with another preset is refused.
+        progress = RunProgress(os.path.join(root, "partial"))
+        settings = {key: document[key] for key in ("preset", "param", "optimizer", "learning_rate", "model_sha256")}
+        progress.begin(settings, resume=False)
+        with self.assertRaisesRegex(
+            OIPGraphError, "--resume with other settings: preset was 'natural', now 'articles'"
+        ):
+            progress.begin({**settings, "preset": "articles"}, resume=True)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ def plan_layer(
         **ascent.objective.describe(),
         **{key: value for key, value in ascent.recipe.describe().items() if key != "transforms"},
         **ascent.transforms.describe(),
+        "preprocess": FLAGS.preprocess,
         "input_range": ascent.domain.name,
         "dataset": os.path.abspath(dataset_file) if dataset_file else None,
         "labels": os.path.abspath(FLAGS.labels) if FLAGS.labels else None,
