@@ -15,7 +15,7 @@ the convergence stop, in one process, it measures per tool at each of `--report_
 
 Targets (issue 25): natural's robustness share >= 0.8, high-frequency share <= 0.15, activation >= 25 % of
 articles' and >= 5x xplique's; time per step within 1.3x of articles on VGG16. The montage
-(`--montage_dir`) shows the same maps under articles, natural and xplique, one PNG per model.
+(`--montage_dir`) shows the same maps under articles, natural and xplique at `--xplique_steps`, one PNG per model.
 
 xplique 2.0.2 runs where it is importable (the peers' venv of benchmarks/peer_benchmark.py):
 `optimize(Objective.channel(model, layer, maps), nb_steps=STEPS, values_range=(0, 255))` with every other
@@ -54,6 +54,8 @@ flags.DEFINE_integer("steps", 512, "Steps of every run; the figures at fewer ste
 flags.DEFINE_list("report_steps", ["256", "512"], "Steps at which the figures are taken.")
 flags.DEFINE_integer("maps", 8, "Maps 0..N-1.")
 flags.DEFINE_string("montage_dir", None, "Where the montages go (natural_<model>.png); None for none.")
+flags.DEFINE_integer("xplique_steps", 256, "Steps of xplique's runs (its figures are compared at these steps).")
+flags.DEFINE_bool("xplique_deep_only", True, "Run xplique on each model's deep layer only (it is slow on a CPU).")
 flags.DEFINE_list("layers", None, "Layers to run (default: the model's middle and deep layer, `LAYERS`).")
 
 LAYERS = {"vgg16": ("block3_conv3", "block4_conv3"), "cifar10": ("conv2d_3", "conv2d_5")}
@@ -148,11 +150,13 @@ def main(argv):
             feature_model = keras.Model(model.inputs, model.get_layer(layer).output)
             for tool in tools:
                 if tool == "xplique":
-                    frames, seconds, what = run_xplique(model, layer, maps, FLAGS.steps)
+                    if FLAGS.xplique_deep_only and layer != LAYERS[name][-1]:
+                        continue
+                    frames, seconds, what = run_xplique(model, layer, maps, FLAGS.xplique_steps)
                 else:
                     frames, seconds, what = run_oipgraph(model, layer, tool, maps, FLAGS.steps)
-                print(f"<!-- {name} {layer} {tool}: {what} -->")
-                for steps in report:
+                print(f"<!-- {name} {layer} {tool}: {what} -->", flush=True)
+                for steps in [step for step in report if step in frames]:
                     images = frames[steps]
                     activation = channel_means(feature_model, images, maps)
                     robust = robustness_share(feature_model, images, maps)
@@ -160,10 +164,11 @@ def main(argv):
                     print(
                         f"| {name} | {layer} | {tool} | {steps} | {np.median(activation):.3g}"
                         f" | {np.nanmedian(robust):.2f} (min {np.nanmin(robust):.2f})"
-                        f" | {np.median(high):.3f} (max {high.max():.3f}) | {seconds:.3f} |"
+                        f" | {np.median(high):.3f} (max {high.max():.3f}) | {seconds:.3f} |",
+                        flush=True,
                     )
                 if layer == chosen[-1]:
-                    montage_rows.append(frames[FLAGS.steps])
+                    montage_rows.append(frames.get(FLAGS.xplique_steps, frames[max(frames)]))
         if FLAGS.montage_dir and montage_rows:
             path = os.path.join(FLAGS.montage_dir, f"natural_{name}.png")
             picture = montage(montage_rows, 1 if model.input_shape[1] >= 96 else 3)
