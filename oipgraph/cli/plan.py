@@ -85,6 +85,7 @@ def plan_layer(
         **{key: value for key, value in ascent.recipe.describe().items() if key != "transforms"},
         **ascent.transforms.describe(),
         "input_range": ascent.domain.name,
+        "precision": ascent.precision,
         "dataset": os.path.abspath(dataset_file) if dataset_file else None,
         "labels": os.path.abspath(FLAGS.labels) if FLAGS.labels else None,
     }

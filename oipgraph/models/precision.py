@@ -35,6 +35,8 @@ from oipgraph.core.errors import OIPGraphError
 
 FLOAT32, BFLOAT16, AUTO = "float32", "bfloat16", "auto"
 PRECISIONS = (FLOAT32, BFLOAT16, AUTO)
+# What `--precision` and `oipgraph-export --precision` default to (BENCHMARKS.md "bfloat16" says why).
+DEFAULT_PRECISION = FLOAT32
 # `auto` picks bfloat16 from this many forward GFLOPs per image up to the target layer (`forward_flops`) on.
 AUTO_MIN_GFLOPS = 1.0
 # /proc/cpuinfo flags of CPUs with bfloat16 matrix or vector arithmetic (Intel AMX, AVX512-BF16).
