@@ -28,10 +28,11 @@ import dev_models
 import machine
 import numpy as np
 from absl import app, flags
+from flops import forward_flops
 
 from oipgraph.ascent import OIPAscent, ValueRange
 from oipgraph.models.loading import load_model
-from oipgraph.models.precision import forward_flops, has_bfloat16_hardware, resolve_precision
+from oipgraph.models.precision import has_bfloat16_hardware, resolve_precision
 from oipgraph.strategies import StrategySettings, create_oips
 
 FLAGS = flags.FLAGS
@@ -69,7 +70,7 @@ def main(argv):
             for precision in PRECISIONS
         }
         gflops = forward_flops(ascents["float32"].feature_model) / 1e9
-        auto = resolve_precision("auto", ascents["float32"].feature_model)
+        auto = resolve_precision("auto")
         print(f"\n{name}, {layer}, {len(maps)} maps, {steps} steps, {ascents['float32'].recipe.line()}")
         print(f"forward {gflops:.3f} GFLOPs per image up to the layer; auto picks {auto}")
         for ascent in ascents.values():  # Tracing and first-call costs.

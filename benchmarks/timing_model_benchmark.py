@@ -1,7 +1,7 @@
 """Timing model: how close one ascent step on VGG16 comes to the machine's matmul peak, float32 and bfloat16.
 
 One ascent step of one image costs the forward pass up to the target layer (F FLOPs, counted from the
-shapes by `models.precision.forward_flops`: 2 * H_out * W_out * K * K * C_in * C_out per convolution) and
+shapes by `benchmarks/flops.py`: 2 * H_out * W_out * K * K * C_in * C_out per convolution) and
 the input gradient back through it. A convolution's input gradient is a transposed convolution with the
 same FLOPs as its forward; the tape watches only the image, so TensorFlow computes no weight gradients:
 2 F is the step's floor. The usual training rule, 3 F (forward, input and weight gradients), is reported
@@ -30,9 +30,9 @@ import machine
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from flops import forward_flops
 
 from oipgraph.ascent import OIPAscent, ValueRange
-from oipgraph.models.precision import forward_flops
 from oipgraph.starts import multiscale, start_seeds
 
 FLAGS = flags.FLAGS

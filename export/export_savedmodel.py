@@ -102,7 +102,8 @@ With TF Serving's REST API, send the inputs in the columnar form
 scalar inputs have no batch dimension, so the row form (`"instances"`) does
 not fit these signatures.
 
-`--precision=bfloat16` exports ascents whose steps run on a bfloat16 copy of the model
+`--precision=bfloat16` (default float32: a SavedModel may be served where bfloat16 is emulated and
+slow) exports ascents whose steps run on a bfloat16 copy of the model
 (`oipgraph.models.precision`; its bfloat16 weights are saved beside the float32 ones, which score
 the returned `loss`); inputs and outputs keep their float32 dtypes. `auto` decides on the exporting
 machine, not the serving one.
@@ -140,7 +141,7 @@ from oipgraph.core import errors, limits
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import check_image_model, load_model
-from oipgraph.models.precision import DEFAULT_PRECISION, PRECISIONS
+from oipgraph.models.precision import FLOAT32, PRECISIONS
 from oipgraph.models.preprocessing import PREPROCESSING, with_preprocessing
 
 
@@ -230,10 +231,10 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_enum(
     "precision",
-    DEFAULT_PRECISION,
+    FLOAT32,
     list(PRECISIONS),
     "Arithmetic of the served ascents' forward pass and gradient: float32, bfloat16 or auto, as oipgraph --precision"
-    " (auto decides on the exporting machine).",
+    " (auto decides on the exporting machine; float32 by default, as the serving machine may lack bfloat16).",
 )
 flags.DEFINE_integer(
     "version",

@@ -125,7 +125,7 @@ class OIPAscent(tf.Module):
             learning_rate: The step size strategies use when their settings give none (`learning_rate`).
             precision: `float32`, `bfloat16` (the steps' forward pass and gradient run on a bfloat16 copy of
                 the model; image, update and reported losses stay float32, the final losses are the float32
-                model's) or `auto` (bfloat16 where the hardware has it and the layer is big enough;
+                model's) or `auto` (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16 or there is a GPU;
                 `models.precision`). The precision used is `self.precision`.
 
         Raises:
@@ -142,7 +142,7 @@ class OIPAscent(tf.Module):
             objective = build_objective(model, layer_name, objective, neuron, minimize, fast)
         self.objective = objective
         # `auto` keeps float32 for a ready Objective, which cannot be rebuilt on a bfloat16 copy.
-        self.precision = resolve_precision(precision, objective.feature_model) if built_objective else FLOAT32
+        self.precision = resolve_precision(precision) if built_objective else FLOAT32
         if precision == BFLOAT16 and not built_objective:
             raise OIPGraphError("precision='bfloat16' needs the objective by name, not a ready Objective")
         # What the steps differentiate (the precursor scan and the wake-up too); `objective` scores the results.

@@ -91,7 +91,7 @@ flags.DEFINE_enum(
     DEFAULT_PRECISION,
     list(PRECISIONS),
     "Arithmetic of the ascent's forward pass and gradient: float32, bfloat16 (image, update and reported losses stay"
-    " float32) or auto: bfloat16 where the CPU has AMX-BF16/AVX512-BF16 or there is a GPU and the layer is big.",
+    " float32) or auto: bfloat16 where the CPU has AMX-BF16 or AVX512-BF16 or there is a GPU, else float32.",
 )
 flags.DEFINE_float(
     "conv_criterion", DEFAULT_CONV_CRITERION, "Relative loss change that counts as converged (<= 0: run all steps)."

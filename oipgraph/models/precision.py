@@ -15,10 +15,13 @@ layer may mix its input with float32 constants). They compute on their float32 i
 their neighbours cast on the way in and out.
 
 `auto` is `bfloat16` where the hardware has bfloat16 arithmetic (`has_bfloat16_hardware`: a CPU with
-AMX-BF16 or AVX512-BF16, or a GPU) and the target layer is big enough for it to pay off
-(`AUTO_MIN_GFLOPS`, measured in BENCHMARKS.md "bfloat16"), else `float32`. A rule, not a timing at
-build time: the same flags pick the same precision on the same machine, so the same seed gives the
-same results.
+AMX-BF16 or AVX512-BF16, or a GPU), else `float32`. A rule, not a timing at build time: a timed trial
+would cost every run seconds and could pick differently from one run to the next on a loaded machine,
+so that the same seed would no longer give the same results. The rule is what was measured (BENCHMARKS.md
+"bfloat16"): on a CPU with AMX-BF16 and AVX512-BF16, bfloat16 was faster on both the shipped CNN (1.5x)
+and VGG16 (5x), and the OIPs' final float32 activations stayed within 2 % of float32's. A CPU without
+them has no bfloat16 arithmetic (oneDNN would convert to float32 for every product): no gain is expected
+there, and none was measured.
 """
 
 from __future__ import annotations
@@ -28,17 +31,16 @@ import os
 import weakref
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from oipgraph.core.errors import OIPGraphError
 
 FLOAT32, BFLOAT16, AUTO = "float32", "bfloat16", "auto"
 PRECISIONS = (FLOAT32, BFLOAT16, AUTO)
-# What `--precision` and `oipgraph-export --precision` default to (BENCHMARKS.md "bfloat16" says why).
-DEFAULT_PRECISION = FLOAT32
-# `auto` picks bfloat16 from this many forward GFLOPs per image up to the target layer (`forward_flops`) on.
-AUTO_MIN_GFLOPS = 1.0
+# What `oipgraph --precision` defaults to (BENCHMARKS.md "bfloat16" says why). `OIPAscent` and
+# `oipgraph-export` default to float32: the library's results stay bit for bit what they were, and a
+# SavedModel may be served on a machine without bfloat16 arithmetic.
+DEFAULT_PRECISION = AUTO
 # /proc/cpuinfo flags of CPUs with bfloat16 matrix or vector arithmetic (Intel AMX, AVX512-BF16).
 BFLOAT16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 # Keras layers that stay float32 in the bfloat16 copy (input preprocessing; see the module docstring).
@@ -71,38 +73,12 @@ def has_bfloat16_hardware() -> bool:
     return bool(tf.config.list_logical_devices("GPU")) or bool(cpu_bfloat16_flags())
 
 
-def forward_flops(feature_model: keras.Model) -> int:
-    """Multiply-add FLOPs (2 per multiply-add) of one image through the convolutions and Dense layers of
-    `feature_model` (nested models inlined): sum of 2 * H_out * W_out * K_h * K_w * C_in * C_out / groups per
-    convolution and 2 * inputs * units per Dense layer. Other layers are left out (they are memory-bound)."""
-    total = 0
-    for layer in _leaf_layers(feature_model):
-        if isinstance(layer, keras.layers.Conv2D) and layer.built:
-            kernel_height, kernel_width, in_channels, out_channels = layer.kernel.shape
-            for node in layer._inbound_nodes:
-                _, height, width, _ = node.outputs[0].shape
-                if height is not None and width is not None:
-                    total += 2 * height * width * kernel_height * kernel_width * in_channels * out_channels
-                    break
-        elif isinstance(layer, keras.layers.Dense) and layer.built:
-            total += 2 * int(np.prod(layer.kernel.shape))
-    return int(total)
-
-
-def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    leaves = []
-    for layer in model.layers:
-        leaves.extend(_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return leaves
-
-
-def resolve_precision(precision: str, feature_model: keras.Model) -> str:
-    """`float32` or `bfloat16` for `precision`; `auto` by the rule of the module docstring."""
+def resolve_precision(precision: str) -> str:
+    """`float32` or `bfloat16` for `precision`; `auto` is bfloat16 where `has_bfloat16_hardware`."""
     check_precision(precision)
     if precision != AUTO:
         return precision
-    big_enough = forward_flops(feature_model) >= AUTO_MIN_GFLOPS * 1e9
-    return BFLOAT16 if big_enough and has_bfloat16_hardware() else FLOAT32
+    return BFLOAT16 if has_bfloat16_hardware() else FLOAT32
 
 
 def keeps_float32(layer: keras.layers.Layer) -> bool:
