@@ -56,23 +56,17 @@ class Bfloat16ModelTest(tf.test.TestCase):
 
 
 class ResolvePrecisionTest(tf.test.TestCase):
-    def test_auto_needs_bfloat16_hardware_and_a_big_layer(self):
-        model = small_model()
-        self.assertEqual(precision.resolve_precision("float32", model), "float32")
-        self.assertEqual(precision.resolve_precision("bfloat16", model), "bfloat16")
-        for hardware, min_gflops, expected in (
-            (True, 0.0, "bfloat16"),
-            (False, 0.0, "float32"),
-            (True, 1.0, "float32"),
-        ):
+    def test_auto_is_bfloat16_where_the_hardware_has_it(self):
+        self.assertEqual(precision.resolve_precision("float32"), "float32")
+        self.assertEqual(precision.resolve_precision("bfloat16"), "bfloat16")
+        for hardware, expected in ((True, "bfloat16"), (False, "float32")):
             with (
-                self.subTest(hardware=hardware, min_gflops=min_gflops),
+                self.subTest(hardware=hardware),
                 mock.patch.object(precision, "has_bfloat16_hardware", return_value=hardware),
-                mock.patch.object(precision, "AUTO_MIN_GFLOPS", min_gflops),
             ):
-                self.assertEqual(precision.resolve_precision("auto", model), expected)
+                self.assertEqual(precision.resolve_precision("auto"), expected)
         with self.assertRaisesRegex(OIPGraphError, "unknown precision 'half'; choose one of float32, bfloat16, auto"):
-            precision.resolve_precision("half", model)
+            precision.resolve_precision("half")
 
     def test_cpu_flags_are_read_from_cpuinfo(self):
         with tempfile.NamedTemporaryFile("w", suffix="cpuinfo", delete=False) as file:
