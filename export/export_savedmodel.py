@@ -102,6 +102,12 @@ With TF Serving's REST API, send the inputs in the columnar form
 scalar inputs have no batch dimension, so the row form (`"instances"`) does
 not fit these signatures.
 
+`--precision=bfloat16` (default float32: a SavedModel may be served where bfloat16 is emulated and
+slow) exports ascents whose steps run on a bfloat16 copy of the model
+(`oipgraph.models.precision`; its bfloat16 weights are saved beside the float32 ones, which score
+the returned `loss`); inputs and outputs keep their float32 dtypes. `auto` decides on the exporting
+machine, not the serving one.
+
 A failed or interrupted export (an error, Ctrl-C, SIGTERM) leaves nothing
 behind: the SavedModel is written to a hidden temporary folder that is removed
 on failure and renamed to the version directory when complete. A process that
@@ -135,6 +141,7 @@ from oipgraph.core import errors
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import layer_lookup
 from oipgraph.models.loading import check_image_model, load_model
+from oipgraph.models.precision import FLOAT32, PRECISIONS
 from oipgraph.models.preprocessing import PREPROCESSING, with_preprocessing
 
 
@@ -219,6 +226,13 @@ flags.DEFINE_enum(
     list(PREPROCESSING),
     "keras.applications' preprocess_input in front of the model (caffe|tf|torch).",
 )
+flags.DEFINE_enum(
+    "precision",
+    FLOAT32,
+    list(PRECISIONS),
+    "Arithmetic of the served ascents' forward pass and gradient: float32, bfloat16 or auto, as oipgraph --precision"
+    " (auto decides on the exporting machine; float32 by default, as the serving machine may lack bfloat16).",
+)
 flags.DEFINE_integer(
     "version",
     None,
@@ -266,6 +280,7 @@ def main(argv: list[str]) -> None:
         optimizer=recipe.optimizer,
         learning_rate=recipe.learning_rate,
         transforms=recipe.transforms,
+        precision=FLAGS.precision,
     )
     path = write_savedmodel(servable, FLAGS.export_dir, FLAGS.version)
     print(

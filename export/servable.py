@@ -59,8 +59,8 @@ class OIPServable(tf.Module):
                 off the model (`domain.infer_domain`), else standardized images.
             layers: The layers to export (names as `oipgraph --layer` takes
                 them); None for the default set (module docstring).
-            **recipe: `preset`, `param`, `optimizer`, `learning_rate`, `transforms` of every
-                exported ascent (`OIPAscent`; default the articles' pixels and normalized step).
+            **recipe: `preset`, `param`, `optimizer`, `learning_rate`, `transforms`, `precision` of every
+                exported ascent (`OIPAscent`; default the articles' pixels and normalized step, float32).
 
         Raises:
             OIPGraphError: the model is unsuitable, a layer is unknown or
@@ -133,7 +133,13 @@ def _model_variables(ascents: Iterable[OIPAscent]) -> list[tf.Variable]:
     """
     variables: dict[int, tf.Variable] = {}
     for ascent in ascents:
-        for variable in [*ascent.feature_model.variables, *ascent.objective.layer.variables]:
+        step_objective = ascent.step_objective  # The bfloat16 copy's variables, where precision is bfloat16.
+        for variable in [
+            *ascent.feature_model.variables,
+            *ascent.objective.layer.variables,
+            *step_objective.feature_model.variables,
+            *step_objective.layer.variables,
+        ]:
             value = getattr(variable, "value", variable)  # A Keras variable wraps the tf.Variable that graphs read.
             variables.setdefault(id(value), value)
     return list(variables.values())

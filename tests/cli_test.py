@@ -293,6 +293,7 @@ class BadInvocationTest(tf.test.TestCase):
             (["--preset=fancy"], "flag --preset=fancy"),
             (["--param=voxels"], "flag --param=voxels"),
             (["--optimizer=sgd"], "flag --optimizer=sgd"),
+            (["--precision=half"], "flag --precision=half"),
             (["--learning_rate=0"], "--learning_rate must be a finite number > 0, got 0.0"),
             (["--learning_rate=1e39"], "--learning_rate=1e+39 is above the limit of 100"),
             (

@@ -666,6 +666,26 @@ class OtherModelExportTest(tf.test.TestCase):
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"map_index must be < 4"):
             loaded.signatures["optimize_low"](**{**arguments, "map_index": tf.constant([0, 4])})
 
+    def test_bfloat16_export_loads_and_runs_like_the_library_ascent(self):
+        with helpers.keras_seed(0):
+            inputs = keras.Input(shape=(10, 10, 1))
+            features = keras.layers.Conv2D(4, 3, activation="relu", name="low")(inputs)
+            model = keras.Model(inputs, keras.layers.Conv2D(6, 3, activation="relu", name="high")(features))
+        export_dir = tempfile.mkdtemp(prefix="bfloat16_export_")
+        self.addCleanup(shutil.rmtree, export_dir, ignore_errors=True)
+        servable = OIPServable(model, layers=["high"], precision="bfloat16")
+        loaded = tf.saved_model.load(export_savedmodel.write_savedmodel(servable, export_dir))
+        self.assertIn(tf.bfloat16, {variable.dtype for variable in loaded.model_variables})
+        images = loaded.signatures["initial_images"](seed=tf.constant(1, tf.int64), batch=tf.constant(3))["images"]
+        arguments = dict(
+            images=images, map_index=tf.constant([0, 5, 2]), steps=tf.constant(5), epsilon=tf.constant(0.01)
+        )
+        served = loaded.signatures["optimize_high"](**arguments)
+        self.assertEqual(served["loss"].dtype, tf.float32)
+        reference = OIPAscent(model, "high", precision="bfloat16")(images, [0, 5, 2], steps=5, epsilon=0.01)
+        self.assertAllClose(served["images"], reference.images, rtol=1e-5, atol=1e-5)
+        self.assertAllClose(served["loss"], reference.loss, rtol=1e-5, atol=1e-6)
+
     def test_model_without_conv_layer_is_rejected(self):
         inputs = keras.Input(shape=(8, 8, 1))
         model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
@@ -691,6 +711,7 @@ class ExportCommandTest(tf.test.TestCase):
             ([], "--export_dir"),
             ([f"--export_dir={cls.bad_flags_dir}", "--version=0"], "--version"),
             ([f"--export_dir={cls.bad_flags_dir}", "extra"], "unexpected positional argument(s): extra"),
+            ([f"--export_dir={cls.bad_flags_dir}", "--precision=fp16"], "flag --precision=fp16"),
         ]
         cls.missing_model_cases = [
             [f"--model={cls.missing}", f"--export_dir={cls.missing_model_dir}", *extra]

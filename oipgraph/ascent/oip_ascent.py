@@ -39,6 +39,7 @@ from oipgraph.core import interrupts
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.models.layer_lookup import module_name
 from oipgraph.models.loading import check_image_model, load_model
+from oipgraph.models.precision import BFLOAT16, FLOAT32, bfloat16_model, check_precision, resolve_precision
 from oipgraph.objectives import Objective, build_objective
 
 __all__ = [
@@ -91,6 +92,7 @@ class OIPAscent(tf.Module):
         param: str | Parameterization | None = None,
         optimizer: str | StepRule | None = None,
         learning_rate: float | None = None,
+        precision: str = FLOAT32,
     ):
         """Builds the ascent for `layer_name` of `model`.
 
@@ -121,17 +123,34 @@ class OIPAscent(tf.Module):
             optimizer: The step rule: `normalized` (the articles') or `adam` (`ascent.step_rules`), or a
                 ready `StepRule`. The `epsilon` of a call is its step size (learning rate).
             learning_rate: The step size strategies use when their settings give none (`learning_rate`).
+            precision: `float32`, `bfloat16` (the steps' forward pass and gradient run on a bfloat16 copy of
+                the model; image, update and reported losses stay float32, the final losses are the float32
+                model's) or `auto` (bfloat16 where the CPU has AMX-BF16 or AVX512-BF16 or there is a GPU;
+                `models.precision`). The precision used is `self.precision`.
 
         Raises:
-            OIPGraphError: unsuitable model, layer or objective, or num_snapshots < 2.
+            OIPGraphError: unsuitable model, layer or objective, num_snapshots < 2, an unknown precision,
+                or bfloat16 with a ready `Objective` (it needs the objective by name to build it twice).
         """
         super().__init__(name=name or f"oip_ascent_{module_name(layer_name)}")
         if num_snapshots < 2:
             raise OIPGraphError(f"num_snapshots must be >= 2, got {num_snapshots}")
         self.image_shape = check_image_model(model)
-        if not isinstance(objective, Objective):
+        check_precision(precision)
+        built_objective, objective_kind = not isinstance(objective, Objective), objective
+        if built_objective:
             objective = build_objective(model, layer_name, objective, neuron, minimize, fast)
         self.objective = objective
+        # `auto` keeps float32 for a ready Objective, which cannot be rebuilt on a bfloat16 copy.
+        self.precision = resolve_precision(precision) if built_objective else FLOAT32
+        if precision == BFLOAT16 and not built_objective:
+            raise OIPGraphError("precision='bfloat16' needs the objective by name, not a ready Objective")
+        # What the steps differentiate (the precursor scan and the wake-up too); `objective` scores the results.
+        self.step_objective = objective
+        if self.precision == BFLOAT16:
+            self.step_objective = build_objective(
+                bfloat16_model(model), layer_name, objective_kind, neuron, minimize, fast
+            )
         self.layer_name = layer_name
         self.num_maps = objective.num_targets
         self.num_snapshots = num_snapshots
@@ -154,7 +173,7 @@ class OIPAscent(tf.Module):
         self.parameterization = build_parameterization(param or self.recipe.param, self.image_shape, domain)
         self.step_rule = build_step_rule(optimizer or self.recipe.optimizer)
         self.ascent_step = AscentStep(
-            objective,
+            self.step_objective,
             self.image_shape,
             transforms,
             domain,
@@ -190,7 +209,7 @@ class OIPAscent(tf.Module):
     # -- graph pieces ---------------------------------------------------------
 
     def map_loss(self, images: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
-        """float32 [B]: the objective of image b for target `map_index[b]` (no transforms)."""
+        """float32 [B]: the objective of image b for target `map_index[b]` (no transforms), on the float32 model."""
         return self.objective(images, map_index)
 
     def check_inputs(self, images: tf.Tensor, map_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -26,6 +26,7 @@ from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import mnist
 from oipgraph.models.layer_lookup import parse_image_size
 from oipgraph.models.loading import check_image_model, load_model
+from oipgraph.models.precision import DEFAULT_PRECISION, PRECISIONS
 from oipgraph.models.preprocessing import PREPROCESSING, with_preprocessing
 from oipgraph.objectives import OBJECTIVES
 from oipgraph.outputs import catalog, labels
@@ -83,6 +84,13 @@ flags.DEFINE_enum(
     list(PREPROCESSING),
     "Run keras.applications' preprocess_input (caffe: VGG16/19, ResNet50; tf: MobileNet, Inception; torch: DenseNet)"
     " in the graph in front of the model; the images are then RGB in [0, 255].",
+)
+flags.DEFINE_enum(
+    "precision",
+    DEFAULT_PRECISION,
+    list(PRECISIONS),
+    "Arithmetic of the ascent's forward pass and gradient: float32, bfloat16 (image, update and reported losses stay"
+    " float32) or auto: bfloat16 where the CPU has AMX-BF16 or AVX512-BF16 or there is a GPU, else float32.",
 )
 flags.DEFINE_float(
     "conv_criterion", DEFAULT_CONV_CRITERION, "Relative loss change that counts as converged (<= 0: run all steps)."
@@ -159,6 +167,7 @@ RUN_FLAGS = (
     "learning_rate",
     "transforms",
     "preprocess",
+    "precision",
     "input_range",
     "escalation_budget",
     "memory_budget",
@@ -330,6 +339,7 @@ def build_ascent(model: keras.Model, layer: str, tell_domain: bool = True) -> OI
         optimizer=recipe.optimizer,
         learning_rate=recipe.learning_rate,
         transforms=recipe.transforms,
+        precision=FLAGS.precision,
     )
 
 

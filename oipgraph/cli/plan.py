@@ -86,6 +86,7 @@ def plan_layer(
         **ascent.transforms.describe(),
         "preprocess": FLAGS.preprocess,
         "input_range": ascent.domain.name,
+        "precision": ascent.precision,
         "dataset": os.path.abspath(dataset_file) if dataset_file else None,
         "labels": os.path.abspath(FLAGS.labels) if FLAGS.labels else None,
     }

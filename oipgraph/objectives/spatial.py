@@ -146,10 +146,16 @@ class SpatialObjective(Objective):
         return receptive.crop(images, self.image_window)
 
     def pair_maps(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        """float32 [B, h', w']: the `map_window` of map `target[b]` of the layer (after its activation) for image b."""
+        """float32 [B, h', w']: the `map_window` of map `target[b]` of the layer (after its activation) for image b.
+
+        On a bfloat16 model (`models.precision`) the maps are bfloat16 values cast to float32; a sliced
+        layer's own per-pair map (1 / C_out of the layer's work) is computed in float32 from its bfloat16
+        input, so that the loss the stop rules read moves smoothly.
+        """
         outputs = self.model(self.window_of(images), training=False)
         if not self.sliced:
-            return tf.gather(outputs, target, axis=3, batch_dims=1)
+            return tf.cast(tf.gather(outputs, target, axis=3, batch_dims=1), tf.float32)
+        outputs = tf.cast(outputs, tf.float32)
         kernel_height, kernel_width, in_channels, out_channels = self.layer.kernel.shape
         # Map-major [C_out, taps, C_in], so that each pair's kernel is one contiguous row to gather.
         kernel = tf.transpose(tf.cast(self.layer.kernel, outputs.dtype), [3, 0, 1, 2])
@@ -165,7 +171,7 @@ class SpatialObjective(Objective):
         """float32 [B, h', w']: the `map_window` of the pre-activation z of map `target[b]` for image b
         (plain Conv2D layers only)."""
         outputs = conv_pre_activation(self.layer, self.layer_input_model(self.window_of(images), training=False))
-        return tf.gather(outputs, target, axis=3, batch_dims=1)
+        return tf.cast(tf.gather(outputs, target, axis=3, batch_dims=1), tf.float32)
 
     def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         return self.reduce(self.pair_maps(images, target))
@@ -174,7 +180,8 @@ class SpatialObjective(Objective):
         if not self.shared_sliced:
             return super().shared_target(images, target)
         inputs = self.layer_input_model(self.window_of(images), training=False)
-        return self.reduce(self.layer.activation(conv_pre_activation(self.layer, inputs, target))[..., 0])
+        maps = self.layer.activation(conv_pre_activation(self.layer, inputs, target))[..., 0]
+        return self.reduce(tf.cast(maps, tf.float32))
 
 
 class ChannelObjective(SpatialObjective):
@@ -186,7 +193,7 @@ class ChannelObjective(SpatialObjective):
         return tf.reduce_mean(maps, axis=[-2, -1])
 
     def all_targets(self, images: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_mean(self.feature_model(images, training=False), axis=[1, 2])
+        return tf.reduce_mean(tf.cast(self.feature_model(images, training=False), tf.float32), axis=[1, 2])
 
 
 class NeuronObjective(SpatialObjective):
@@ -211,7 +218,7 @@ class NeuronObjective(SpatialObjective):
 
     def all_targets(self, images: tf.Tensor) -> tf.Tensor:
         row, col = self.position
-        return self.feature_model(images, training=False)[:, row, col, :]
+        return tf.cast(self.feature_model(images, training=False)[:, row, col, :], tf.float32)
 
     def describe(self) -> dict:
         return {**super().describe(), "neuron": list(self.position)}
@@ -237,7 +244,7 @@ class PreActivationPeak(DerivedObjective):
 
     def all_targets(self, images: tf.Tensor) -> tf.Tensor:
         inputs = self.spatial.layer_input_model(self.spatial.window_of(images), training=False)
-        outputs = conv_pre_activation(self.spatial.layer, inputs)
+        outputs = tf.cast(conv_pre_activation(self.spatial.layer, inputs), tf.float32)
         if isinstance(self.spatial, NeuronObjective):
             return self.spatial.reduce(tf.transpose(outputs, [0, 3, 1, 2]))
         return tf.reduce_max(outputs, axis=[1, 2])

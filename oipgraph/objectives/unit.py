@@ -52,7 +52,8 @@ class UnitObjective(Objective):
         self.nonnegative = not self.logits and activation_name(self.layer) in NONNEGATIVE_ACTIVATIONS
 
     def __call__(self, images: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        features = self.feature_model(images, training=False)
+        # float32 from here on: on a bfloat16 model (`models.precision`) the logit is a float32 dot product.
+        features = tf.cast(self.feature_model(images, training=False), tf.float32)
         if not self.dense_logits:
             return tf.gather(features, target, axis=1, batch_dims=1)
         # Only each pair's own column of the kernel: [B, inputs] . [B, inputs].
@@ -61,7 +62,7 @@ class UnitObjective(Objective):
         return logits + tf.gather(tf.cast(self.layer.bias, features.dtype), target) if self.layer.use_bias else logits
 
     def all_targets(self, images: tf.Tensor) -> tf.Tensor:
-        features = self.feature_model(images, training=False)
+        features = tf.cast(self.feature_model(images, training=False), tf.float32)
         if not self.dense_logits:
             return features
         logits = tf.matmul(features, tf.cast(self.layer.kernel, features.dtype))

@@ -89,7 +89,7 @@ class PreActivationWakeUp(tf.Module):
                 " with an element-wise activation"
             )
         self.ascent = ascent
-        self.peak = PreActivationPeak(ascent.objective)
+        self.peak = PreActivationPeak(ascent.step_objective)
         self.ascent_step = AscentStep(self.peak, ascent.image_shape, ascent.transforms, ascent.domain)
         self.wake = tf.function(
             self._wake,

@@ -137,7 +137,9 @@ class PrecursorScan(ScanEntryPoint, tf.Module):
         self.epsilon = float(epsilon)
         self.chunk_size = chunk_size_for(ascent.feature_model, chunk_size, self.num_patterns)
         self.halving = Halving(halving_steps, halving_keep, halving_keep_per_result)
-        self.ascent_step = AscentStep(ascent.objective, ascent.image_shape, domain=ascent.domain, shared_target=True)
+        self.ascent_step = AscentStep(
+            ascent.step_objective, ascent.image_shape, domain=ascent.domain, shared_target=True
+        )
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
             self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
@@ -220,7 +222,7 @@ class PrecursorScan(ScanEntryPoint, tf.Module):
         # oneDNN convolutions fail on empty batches, so a chunk without moving images skips the model.
         final_loss = tf.cond(
             tf.size(position) > 0,
-            lambda: never_single(lambda batch: self.ascent.objective.shared_target(batch, map_index), images),
+            lambda: never_single(lambda batch: self.ascent.step_objective.shared_target(batch, map_index), images),
             lambda: tf.zeros([0], tf.float32),
         )
         return tf.scatter_nd(position[:, None], final_loss, [count])

@@ -86,7 +86,7 @@ class SharedScreen(tf.Module):
 
     def _scores_at_step_zero(self, pattern_index: tf.Tensor, map_index: tf.Tensor) -> tf.Tensor:
         """float32 [M, n]: s0 of patterns `pattern_index` (int32 [n]) for maps `map_index` (int32 [M])."""
-        losses = self.ascent.objective.all_targets(self.scan.patterns(pattern_index))
+        losses = self.ascent.step_objective.all_targets(self.scan.patterns(pattern_index))
         return tf.transpose(tf.gather(losses, map_index, axis=1))
 
     def screen(
