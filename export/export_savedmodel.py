@@ -275,11 +275,7 @@ def main(argv: list[str]) -> None:
         model,
         domain=domain,
         layers=FLAGS.layers,
-        preset=recipe.preset,
-        param=recipe.param,
-        optimizer=recipe.optimizer,
-        learning_rate=recipe.learning_rate,
-        transforms=recipe.transforms,
+        **recipe.pieces(),
         precision=FLAGS.precision,
     )
     path = write_savedmodel(servable, FLAGS.export_dir, FLAGS.version)

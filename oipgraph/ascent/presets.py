@@ -75,6 +75,16 @@ class Recipe:
             "transforms": self.transforms.describe(),
         }
 
+    def pieces(self) -> dict[str, object]:
+        """The recipe as `OIPAscent`'s (and `OIPServable`'s) keyword arguments."""
+        return {
+            "preset": self.preset,
+            "param": self.param,
+            "optimizer": self.optimizer,
+            "learning_rate": self.learning_rate,
+            "transforms": self.transforms,
+        }
+
     def line(self) -> str:
         """One line that says what runs and why."""
         moves = ", ".join(f"{name}={value:g}" for name, value in self.transforms.describe().items() if value)

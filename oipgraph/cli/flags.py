@@ -334,11 +334,7 @@ def build_ascent(model: keras.Model, layer: str, tell_domain: bool = True) -> OI
         neuron=neuron,
         minimize=FLAGS.minimize,
         domain=domain,
-        preset=recipe.preset,
-        param=recipe.param,
-        optimizer=recipe.optimizer,
-        learning_rate=recipe.learning_rate,
-        transforms=recipe.transforms,
+        **recipe.pieces(),
         precision=FLAGS.precision,
     )
 
