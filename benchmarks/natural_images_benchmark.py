@@ -5,7 +5,9 @@ For each development model (benchmarks/dev_models.py: VGG16 with real weights at
 one random start per map (`create_oips(..., "random")`, the command's first stage) and STEPS steps without
 the convergence stop, in one process, it measures per tool at each of `--report_steps`:
 
-- activation: the map's mean activation at the OIP (the channel objective, no transforms);
+- fired: maps whose OIP activates them at all; the shares below are medians over those maps (a map that
+  never fired keeps its start image, which is no OIP);
+- activation: the map's mean activation at the OIP (the channel objective, no transforms), median of all maps;
 - robustness share: the activation averaged over 8 random versions of the OIP (a shift of up to 8 px per
   128 px and a rescale by up to 10 %, reflected at the border: `Transforms(jitter, scale=0.1)` with fixed
   seeds) divided by the activation; a feature keeps it, pixel noise tuned to one alignment does not;
@@ -56,6 +58,8 @@ flags.DEFINE_integer("maps", 8, "Maps 0..N-1.")
 flags.DEFINE_string("montage_dir", None, "Where the montages go (natural_<model>.png); None for none.")
 flags.DEFINE_integer("xplique_steps", 256, "Steps of xplique's runs (its figures are compared at these steps).")
 flags.DEFINE_bool("xplique_deep_only", True, "Run xplique on each model's deep layer only (it is slow on a CPU).")
+flags.DEFINE_integer("timing_rounds", 3, "Alternated articles/natural rounds for the time ratio (0: none).")
+flags.DEFINE_integer("timing_steps", 20, "Steps of each timing round.")
 flags.DEFINE_list("layers", None, "Layers to run (default: the model's middle and deep layer, `LAYERS`).")
 
 LAYERS = {"vgg16": ("block3_conv3", "block4_conv3"), "cifar10": ("conv2d_3", "conv2d_5")}
@@ -127,6 +131,23 @@ def run_xplique(model, layer, maps, steps):
     return frames, seconds, "xplique 2.0.2 optimize defaults, values_range=(0, 255)"
 
 
+def time_ratio(model, layer, maps) -> tuple[float, list[float]]:
+    """Median and rounds of (natural s/step) / (articles s/step), alternated in this process, tracing excluded."""
+    ascents = {preset: OIPAscent(model, layer, domain=DOMAIN, preset=preset) for preset in ("articles", "natural")}
+    settings = StrategySettings(steps=FLAGS.timing_steps, conv_criterion=0.0)
+    for ascent in ascents.values():
+        create_oips(ascent, maps[:2], "random", settings=StrategySettings(steps=2, conv_criterion=0.0))
+    ratios = []
+    for _ in range(FLAGS.timing_rounds):
+        seconds = {}
+        for preset, ascent in ascents.items():
+            started = time.perf_counter()
+            create_oips(ascent, maps, "random", settings=settings)
+            seconds[preset] = time.perf_counter() - started
+        ratios.append(seconds["natural"] / seconds["articles"])
+    return float(np.median(ratios)), ratios
+
+
 def montage(rows: list[np.ndarray], scale: int) -> np.ndarray:
     """uint8 [rows * H * scale, maps * W * scale, 3] of rows of [maps, H, W, 3] images in [0, 255]."""
     picture = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
@@ -140,8 +161,8 @@ def main(argv):
     maps = np.arange(FLAGS.maps, dtype=np.int32)
     tools = [tool for tool in FLAGS.tools if tool != "xplique" or importlib.util.find_spec("xplique")]
     report = [int(step) for step in FLAGS.report_steps]
-    print("| model | layer | tool | steps | activation | robustness share | high-frequency share | s/step |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | layer | tool | steps | fired | activation | robustness share | high-frequency share | s/step |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in FLAGS.models:
         model = build(name)
         montage_rows = []
@@ -159,16 +180,22 @@ def main(argv):
                 for steps in [step for step in report if step in frames]:
                     images = frames[steps]
                     activation = channel_means(feature_model, images, maps)
-                    robust = robustness_share(feature_model, images, maps)
-                    high = high_frequency_share(images)
+                    # A map that never fired has no OIP (its image is its start): the shares judge OIPs only.
+                    fired = activation > 0
+                    robust = robustness_share(feature_model, images[fired], maps[fired])
+                    high = high_frequency_share(images[fired])
                     print(
-                        f"| {name} | {layer} | {tool} | {steps} | {np.median(activation):.3g}"
-                        f" | {np.nanmedian(robust):.2f} (min {np.nanmin(robust):.2f})"
+                        f"| {name} | {layer} | {tool} | {steps} | {int(fired.sum())}/{len(maps)}"
+                        f" | {np.median(activation):.3g} | {np.nanmedian(robust):.2f} (min {np.nanmin(robust):.2f})"
                         f" | {np.median(high):.3f} (max {high.max():.3f}) | {seconds:.3f} |",
                         flush=True,
                     )
                 if layer == chosen[-1]:
                     montage_rows.append(frames.get(FLAGS.xplique_steps, frames[max(frames)]))
+        if FLAGS.timing_rounds:
+            ratio, ratios = time_ratio(model, chosen[-1], maps)
+            rounds = ", ".join(f"{value:.2f}" for value in ratios)
+            print(f"<!-- {name} {chosen[-1]}: natural / articles time per step {ratio:.2f} (rounds {rounds}) -->")
         if FLAGS.montage_dir and montage_rows:
             path = os.path.join(FLAGS.montage_dir, f"natural_{name}.png")
             picture = montage(montage_rows, 1 if model.input_shape[1] >= 96 else 3)

@@ -14,6 +14,7 @@ from oipgraph.core.errors import OIPGraphError
 from oipgraph.models import precision
 from oipgraph.objectives import build_objective
 from oipgraph.starts import multiscale, start_seeds
+from oipgraph.strategies import StrategySettings, create_oips
 
 
 def small_model() -> keras.Model:
@@ -96,6 +97,17 @@ class Bfloat16AscentTest(tf.test.TestCase):
         self.assertGreater(fired.sum(), 4)
         ratio = ran["halved"].loss[fired] / ran["exact"].loss[fired]
         self.assertAllClose(np.median(ratio), 1.0, atol=0.03)
+
+    def test_every_strategy_runs_in_bfloat16(self):
+        # The wake-up's pre-activation objective calls the convolution op itself (no layer call that casts its
+        # float32 input: here the float32 Rescaling's output) on the bfloat16 kernel.
+        halved = OIPAscent(small_model(), "low", precision="bfloat16")
+        settings = StrategySettings(steps=10, wake_steps=10, precursor_values=(0.2, 0.8), precursor_grid=2)
+        for strategy in ("preactivation", "auto"):
+            with self.subTest(strategy=strategy):
+                run = create_oips(halved, range(6), strategy, settings=settings)
+                self.assertEqual(run.result.loss.dtype, np.float32)
+                self.assertAllClose(run.result.loss, halved.loss(run.result.images, run.result.map_index), rtol=1e-6)
 
     def test_bfloat16_needs_an_objective_by_name_and_auto_falls_back(self):
         model = small_model()

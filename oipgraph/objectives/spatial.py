@@ -53,13 +53,17 @@ def conv_pre_activation(layer: keras.layers.Conv2D, inputs: tf.Tensor, channel: 
 
     Args:
         layer: A layer that `can_slice_channels` accepts.
-        inputs: float32 [B, H, W, C_in], the layer's input.
+        inputs: float32 [B, H, W, C_in], the layer's input (cast to the kernel's dtype).
         channel: None for every output channel, or an int32 scalar for that one alone.
 
     Returns:
-        float32 [B, H', W', C_out], or [B, H', W', 1] for one channel.
+        [B, H', W', C_out], or [B, H', W', 1] for one channel, in the kernel's dtype (float32, or bfloat16
+        in a bfloat16 copy of the model).
     """
     kernel, bias = layer.kernel, layer.bias
+    # The layer's own call casts its inputs to its compute dtype (bfloat16 in a `--precision=bfloat16` copy);
+    # the convolution op called directly does not.
+    inputs = tf.cast(inputs, kernel.dtype)
     if channel is not None:
         kernel = kernel[..., channel : channel + 1]
         bias = bias[channel : channel + 1] if layer.use_bias else None
