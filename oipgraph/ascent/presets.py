@@ -65,16 +65,6 @@ class Recipe:
     transforms: Transforms
     reason: str = ""
 
-    def describe(self) -> dict[str, object]:
-        """The recipe for catalog.json, the run record and TensorBoard."""
-        return {
-            "preset": self.preset,
-            "param": self.param,
-            "optimizer": self.optimizer,
-            "learning_rate": self.learning_rate,
-            "transforms": self.transforms.describe(),
-        }
-
     def pieces(self) -> dict[str, object]:
         """The recipe as `OIPAscent`'s (and `OIPServable`'s) keyword arguments."""
         return {
@@ -84,6 +74,10 @@ class Recipe:
             "learning_rate": self.learning_rate,
             "transforms": self.transforms,
         }
+
+    def describe(self) -> dict[str, object]:
+        """The recipe for catalog.json, the run record and TensorBoard: `pieces` with the transforms' numbers."""
+        return {**self.pieces(), "transforms": self.transforms.describe()}
 
     def line(self) -> str:
         """One line that says what runs and why."""
