@@ -271,6 +271,18 @@ class EveryStageTest(tf.test.TestCase):
         self.assertAllLessEqual(run.result.images, 255.0)
         self.assertTrue(set(run.strategy) <= {"random", "precursor", "preactivation"}, run.strategy)
 
+    def test_random_starts_are_the_noise_of_the_parameterization(self):
+        seeds = starts.start_seeds(4, starts.pair_stream(np.arange(3), np.zeros(3, np.int64)))
+        settings = StrategySettings(steps=1)
+        for preset, noise in (("natural", starts.fourier(seeds, (SIZE, SIZE, 3))), ("articles", None)):
+            ascent = OIPAscent(self.model, "conv2", domain=RANGE, preset=preset)
+            if noise is None:
+                noise = starts.multiscale(seeds, (SIZE, SIZE, 3), *settings.scales(SIZE))
+            run = create_oips(ascent, range(3), "random", seed=4, settings=settings)
+            self.assertAllClose(run.start_images, RANGE.from_standardized(noise), atol=1e-4, msg=preset)
+            woken = create_oips(ascent, range(3), "preactivation", seed=4, settings=settings)
+            self.assertAllClose(woken.start_images, run.start_images, msg=preset)
+
     def test_the_served_ascent_is_the_natural_ascent(self):
         servable = OIPServable(self.model, domain=RANGE, layers=["conv2"], preset="natural")
         ascent = OIPAscent(self.model, "conv2", domain=RANGE, preset="natural")
@@ -300,6 +312,7 @@ class EveryStageTest(tf.test.TestCase):
         )
         self.assertEqual(document["preprocess"], "caffe")
         self.assertEqual(document["rotate"], 10.0)
+        self.assertEqual({entry["start_kind"] for entry in document["maps"]}, {"fourier"})
         # --resume compares the saved settings: a run started with another preset is refused.
         progress = RunProgress(os.path.join(root, "partial"))
         settings = {key: document[key] for key in ("preset", "param", "optimizer", "learning_rate", "model_sha256")}

@@ -17,15 +17,26 @@ import tensorflow as tf
 
 from oipgraph.ascent import STATUS_NAMES
 from oipgraph.ascent.domain import Domain
+from oipgraph.ascent.parameterizations import PARAMETERIZATIONS
 from oipgraph.outputs import catalog, examples, gallery, summaries, uniqueness
 
+# The start images of each strategy; RANDOM is the noise of the run's parameterization (`start_noise`).
+RANDOM = "{noise}"
 START_KINDS = {
-    "random": "multiscale",
+    "random": RANDOM,
     "fourier": "fourier",
     "coarse_to_fine": "multiscale_coarse_to_fine",
     "precursor": "precursor_pattern",
-    "preactivation": "multiscale_preactivation",
+    "preactivation": RANDOM + "_preactivation",
 }
+
+
+def start_kind(strategy: str, param: str | None) -> str:
+    """What a pair's start image was, from its strategy and the run's parameterization (`--param`)."""
+    noise = PARAMETERIZATIONS[param].start_noise if param in PARAMETERIZATIONS else "multiscale"
+    return START_KINDS.get(strategy, strategy).format(noise=noise)
+
+
 GRID_SCALE = 3
 TENSORBOARD_GRID_SCALE = 4
 MAP_PNG_SCALE = 4
@@ -52,11 +63,13 @@ def catalog_entries(
     scores: list[float | None],
     seed: int,
     labels: list[str] | None = None,
+    param: str | None = None,
 ) -> list[dict]:
     """Per map its best OIP's record (all inits' under `inits` when there are several); `label` from `labels`.
 
     Args:
         labels: The names of all maps of the layer (`outputs.labels`), indexed by map; None: no `label` key.
+        param: The run's parameterization (its random starts' noise: `start_kind`).
     """
     entries = []
     for row, map_index in enumerate(arrays["map_index"][:, 0]):
@@ -70,7 +83,7 @@ def catalog_entries(
                 "loss": float(arrays["loss"][row, init]),
                 "steps": int(arrays["steps_run"][row, init]),
                 "strategy": strategy,
-                "start_kind": START_KINDS.get(strategy, strategy),
+                "start_kind": start_kind(strategy, param),
                 "seed": seed,
                 "seed_stream": int(arrays["seed_stream"][row, init]),
             }
@@ -221,7 +234,7 @@ def write_outputs(
     if labels is not None:
         npz_arrays["label"] = np.array([labels[k] for k in map_indices], dtype=str)
     catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
-    entries = catalog_entries(arrays, best, scores, header["seed"], labels)
+    entries = catalog_entries(arrays, best, scores, header["seed"], labels, header.get("param"))
     write_tensorboard(logdir, run_name, arrays, best, entries, header["command"], out, domain, strips)
     document = {**header, "maps": entries}
     if found is not None:

@@ -11,6 +11,7 @@ from oipgraph import starts
 from oipgraph.ascent import OIPAscent
 from oipgraph.strategies.preactivation import PreActivationWakeUp
 from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
+from oipgraph.strategies.start_images import random_starts
 
 
 def preactivation_strategy(
@@ -18,7 +19,7 @@ def preactivation_strategy(
 ) -> OIPRun:
     """The preactivation strategy: random starts woken up on the map's pre-activation, then the full ascent.
 
-    The pair's multi-scale start (the one `random` uses for the same seed) is
+    The pair's random start (the one `random` uses for the same seed) is
     moved by `PreActivationWakeUp`, ascent on the peak of the map's
     pre-activation, until the map fires, for at most `settings.wake_steps`
     steps (200); the full ascent (`settings.steps`, default 600) continues from
@@ -26,7 +27,7 @@ def preactivation_strategy(
     ascent, so for them the result is the random strategy's.
 
     Returns:
-        The final ascent's result; `start_images` holds the multi-scale starts.
+        The final ascent's result; `start_images` holds the random starts.
 
     Raises:
         OIPGraphError: the layer has no pre-activation (not a plain Conv2D).
@@ -34,8 +35,7 @@ def preactivation_strategy(
     wake_up = PreActivationWakeUp(ascent)
     streams = starts.pair_stream(map_index, init_index)
     seeds = starts.start_seeds(seed, streams)
-    multiscale = starts.multiscale(seeds, ascent.image_shape, *settings.scales(ascent.image_shape[0]))
-    start_images = np.asarray(ascent.domain.from_standardized(multiscale))
+    start_images = random_starts(ascent, seeds, settings)
     woken = []
     for begin in range(0, len(map_index), settings.batch_size):
         batch = slice(begin, begin + settings.batch_size)

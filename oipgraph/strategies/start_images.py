@@ -1,7 +1,9 @@
 """The strategies that start from one random image per pair: `random`, `fourier` and `coarse_to_fine`.
 
-- `random`, `fourier`: one start image per pair (`starts.multiscale`, `starts.fourier`), then the full
-  ascent (`settings.steps`, default 600).
+- `random`, `fourier`: one start image per pair, then the full ascent (`settings.steps`, default 600).
+  `random` draws the noise its parameterization names (`Parameterization.start_noise`: the articles'
+  `starts.multiscale` for pixels, `starts.fourier` 1/f noise for the fourier parameterization);
+  `fourier` always draws 1/f noise.
 - `coarse_to_fine` (the articles' "strategy 1"): start from the coarsest scale of the multi-scale
   fluctuations alone, optimize a few steps, add the next finer scale (same seeds), optimize longer, ...
   and finish with the full ascent (`settings.steps`, default 400).
@@ -24,15 +26,13 @@ from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
 DEFAULT_COARSE_TO_FINE_FINAL_STEPS = 400
 
 
-def _start_image_strategy(
-    make_starts: Callable[[np.ndarray, tuple[int, int, int], StrategySettings], tf.Tensor], name: str
-):
+def _start_image_strategy(make_starts: Callable[[OIPAscent, np.ndarray, StrategySettings], np.ndarray], name: str):
     def run(
         ascent: OIPAscent, map_index: np.ndarray, init_index: np.ndarray, seed: int, settings: StrategySettings
     ) -> OIPRun:
         streams = starts.pair_stream(map_index, init_index)
         seeds = starts.start_seeds(seed, streams)
-        images = np.asarray(ascent.domain.from_standardized(make_starts(seeds, ascent.image_shape, settings)))
+        images = make_starts(ascent, seeds, settings)
         result = run_in_batches(ascent, images, map_index, settings, seeds=seeds)
         return OIPRun(result, images, init_index, seed, streams, [name] * len(map_index))
 
@@ -40,10 +40,31 @@ def _start_image_strategy(
     return run
 
 
-random_strategy = _start_image_strategy(
-    lambda seeds, shape, settings: starts.multiscale(seeds, shape, *settings.scales(shape[0])), "random"
-)
-fourier_strategy = _start_image_strategy(lambda seeds, shape, settings: starts.fourier(seeds, shape), "fourier")
+def random_starts(ascent: OIPAscent, seeds: np.ndarray, settings: StrategySettings) -> np.ndarray:
+    """The random starts of pairs with these seeds: the noise `ascent.parameterization.start_noise` names.
+
+    Args:
+        ascent: The ascent (its image shape, domain and parameterization).
+        seeds: int64 [B, 2], the pairs' start seeds (`starts.start_seeds`).
+        settings: The multi-scale starts' scales (`StrategySettings.scales`).
+
+    Returns:
+        float32 [B, H, W, C] start images in the ascent's domain.
+    """
+    shape = ascent.image_shape
+    if ascent.parameterization.start_noise == "fourier":
+        noise = starts.fourier(seeds, shape)
+    else:
+        noise = starts.multiscale(seeds, shape, *settings.scales(shape[0]))
+    return np.asarray(ascent.domain.from_standardized(noise))
+
+
+def _fourier_images(ascent: OIPAscent, seeds: np.ndarray, settings: StrategySettings) -> np.ndarray:
+    return np.asarray(ascent.domain.from_standardized(starts.fourier(seeds, ascent.image_shape)))
+
+
+random_strategy = _start_image_strategy(random_starts, "random")
+fourier_strategy = _start_image_strategy(_fourier_images, "fourier")
 
 
 def coarse_to_fine_strategy(

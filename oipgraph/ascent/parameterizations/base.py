@@ -26,9 +26,13 @@ class Parameterization(abc.ABC):
         param_shape: The per-pair parameter's shape; rank 3 like an image, so that per-pair masks
             broadcast the same way.
         step_scale: The factor a step rule multiplies its step size by (the domain's for pixels, 1 else).
+        start_noise: The noise of the `random` strategy's starts (a function of `oipgraph.starts`):
+            the articles' `multiscale` fluctuations, or `fourier` (1/f) noise, whose spectrum matches a
+            1/f parameterization (BENCHMARKS.md, "Natural-image models": fewer high frequencies at the end).
     """
 
     name: str = ""
+    start_noise: str = "multiscale"
 
     def __init__(self, image_shape: Sequence[int], domain: Domain):
         self.image_shape = tuple(int(size) for size in image_shape)

@@ -65,6 +65,7 @@ class Fourier(Parameterization):
     """
 
     name = "fourier"
+    start_noise = "fourier"
 
     def __init__(
         self,
