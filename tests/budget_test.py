@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import tensorflow as tf
 
 from oipgraph.core.progress import Progress
@@ -9,9 +10,10 @@ from oipgraph.strategies import budget
 from oipgraph.strategies.budget import EscalationShape, PrecursorPlan
 
 DEFAULT = PrecursorPlan(grid=3, values=(0.2, 0.5, 0.8), keep=32, scan_steps=10, starts=3)
-# 128 pairs of 600 steps of which the random stage ran half: r = 0.5; the precursor's ascent 1200 steps.
+# 128 pairs of 600 steps; the 100 that fired ran half their steps: r = 0.5; the precursor's ascent 1200 steps.
 SHAPE = EscalationShape(
-    random_image_steps=128 * 300,
+    fired_image_steps=100 * 300,
+    fired_pairs=100,
     random_pairs=128,
     random_steps=600,
     inits=1,
@@ -78,14 +80,31 @@ class PlanTest(tf.test.TestCase):
         self.assertEqual(nothing.order, ("precursor",))
         self.assertIsNone(nothing.precursor)
 
-    def test_a_measured_cost_and_a_factor_give_the_budget_in_image_steps(self):
-        # Random took 60 s for 38,400 image-steps; escalation_budget 1 allows 60 s, i.e. 38,400 image-steps.
-        seconds_per_image_step = 60.0 / SHAPE.random_image_steps
-        limit = 1.0 * 60.0 / seconds_per_image_step
-        self.assertAllClose(limit, SHAPE.random_image_steps)
-        # The full plan for 4 dark maps (19,683 x 0.5 + 8,480 + a wake-up of 2,000) fits; for 40 maps it does not.
+    def test_the_basis_is_the_random_stage_as_asked_and_r_comes_from_the_pairs_that_fired(self):
+        self.assertEqual(SHAPE.basis, 128 * 600)
+        # Dark pairs stop after a few steps: neither the basis nor r may shrink with them.
+        mostly_dark = EscalationShape(2 * 100, 2, 16, 100, 1, 1200, 200, 100)
+        self.assertEqual((mostly_dark.basis, mostly_dark.steps_share), (1600.0, 1.0))
+        self.assertEqual(EscalationShape(0.0, 0, 16, 100, 1, 1200, 200, 100).steps_share, 1.0)
+        # escalation_budget 1: the full plan for 4 dark maps (19,683 x 0.5 + 8,480 + a wake-up of 2,000) fits.
+        limit = 1.0 * SHAPE.basis
         self.assertEqual(self.plan(limit).precursor, DEFAULT)
         self.assertNotEqual(self.plan(limit, dark_pairs=40, dark_maps=40).precursor, DEFAULT)
+
+    def test_the_wake_up_of_as_many_pairs_as_fit_when_not_all_do(self):
+        per_pair = budget.preactivation_cost(1, SHAPE)
+        plan = self.plan(3.5 * per_pair, dark_pairs=10, dark_maps=10)
+        self.assertEqual(plan, budget.EscalationPlan(("preactivation",), None, 3.5 * per_pair, wake_pairs=3))
+        # Without a wake-up (or budget for one pair), the precursor alone if its smallest form fits, else nothing.
+        self.assertEqual(self.plan(per_pair - 1, dark_pairs=10, dark_maps=10).wake_pairs, None)
+        self.assertEqual(self.plan(3.5 * per_pair, dark_pairs=10, dark_maps=10, can_wake=False).order, ("precursor",))
+
+    def test_whole_maps_in_map_order(self):
+        map_index = np.array([4, 4, 2, 2, 7, 7, 9])
+        rows = np.array([0, 1, 2, 3, 4, 5, 6])
+        self.assertAllEqual(budget.whole_maps(rows, map_index, 5), [0, 1, 2, 3])
+        self.assertAllEqual(budget.whole_maps(rows, map_index, 1), [])
+        self.assertAllEqual(budget.whole_maps(rows[4:], map_index, 3), [4, 5, 6])
 
 
 class MemoryTest(tf.test.TestCase):

@@ -32,7 +32,9 @@ class SavingTest(tf.test.TestCase):
             for character in CONTROL_CHARACTERS:
                 self.assertNotIn(character, stream)
         self.assertRegex(done.stdout, r"oipgraph: 6/6 maps, \d+:\d\d elapsed")
-        self.assertIn("escalation planned within 1000 x the random stage: precursor (3x3 grid", done.stdout)
+        self.assertIn(
+            "escalation planned within 1000 x the random stage's pairs x steps: precursor (3x3 grid", done.stdout
+        )
         expected = load_arrays(os.path.join(reference, "oips.npz"))
         strategies = set(expected["strategy"].reshape(-1).tolist())
         self.assertEqual(strategies, {"random", "precursor", "preactivation"}, "the run must escalate")

@@ -9,7 +9,7 @@ depend on its batch) and auto reuses the chunk's saved plan, so the results are 
 
 Progress (`core.progress.Progress`): maps saved of all, the stage that runs, and an ETA = what is left
 of this chunk's random stage (by its rate) + its escalation (auto's plan at the measured cost per
-image-step, or before the plan `escalation_budget` x the random stage) + the later chunks at this run's
+image-step, or before the plan min(1, `escalation_budget`) x the random stage) + the later chunks at this run's
 measured seconds per map.
 """
 
@@ -33,9 +33,10 @@ class _ChunkClock:
     """The ETA of the run from the chunk in progress and the chunks done (see the module docstring)."""
 
     def __init__(self, total_maps: int, done_maps: int, escalation_budget: float | None):
-        # Without a budget the escalation's share is unknown until it is planned: one random stage, a guess.
+        # Until it is planned the escalation's cost is unknown: at most one random stage, a guess (the budget
+        # is only its upper bound, and a large one would give an ETA of days for a run of minutes).
         self.total_maps, self.done_maps = total_maps, done_maps
-        self.factor = 1.0 if escalation_budget is None else escalation_budget
+        self.factor = 1.0 if escalation_budget is None else min(1.0, escalation_budget)
         self.computed_maps, self.computed_seconds = 0, 0.0
         self.chunk_maps, self.chunk_started, self.random_seconds = 0, time.monotonic(), None
 
@@ -140,7 +141,9 @@ def describe_plan(record: dict, escalation_budget: float | None) -> str:
             )
         elif name == "precursor":
             stages.append("precursor (in the budget left)" if record["order"][0] != name else "no precursor")
+        elif record.get("wake_pairs") is not None:
+            stages.append(f"preactivation wake-up of at most {record['wake_pairs']} dark pairs (whole maps)")
         else:
             stages.append("preactivation wake-up")
-    budget = "no limit" if escalation_budget is None else f"{escalation_budget:g} x the random stage"
+    budget = "no limit" if escalation_budget is None else f"{escalation_budget:g} x the random stage's pairs x steps"
     return f"escalation planned within {budget}: " + ", then ".join(stages)

@@ -133,10 +133,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_float(
     "escalation_budget",
-    None,
-    "auto: the stages after random together may take at most this factor of the random stage's time (counted in"
-    f" image-steps; 0: no escalation; at most {MAX_ESCALATION_BUDGET:g}); the precursor screen shrinks to fit."
-    " Default: no limit (1 bounds a large model's escalation by its random stage).",
+    1.0,
+    "auto: the stages after random together may cost at most this factor of the random stage's work as asked"
+    f" (its pairs x steps, counted in image-steps; 0: no escalation; at most {MAX_ESCALATION_BUDGET:g}); the"
+    " precursor screen shrinks to fit, and the wake-up covers as many dark maps as fit.",
 )
 flags.DEFINE_float(
     "memory_budget",

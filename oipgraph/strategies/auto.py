@@ -18,10 +18,11 @@ the escalation stops as soon as every pair has one:
 
 Within a budget (`settings.escalation_budget`, `plan_escalation`): the
 stages after random together may cost at most that factor of the random
-stage's image-steps; the precursor's screen shrinks to fit (fewer starts,
-kept patterns, scan steps, cell values, a 2x2 grid), and where even its
-smallest form does not fit beside a wake-up of every dark pair, the wake-up
-runs first and the precursor gets what is left. The plan is a count, not a
+stage's pairs x steps, in image-steps; the precursor's screen shrinks to fit
+(fewer starts, kept patterns, scan steps, cell values, a 2x2 grid), and where
+even its smallest form does not fit beside a wake-up of every dark pair, the
+wake-up runs first and the precursor gets what is left; where not even the
+wake-up of every dark pair fits, it wakes as many whole maps as fit. The plan is a count, not a
 clock: the same on every machine, and recorded (`settings.on_plan`) so that a
 resumed run reuses it. Each map's pairs go to `settings.on_final` as soon as
 they are final (all fired, or the last stage ran).
@@ -61,6 +62,7 @@ from oipgraph.strategies.budget import (
     plan_precursor,
     preactivation_cost,
     precursor_cost,
+    whole_maps,
 )
 from oipgraph.strategies.preactivation import can_wake
 from oipgraph.strategies.preactivation_strategy import preactivation_strategy
@@ -190,28 +192,22 @@ def auto_strategy(
     ]
     book.seconds_per_image_step = seconds / max(image_steps, 1.0)
     if "random" not in book.record:  # A resumed run keeps the basis of the first: the same plan.
-        book.save(random={"image_steps": image_steps, "pairs": len(map_index)})
+        fired_steps = float(np.sum(run.result.steps_run[fired]))
+        book.save(random={"pairs": len(map_index), "fired_pairs": int(np.sum(fired)), "fired_image_steps": fired_steps})
     book.emit(run, fired)
-    shape = EscalationShape(
-        book.record["random"]["image_steps"],
-        book.record["random"]["pairs"],
-        settings.final_steps(DEFAULT_STEPS),
-        int(np.max(init_index)) + 1,
-        settings.final_steps(DEFAULT_PRECURSOR_STEPS),
-        settings.wake_steps,
-        settings.final_steps(DEFAULT_STEPS),
-        len(settings.precursor_colors or default_colors(ascent.image_shape[-1])),
-    )
-    limit = None if settings.escalation_budget is None else settings.escalation_budget * shape.random_image_steps
+    shape = _shape(book.record["random"], ascent, init_index, settings)
+    limit = None if settings.escalation_budget is None else settings.escalation_budget * shape.basis
     dark = np.flatnonzero(~fired)
     if len(dark) and "order" not in book.record:
         plan = plan_escalation(
             limit, default_precursor_plan(settings), len(dark), len(np.unique(map_index[dark])), shape, can_wake(ascent)
         )
-        book.save(order=list(plan.order), precursor=_form_dict(plan.precursor))
+        book.save(order=list(plan.order), precursor=_form_dict(plan.precursor), wake_pairs=plan.wake_pairs)
     spent = 0.0
     for position, name in enumerate(book.record.get("order", []) if len(dark) else []):
         rows = np.flatnonzero(~fired)
+        if name == "preactivation" and book.record.get("wake_pairs") is not None:
+            rows = whole_maps(rows, map_index, book.record["wake_pairs"])
         if not len(rows):
             break
         dark_maps = len(np.unique(map_index[rows]))
@@ -230,21 +226,7 @@ def auto_strategy(
             records.append(StageRecord(name, len(rows), 0, 0.0, 0.0, 0.0, {"skipped": "escalation budget"}))
             continue
         started, cpu_started = time.perf_counter(), time.process_time()
-        book.report(name, 0.0, cost=cost)
-        if name == "precursor":
-            covered, attempt = precursor_stage(
-                ascent,
-                map_index[rows],
-                init_index[rows],
-                seed,
-                settings,
-                form,
-                lambda stage, share, detail: book.report(stage, share, detail, cost),
-            )
-        else:
-            stage_settings = dataclasses.replace(settings, progress=lambda share: book.report(name, share, cost=cost))
-            covered = np.arange(len(rows))
-            attempt = preactivation_strategy(ascent, map_index[rows], init_index[rows], seed, stage_settings)
+        covered, attempt = _run_stage(name, ascent, map_index[rows], init_index[rows], seed, settings, form, book, cost)
         spent += cost
         stage_fired = 0
         if attempt is not None:
@@ -256,6 +238,48 @@ def auto_strategy(
         records.append(StageRecord(name, len(rows), stage_fired, seconds, cpu_seconds, cost, _form_dict(form) or {}))
     book.emit(run, fired, last=True)
     return dataclasses.replace(run, stages=records)
+
+
+def _shape(random: dict, ascent: OIPAscent, init_index: np.ndarray, settings: StrategySettings) -> EscalationShape:
+    """What the plan needs to know, from the random stage's record (`random`) and the settings."""
+    return EscalationShape(
+        random["fired_image_steps"],
+        random["fired_pairs"],
+        random["pairs"],
+        settings.final_steps(DEFAULT_STEPS),
+        int(np.max(init_index)) + 1,
+        settings.final_steps(DEFAULT_PRECURSOR_STEPS),
+        settings.wake_steps,
+        settings.final_steps(DEFAULT_STEPS),
+        len(settings.precursor_colors or default_colors(ascent.image_shape[-1])),
+    )
+
+
+def _run_stage(
+    name: str,
+    ascent: OIPAscent,
+    map_index: np.ndarray,
+    init_index: np.ndarray,
+    seed: int,
+    settings: StrategySettings,
+    form: PrecursorPlan | None,
+    book: _Escalation,
+    cost: float,
+) -> tuple[np.ndarray, OIPRun | None]:
+    """Runs one escalation stage on pairs (map_index[b], init_index[b]); returns (rows it covered, their run)."""
+    book.report(name, 0.0, cost=cost)
+    if name == "precursor":
+        return precursor_stage(
+            ascent,
+            map_index,
+            init_index,
+            seed,
+            settings,
+            form,
+            lambda stage, share, detail: book.report(stage, share, detail, cost),
+        )
+    stage_settings = dataclasses.replace(settings, progress=lambda share: book.report(name, share, cost=cost))
+    return np.arange(len(map_index)), preactivation_strategy(ascent, map_index, init_index, seed, stage_settings)
 
 
 def _form_dict(form: PrecursorPlan | None) -> dict | None:

@@ -1,23 +1,27 @@
 """auto's escalation within a time budget and all ascents within a memory budget: pure planning functions.
 
 Time. All costs are counted in *image-steps*: one ascent step (forward and backward pass) of one image
-through the model up to the layer. The random stage measures what one image-step of this model and layer
-costs (`seconds_per_image_step` = its wall time / its image-steps), and the escalation stages together
-may cost at most `escalation_budget` x the random stage's image-steps (so, at the measured cost, at most
-that factor of its wall time). The estimates, for D dark pairs of M dark maps:
+through the model up to the layer. The budget's basis is the random stage's work as asked: its pairs x its
+steps (`EscalationShape.basis`), and the escalation stages together may cost at most `escalation_budget` x
+that. Not the image-steps it ran: a dark pair stops after a few steps (11 on the shipped CNN), so a random
+stage that leaves many maps dark is short, and a budget of what it ran would be smallest exactly where
+the escalation has most to do. The random stage's wall time over its image-steps gives the seconds an
+image-step costs (for the ETA). The estimates, for D dark pairs of M dark maps:
 
 - the precursor screen: P patterns x `SCREEN_COST_PER_PATTERN` (one forward pass for all maps, no
   gradient) + M x keep x scan_steps (the scan steps of the kept patterns) + M x max(starts, inits) x
-  steps x r (the full ascents, where r = the random stage's image-steps / (its pairs x its steps) is its
-  measured share of steps run before convergence; the same share is assumed);
+  steps x r (the full ascents, where r = the share of their steps that the pairs which fired in the random
+  stage ran before the convergence stop, 1 if none fired; the same share is assumed);
 - the pre-activation wake-up: D x (wake_steps + steps x r).
 
 `plan_escalation` picks, before the escalation, the order of the stages and the largest precursor
 screen on `precursor_ladder` (fewer starts, fewer kept patterns, fewer scan steps, two cell values,
 then a 2x2 grid) that fits together with a wake-up of every dark pair; if none fits, the wake-up goes
 first (it fires nearly every dark map at a fraction of the cost: BENCHMARKS.md) and the precursor gets
-what is left (`plan_precursor`, called again before it runs). A stage whose smallest form does not fit
-is skipped. Costs are counts, not clocks, so a plan is the same on every machine and in every rerun.
+what is left (`plan_precursor`, called again before it runs); if not even the wake-up of every dark pair
+fits, the wake-up runs on as many dark pairs as fit (`EscalationPlan.wake_pairs`, whole maps in map
+order). A stage whose smallest form does not fit is skipped. Costs are counts, not clocks, so a plan is
+the same on every machine and in every rerun.
 
 Memory. `batch_within_memory` sizes the ascent's batch and the screen's chunks from the layer's
 activation sizes (`ranking.activation_bytes_per_image`) and what the process already holds.
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+
+import numpy as np
 
 # Image-steps one pattern of the shared screen costs: a forward pass only (about a third of a step's
 # forward and backward pass), for all maps at once, rounded up (BENCHMARKS.md, "Real networks").
@@ -65,7 +71,8 @@ class EscalationShape:
     """What the estimates need to know about the run (all counts).
 
     Attributes:
-        random_image_steps: Image-steps the random stage ran (sum of its pairs' steps).
+        fired_image_steps: Image-steps that the pairs which fired in the random stage ran (sum of their steps).
+        fired_pairs: Pairs that fired in the random stage.
         random_pairs: Pairs of the random stage.
         random_steps: Steps per pair of the random stage (its upper bound).
         inits: Pairs per map.
@@ -75,7 +82,8 @@ class EscalationShape:
         colors: Colours of the precursor patterns.
     """
 
-    random_image_steps: float
+    fired_image_steps: float
+    fired_pairs: int
     random_pairs: int
     random_steps: int
     inits: int
@@ -85,11 +93,16 @@ class EscalationShape:
     colors: int = 1
 
     @property
+    def basis(self) -> float:
+        """The budget's basis: the random stage's image-steps as asked, random_pairs x random_steps."""
+        return float(self.random_pairs * self.random_steps)
+
+    @property
     def steps_share(self) -> float:
-        """r: the share of its steps an ascent ran in the random stage (1 if nothing ran)."""
-        if self.random_pairs <= 0 or self.random_steps <= 0:
+        """r: the share of its steps a pair that fired ran in the random stage (1 if none fired)."""
+        if self.fired_pairs <= 0 or self.random_steps <= 0:
             return 1.0
-        return min(1.0, max(0.0, self.random_image_steps / (self.random_pairs * self.random_steps)))
+        return min(1.0, max(0.0, self.fired_image_steps / (self.fired_pairs * self.random_steps)))
 
 
 def precursor_ladder(default: PrecursorPlan) -> list[PrecursorPlan]:
@@ -132,11 +145,13 @@ class EscalationPlan:
         precursor: The precursor's form, or None to skip it (also when it runs second: `plan_precursor`
             decides again then).
         budget: Image-steps all escalation may cost; None for no limit.
+        wake_pairs: Most dark pairs the wake-up runs on (whole maps, in map order); None for all.
     """
 
     order: tuple[str, ...]
     precursor: PrecursorPlan | None
     budget: float | None
+    wake_pairs: int | None = None
 
 
 def plan_escalation(
@@ -150,7 +165,8 @@ def plan_escalation(
     """The escalation for `dark_pairs` pairs of `dark_maps` maps within `budget` image-steps (None: no limit).
 
     Precursor first, in the largest form that fits with a wake-up of every dark pair reserved; else the
-    wake-up first (if the layer has one) and the precursor after it with what is left; a budget of 0
+    wake-up first (if the layer has one) and the precursor after it with what is left; else the wake-up
+    of as many dark pairs as fit; else the precursor alone, if its smallest form fits. A budget of 0
     escalates nothing.
     """
     wake = preactivation_cost(dark_pairs, shape) if can_wake else 0.0
@@ -162,6 +178,9 @@ def plan_escalation(
             return EscalationPlan(default_order, rung, budget)
     if can_wake and wake <= budget:
         return EscalationPlan(("preactivation", "precursor"), None, budget)
+    wake_pairs = int(budget // preactivation_cost(1, shape)) if can_wake else 0
+    if wake_pairs > 0:
+        return EscalationPlan(("preactivation",), None, budget, wake_pairs)
     return EscalationPlan(("precursor",), plan_precursor(budget, default, dark_maps, shape), budget)
 
 
@@ -175,6 +194,27 @@ def plan_precursor(
         if precursor_cost(rung, dark_maps, shape) <= remaining:
             return rung
     return None
+
+
+def whole_maps(rows: np.ndarray, map_index: np.ndarray, most_pairs: int) -> np.ndarray:
+    """The wake-up's share of a limited plan: the rows of the first maps (in map order) whose pairs fit.
+
+    Args:
+        rows: int64 [R], positions of the dark pairs.
+        map_index: int32 [B], every pair's map.
+        most_pairs: Most pairs (`EscalationPlan.wake_pairs`).
+
+    Returns:
+        int64 [<= R], the rows of whole maps, ascending, at most `most_pairs` of them.
+    """
+    chosen, count = [], 0
+    for map_id in np.unique(map_index[rows]):
+        of_map = rows[map_index[rows] == map_id]
+        if count + len(of_map) > most_pairs:
+            break
+        chosen.append(of_map)
+        count += len(of_map)
+    return np.sort(np.concatenate(chosen)) if chosen else rows[:0]
 
 
 def batch_within_memory(bytes_per_image: int, budget_bytes: int, resident_bytes: int, wanted: int) -> int:

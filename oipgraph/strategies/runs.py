@@ -75,7 +75,7 @@ class StrategySettings:
         auto_precursor_starts: Starts per map (at least one per init) that get
             the full ascent in auto's precursor stage.
         escalation_budget: auto's escalation stages together may cost at most
-            this factor of its random stage (`budget.plan_escalation`); 0: no
+            this factor of its random stage's pairs x steps (`budget.plan_escalation`); 0: no
             escalation; None: no limit.
         screen_chunk: Patterns per forward pass of auto's shared screen.
         on_final: auto calls it with the pairs of the maps whose results are
