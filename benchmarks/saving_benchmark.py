@@ -26,7 +26,9 @@ from oipgraph.outputs.catalog import atomic_save_npz
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("run_steps", 600, "--steps of the run.")
-flags.DEFINE_integer("save_rounds", 3, "Rounds of the one-group and per-map saves (alternated; the median is reported).")
+flags.DEFINE_integer(
+    "save_rounds", 3, "Rounds of the one-group and per-map saves (alternated; the median is reported)."
+)
 
 
 def timed_run(out: str, steps: int) -> tuple[float, list[tuple[float, int]], dict[str, np.ndarray]]:

@@ -47,13 +47,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import numpy as np
 
-from oipgraph import starts
 from oipgraph.ascent import DEFAULT_STEPS, OIPAscent
-from oipgraph.ascent.results import replace_pairs, select_pairs
+from oipgraph.ascent.results import replace_pairs
 from oipgraph.starts.patterns import default_colors
 from oipgraph.strategies.budget import (
     EscalationShape,
@@ -66,79 +64,13 @@ from oipgraph.strategies.budget import (
 )
 from oipgraph.strategies.preactivation import can_wake
 from oipgraph.strategies.preactivation_strategy import preactivation_strategy
-from oipgraph.strategies.precursor import PrecursorScan
+from oipgraph.strategies.precursor_stage import default_precursor_plan, precursor_stage
 from oipgraph.strategies.precursor_strategy import DEFAULT_PRECURSOR_STEPS
-from oipgraph.strategies.runs import OIPRun, StageProgress, StageRecord, StrategySettings, run_in_batches
-from oipgraph.strategies.screening import SharedScreen
+from oipgraph.strategies.runs import OIPRun, StageProgress, StageRecord, StrategySettings
 from oipgraph.strategies.start_images import random_strategy
 
 # The order of auto's stages when nothing limits them.
 AUTO_STAGES = ("random", "precursor", "preactivation")
-
-
-def precursor_stage(
-    ascent: OIPAscent,
-    map_index: np.ndarray,
-    init_index: np.ndarray,
-    seed: int,
-    settings: StrategySettings,
-    form: PrecursorPlan,
-    report: Callable[[str, float, str], None] = lambda *_: None,
-) -> tuple[np.ndarray, OIPRun | None]:
-    """auto's precursor stage for pairs (map_index[b], init_index[b]) (int32 [B]) in the given `form`.
-
-    `report(stage, share, detail)` follows the screen's patterns and the full ascent.
-
-    Returns:
-        (rows, run): the positions (int64 [R]) of the pairs whose map got
-        enough firing patterns for their init, and their results (R pairs, in
-        the order of `rows`), None where no pair got one; `start_images`
-        holds each pair's pattern.
-    """
-    scan = PrecursorScan(ascent, grid=form.grid, values=form.values, colors=settings.precursor_colors)
-    maps = np.unique(map_index)
-    top_n = max(form.starts, int(np.max(init_index)) + 1)
-    screened = SharedScreen(scan, chunk_size=settings.screen_chunk).starts(
-        maps,
-        top_n,
-        keep=form.keep,
-        scan_steps=form.scan_steps,
-        batch_size=settings.batch_size,
-        progress=lambda done, total: report("precursor screen", done / total, f"{done}/{total} patterns"),
-    )
-    rows = np.flatnonzero([np.sum(screened.map_index == map_id) > init for map_id, init in zip(map_index, init_index)])
-    if not len(rows):
-        return rows, None
-    seeds = starts.start_seeds(seed, starts.pair_stream(screened.map_index, screened.rank))
-    full = run_in_batches(
-        ascent,
-        screened.images,
-        screened.map_index,
-        dataclasses.replace(settings, progress=lambda share: report("precursor ascent", share, "")),
-        steps=settings.final_steps(DEFAULT_PRECURSOR_STEPS),
-        seeds=seeds,
-    )
-    ranked = {}
-    for map_id in np.unique(screened.map_index):
-        of_map = np.flatnonzero(screened.map_index == map_id)
-        ranked[int(map_id)] = of_map[np.argsort(-full.loss[of_map], kind="stable")]
-    chosen = np.array([ranked[int(map_index[row])][init_index[row]] for row in rows], np.int64)
-    streams = starts.pair_stream(map_index[rows], init_index[rows])
-    run = OIPRun(
-        select_pairs(full, chosen), screened.images[chosen], init_index[rows], seed, streams, ["precursor"] * len(rows)
-    )
-    return rows, run
-
-
-def default_precursor_plan(settings: StrategySettings) -> PrecursorPlan:
-    """The precursor's form when nothing limits it: the settings' grid, values, keep, scan steps and starts."""
-    return PrecursorPlan(
-        settings.precursor_grid,
-        tuple(settings.precursor_values),
-        settings.auto_screen_keep,
-        settings.precursor_scan_steps,
-        settings.auto_precursor_starts,
-    )
 
 
 class _Escalation:
