@@ -1,7 +1,7 @@
 """Which escalation stage finds more OIPs per CPU second on a real network: precursor screen or wake-up.
 
 VGG16 with real weights (benchmarks/dev_models.py, RGB in [0, 255]) at `--image_size`, the command's
-defaults (preset auto = natural for a value range, `--precision` as the command picks it). The random
+defaults (`--preset=auto`: natural for a value range; `--precision` as the command picks it). The random
 stage (`create_oips(..., "random")`, `--steps`) runs on `--maps`; on the pairs it leaves dark, each
 escalation stage of auto runs alone, on the same pairs, from the same seed:
 
@@ -44,6 +44,7 @@ flags.DEFINE_string("layer", "block4_conv3", "Layer.")
 flags.DEFINE_string("maps", "0-63", "Maps of the random stage.")
 flags.DEFINE_integer("steps", 100, "Steps of every ascent.")
 flags.DEFINE_string("precision", "auto", "float32, bfloat16 or auto (the command's rule).")
+flags.DEFINE_string("preset", "auto", "auto (natural for VGG16's value range), natural or articles.")
 
 
 def timed(function):
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> None:
     print(time.strftime("%Y-%m-%d %H:%M"))
     model = vgg16(FLAGS.image_size, FLAGS.wheels, verbose=False)
     precision = resolve_precision(FLAGS.precision)
-    ascent = OIPAscent(model, FLAGS.layer, domain=ValueRange(0.0, 255.0), preset="auto", precision=precision)
+    ascent = OIPAscent(model, FLAGS.layer, domain=ValueRange(0.0, 255.0), preset=FLAGS.preset, precision=precision)
     print(ascent.recipe.line(), f"precision {precision}")
     maps = np.array(parse_maps(FLAGS.maps, ascent.objective.num_targets, FLAGS.layer), np.int32)
     settings = StrategySettings(steps=FLAGS.steps)
