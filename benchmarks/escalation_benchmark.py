@@ -10,10 +10,10 @@ escalation stage of auto runs alone, on the same pairs, from the same seed:
   steps, 1 start): auto's shared screen, the scan, the full ascent;
 - `preactivation`: the random start woken up on the pre-activation, then the full ascent.
 
-It reports per stage the dark maps it gave an OIP, its CPU seconds (`time.process_time`, both cores) and
-wall seconds, OIPs per CPU second, and its image-step estimate (`budget.precursor_cost` /
-`preactivation_cost`) against its wall time: the measured seconds per estimated image-step, against the
-random stage's (the planner assumes they are equal).
+It reports per stage the dark maps it gave an OIP, the median final loss of those OIPs, its CPU seconds
+(`time.process_time`, both cores) and wall seconds, OIPs per CPU minute, and its image-step estimate
+(`budget.precursor_cost` / `preactivation_cost`) against its wall time: the measured seconds per estimated
+image-step, against the random stage's (the planner assumes they are equal).
 
     python benchmarks/escalation_benchmark.py --wheels=WHEELS --layer=block4_conv3 --maps=0-63 --steps=100
 """
@@ -95,27 +95,26 @@ def main(argv: list[str]) -> None:
         "precursor (smallest form)": (precursor_ladder(default)[-1], None),
         "preactivation": (None, preactivation_cost(len(dark), shape)),
     }
-    print(
-        "| stage | dark maps with an OIP | CPU s | wall s | OIPs per CPU minute | est. image-steps | ms per est. step |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    header = "| stage | dark maps with an OIP | median loss | CPU s | wall s | OIPs per CPU minute | est. image-steps |"
+    print(header + " ms per est. step |")
+    print("| --- " * 8 + "|")
     for name, (form, estimate) in stages.items():
         if form is not None:
             estimate = precursor_cost(form, len(dark), shape)
-            stage_settings = dataclasses.replace(settings, steps=FLAGS.steps)
 
-            def escalate(form=form, stage_settings=stage_settings):
-                _, attempt = precursor_stage(ascent, dark_maps, inits, 0, stage_settings, form)
-                return 0 if attempt is None else int(np.sum(fired_of(attempt)))
+            def escalate(form=form):
+                return precursor_stage(ascent, dark_maps, inits, 0, settings, form)[1]
         else:
 
             def escalate():
-                return int(np.sum(fired_of(preactivation_strategy(ascent, dark_maps, inits, 0, settings))))
+                return preactivation_strategy(ascent, dark_maps, inits, 0, settings)
 
-        found, wall, cpu = timed(escalate)
+        attempt, wall, cpu = timed(escalate)
+        found = np.zeros(0, bool) if attempt is None else fired_of(attempt)
+        loss = np.median(attempt.result.loss[found]) if np.any(found) else float("nan")
         print(
-            f"| {name} | {found}/{len(dark)} | {cpu:.1f} | {wall:.1f} | {60 * found / max(cpu, 1e-9):.2f} |"
-            f" {estimate:.0f} | {wall / max(estimate, 1.0) * 1e3:.1f} |"
+            f"| {name} | {int(np.sum(found))}/{len(dark)} | {loss:.3g} | {cpu:.1f} | {wall:.1f} |"
+            f" {60 * np.sum(found) / max(cpu, 1e-9):.2f} | {estimate:.0f} | {wall / max(estimate, 1.0) * 1e3:.1f} |"
         )
 
 
