@@ -56,8 +56,9 @@ class FrozenAscent:
 
     def _get(self, name: str, function: Any) -> FrozenFunction:
         if name not in self._functions:
+            concrete = function.get_concrete_function()  # Not under init_scope: it pauses the gradient tapes.
             with tf.init_scope():  # Freezing reads the variables' values: eagerly, also when first used in a trace.
-                self._functions[name] = FrozenFunction(function.get_concrete_function())
+                self._functions[name] = FrozenFunction(concrete)
         return self._functions[name]
 
     @property
