@@ -24,7 +24,7 @@ import numpy as np
 from oipgraph.ascent import OIPAscent
 from oipgraph.core import interrupts
 from oipgraph.core.progress import Progress
-from oipgraph.distribute.cluster import WorkerSilent
+from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.outputs.run_progress import RunProgress
 from oipgraph.strategies import OIPRun, StrategySettings, create_oips
 from oipgraph.strategies.runs import StageProgress
@@ -125,10 +125,15 @@ def compute_maps(
         )
         try:
             run = create_oips(ascent, todo, strategy, seed, inits, chunk_settings)
-        except WorkerSilent as silent:
+        except PairsUnfinished as unfinished:
+            if unfinished.run is not None:  # Maps all of whose pairs came back are final: save them.
+                part = unfinished.run
+                complete = [m for m in np.unique(part.map_index) if np.sum(part.map_index == m) == inits]
+                if complete:
+                    save(part.select(np.flatnonzero(np.isin(part.map_index, complete))))
             bar.finish()
-            raise WorkerSilent(
-                f"--cluster: {silent}; {len(saved)} of {total} maps are saved, rerun with --resume to continue"
+            raise PairsUnfinished(
+                f"{unfinished}; {len(saved)} of {total} maps are saved, rerun with --resume to continue"
             ) from None
         left = np.flatnonzero(~np.isin(run.map_index, list(saved)))
         if len(left):  # Strategies without on_final: the whole chunk is final now.

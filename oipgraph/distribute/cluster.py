@@ -19,7 +19,9 @@ A worker that refuses (killed) answers at once: its chunks run elsewhere.
 from __future__ import annotations
 
 import math
+import os
 import socket
+import sys
 import threading
 import time
 
@@ -28,9 +30,8 @@ import tensorflow as tf
 
 from oipgraph.ascent.results import concat_results, result_from_outputs
 from oipgraph.core import interrupts
-from oipgraph.core.errors import OIPGraphError
 from oipgraph.distribute.cluster_file import ClusterFile, split_address
-from oipgraph.distribute.executors import PairExecutor
+from oipgraph.distribute.executors import PairExecutor, PairsUnfinished
 from oipgraph.distribute.frozen import FrozenAscent
 
 __all__ = ["CHUNKS_PER_WORKER", "ClusterExecutor", "WorkerSilent", "WorkerWatch"]
@@ -40,9 +41,11 @@ __all__ = ["CHUNKS_PER_WORKER", "ClusterExecutor", "WorkerSilent", "WorkerWatch"
 CHUNKS_PER_WORKER = 2
 PING_SECONDS = 1.0
 POLL_SECONDS = 0.1
+# Seconds the main thread has to take up a silent worker before the watch ends the process itself.
+GRACE_SECONDS = 10.0
 
 
-class WorkerSilent(OIPGraphError):
+class WorkerSilent(PairsUnfinished):
     """A worker did not answer within the timeout (or no worker was reachable): the run cannot go on."""
 
 
@@ -51,10 +54,14 @@ def worker_device(index: int) -> str:
 
 
 class WorkerWatch:
-    """Pings every worker every `PING_SECONDS` from a daemon thread per worker.
+    """Pings every worker every `PING_SECONDS` from a daemon thread per worker, and watches the answers.
 
-    `check()` raises `WorkerSilent` for the first worker whose last answer (a result, or a refusal) is
-    older than `timeout` seconds, or when every worker has refused for `timeout` seconds.
+    `problem()` names the first worker whose last answer (a result, or a refusal) is older than `timeout`
+    seconds, or says that every worker has refused for `timeout` seconds; `check()` raises it as
+    `WorkerSilent` in the calling (main) thread. The main thread may itself be stuck in TensorFlow at that
+    moment (registering a new function waits for every worker, a silent one too): if it has not taken up
+    the problem `GRACE_SECONDS` later, a monitor thread writes the one line and ends the process with exit
+    code 2 (every map saved until then stays saved).
     """
 
     def __init__(self, addresses: list[str], timeout: float):
@@ -62,9 +69,10 @@ class WorkerWatch:
         now = time.monotonic()
         self.last_answer = [now] * len(addresses)
         self.refused_since: list[float | None] = [None] * len(addresses)
-        self._stopped = threading.Event()
+        self._stopped, self._taken_up = threading.Event(), threading.Event()
         for index in range(len(addresses)):
             threading.Thread(target=self._ping, args=(index,), name=f"oipgraph-ping-{index}", daemon=True).start()
+        threading.Thread(target=self._monitor, name="oipgraph-watch", daemon=True).start()
 
     def _ping(self, index: int) -> None:
         while not self._stopped.is_set():
@@ -75,22 +83,51 @@ class WorkerWatch:
             except (tf.errors.OpError, RuntimeError):
                 if self.refused_since[index] is None:
                     self.refused_since[index] = time.monotonic()
+                    sys.stderr.write(
+                        f"oipgraph: worker {index} at {self.addresses[index]} is lost (it refuses connections);"
+                        " its chunks run on the other workers\n"
+                    )
             self.last_answer[index] = time.monotonic()
             self._stopped.wait(PING_SECONDS)
 
-    def check(self) -> None:
+    def problem(self) -> str | None:
+        """One line naming the silent worker (or the unreachable cluster), or None while all is well."""
         now = time.monotonic()
         for index, answered in enumerate(self.last_answer):
             if now - answered > self.timeout:
-                raise WorkerSilent(
-                    f"worker {index} at {self.addresses[index]} has not answered for {self.timeout:g} s"
+                return (
+                    f"--cluster: worker {index} at {self.addresses[index]} has not answered for {self.timeout:g} s"
                     " (--worker_timeout)"
                 )
         refused = [since for since in self.refused_since if since is not None]
         if len(refused) == len(self.addresses) and now - max(refused) > self.timeout:
-            raise WorkerSilent(
-                f"no worker has been reachable for {self.timeout:g} s (--worker_timeout): {', '.join(self.addresses)}"
+            return (
+                f"--cluster: no worker has been reachable for {self.timeout:g} s (--worker_timeout):"
+                f" {', '.join(self.addresses)}"
             )
+        return None
+
+    def check(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            self._taken_up.set()
+            raise WorkerSilent(problem)
+
+    def _monitor(self) -> None:
+        noticed = None
+        while not self._stopped.wait(PING_SECONDS):
+            problem = self.problem()
+            if problem is None or self._taken_up.is_set():
+                noticed = None
+                continue
+            noticed = noticed or time.monotonic()
+            if time.monotonic() - noticed > GRACE_SECONDS:
+                sys.stdout.flush()
+                sys.stderr.write(
+                    f"oipgraph: error: {problem}; the maps saved so far stay saved, rerun with --resume to continue\n"
+                )
+                sys.stderr.flush()
+                os._exit(2)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -160,7 +197,17 @@ class ClusterExecutor(PairExecutor):
         pending = set(range(len(pieces)))
         while pending:
             interrupts.check()
-            self.watch.check()
+            try:
+                self.watch.check()
+            except WorkerSilent as silent:
+                finished = [index for index in range(len(pieces)) if index not in pending]
+                if finished:
+                    rows = np.concatenate([np.arange(total)[pieces[index]] for index in finished])
+                    result = concat_results(
+                        [self._result(remotes[index], map_index[pieces[index]], steps) for index in finished]
+                    )
+                    raise WorkerSilent(str(silent), rows, result) from None
+                raise
             # A RemoteValue has no public non-blocking "is it ready"; its status event is set when its values are.
             finished = [index for index in pending if remotes[index]._status_available_event.is_set()]
             if not finished:
@@ -175,8 +222,9 @@ class ClusterExecutor(PairExecutor):
                 maps = np.unique(map_index)
                 complete = np.setdiff1d(maps, map_index[~back])
                 returned(len(complete), len(maps))
-        parts = []
-        for rows, remote in zip(pieces, remotes):
-            values = {key: np.asarray(value) for key, value in remote.fetch().items()}
-            parts.append(result_from_outputs(map_index[rows], values, [], steps))
-        return concat_results(parts)
+        return concat_results([self._result(remote, map_index[rows], steps) for rows, remote in zip(pieces, remotes)])
+
+    @staticmethod
+    def _result(remote, map_index: np.ndarray, steps: int):
+        values = {key: np.asarray(value) for key, value in remote.fetch().items()}
+        return result_from_outputs(map_index, values, [], steps)

@@ -62,9 +62,12 @@ def make_devices(spec: str) -> list[str]:
         try:
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
         except RuntimeError:
-            raise OIPGraphError(
-                f"--devices={spec}: logical CPU devices must be made before TensorFlow starts its runtime"
-            ) from None
+            # The runtime has started: fine if it was started with these devices (the `oipgraph` command
+            # makes them on import, `oipgraph/__init__.py`).
+            if len(tf.config.list_logical_devices("CPU")) != count:
+                raise OIPGraphError(
+                    f"--devices={spec}: logical CPU devices must be made before TensorFlow starts its runtime"
+                ) from None
     return [f"/device:CPU:{index}" for index in range(count)]
 
 

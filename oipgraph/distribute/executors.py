@@ -18,13 +18,29 @@ from oipgraph.ascent import AscentResult, OIPAscent
 from oipgraph.ascent.results import concat_results
 from oipgraph.core.errors import OIPGraphError
 
-__all__ = ["LocalExecutor", "PairExecutor", "Progress", "Returned"]
+__all__ = ["LocalExecutor", "PairExecutor", "PairsUnfinished", "Progress", "Returned"]
 
 # Called with the share (0 to 1) of a call's pairs and steps done.
 Progress = Callable[[float], None]
 # Called with (targets whose pairs have all come back, targets of the call) by executors whose pairs come
 # back in pieces (the cluster's chunks).
 Returned = Callable[[int, int], None]
+
+
+class PairsUnfinished(OIPGraphError):
+    """An executor could not finish a call's pairs (a cluster's worker went silent); some pairs may be done.
+
+    Attributes:
+        rows: int64 [R], the call's pairs that finished.
+        result: Their `AscentResult` (in the order of `rows`), or None when none finished.
+        run: Set by a strategy that can tell what the finished pairs are (an `OIPRun` of them, for saving),
+            else None.
+    """
+
+    def __init__(self, message: str, rows: np.ndarray | None = None, result: AscentResult | None = None):
+        super().__init__(message)
+        self.rows = np.zeros([0], np.int64) if rows is None else np.asarray(rows, np.int64)
+        self.result, self.run = result, None
 
 
 class PairExecutor:
