@@ -14,7 +14,7 @@ if "tensorflow" not in sys.modules and platform.machine().lower() in ("x86_64", 
 
 __version__ = "0.1.0"
 
-COMMANDS = frozenset({"oipgraph", "oipgraph-train", "oipgraph-export"})
+COMMANDS = frozenset({"oipgraph", "oipgraph-train", "oipgraph-export", "oipgraph-worker"})
 
 
 def _user_wants_tensorflow_logs(argv: list[str]) -> bool:

@@ -165,6 +165,7 @@ class ClusterExecutor(PairExecutor):
         self.watch = WorkerWatch(self.workers, worker_timeout)
         self.description = f"{len(self.workers)} workers ({', '.join(self.workers)})"
         self._functions: dict[int, tuple] = {}
+        self._told = False
 
     def _scheduled(self, ascent):
         """The tf.function a closure runs: the ascent's frozen `optimize` (built once per ascent)."""
@@ -193,6 +194,9 @@ class ClusterExecutor(PairExecutor):
             )
             for rows in pieces
         ]
+        if not self._told:  # Once: the chunks' function is traced and registered, the workers run them now.
+            print(f"oipgraph: {len(pieces)} chunks of up to {chunk} pairs scheduled on the workers", flush=True)
+            self._told = True
         back = np.zeros(total, bool)
         pending = set(range(len(pieces)))
         while pending:

@@ -109,6 +109,7 @@ def preflight(cluster: ClusterFile, timeout: float) -> None:
     name = f"--cluster={cluster.path}"
     _, chief_port = split_address(cluster.chief, name)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # As TensorFlow's server binds it.
         try:
             probe.bind(("", chief_port))
         except OSError as err:
