@@ -134,8 +134,10 @@ class ClusterRunTest(tf.test.TestCase):
         self.assertIn("the ascents run on 2 devices", done.stdout)
         self.assert_same_outputs(out)
 
-    def run_with_own_worker(self, name: str, extra: list[str], action, timeout: float = 300):
-        """Runs the command on worker 0 and a worker of this test; `action(worker)` once the ascents start."""
+    def run_with_own_worker(self, name: str, extra: list[str], action, delay: float, timeout: float = 300):
+        """Runs the command on worker 0 and a worker of this test; `action(worker)` `delay` seconds after the
+        chunks are scheduled (their function is registered by then: a worker stopped before that would hold the
+        chief's TensorFlow, README "More hardware")."""
         ports = free_ports(1)
         own = address(ports[0])
         path = self.cluster_file(own)
@@ -154,7 +156,7 @@ class ClusterRunTest(tf.test.TestCase):
                 )
             try:
                 wait_for_text(log, "scheduled on the workers", chief)
-                time.sleep(1.0)  # The chunks run.
+                time.sleep(delay)
                 action(worker)
                 chief.wait(timeout)
             finally:
@@ -167,14 +169,14 @@ class ClusterRunTest(tf.test.TestCase):
             stop_worker(worker)
 
     def test_a_killed_worker_loses_nothing(self):
-        code, stdout, stderr, out, own = self.run_with_own_worker("killed", [], lambda worker: worker.kill())
+        code, stdout, stderr, out, own = self.run_with_own_worker("killed", [], lambda worker: worker.kill(), 1.0)
         self.assertEqual(code, 0, stderr[-3000:])
         self.assertIn(f"worker 1 at {own} is lost", stderr)
         self.assert_same_outputs(out)
 
     def test_a_silent_worker_ends_the_run_and_resume_finishes_it(self):
         stop = lambda worker: os.kill(worker.pid, signal.SIGSTOP)  # noqa: E731
-        code, stdout, stderr, out, own = self.run_with_own_worker("silent", ["--worker_timeout=3"], stop, timeout=120)
+        code, stdout, stderr, out, own = self.run_with_own_worker("silent", ["--worker_timeout=3"], stop, 0.3, 120)
         self.assertEqual(code, 2, stderr[-3000:])
         last = own_lines(stderr)[-1]
         self.assertStartsWith(last, f"oipgraph: error: --cluster: worker 1 at {own} has not answered for 3 s")
