@@ -7,11 +7,13 @@ import subprocess
 import sys
 import tempfile
 
+import keras
+import numpy as np
 import tensorflow as tf
 from helpers import free_ports
 
 from oipgraph import starts
-from oipgraph.ascent import OIPAscent
+from oipgraph.ascent import OIPAscent, ValueRange
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.distribute.cluster_file import load_cluster_file, preflight
 from oipgraph.distribute.frozen import FrozenAscent
@@ -23,7 +25,7 @@ import numpy as np
 from oipgraph.distribute.devices import DeviceExecutor, make_devices
 devices = make_devices("3")  # Before anything starts TensorFlow's runtime.
 from oipgraph import starts
-from oipgraph.ascent import OIPAscent
+from oipgraph.ascent import OIPAscent, ValueRange
 from oipgraph.distribute.executors import LocalExecutor
 ascent = OIPAscent.from_file(None, "Conv2D_3")
 images = starts.multiscale(starts.start_seeds(0, range(7)), ascent.image_shape).numpy()
@@ -64,6 +66,23 @@ class FrozenAscentTest(tf.test.TestCase):
             ops |= {node.op for graph in graphs for f in graph.library.function for node in f.node_def}
             self.assertNoCommonElements(ops, {"ReadVariableOp", "VarHandleOp", "VariableV2"})
             self.assertIn("Const", ops)
+
+    def test_a_fourier_ascent_with_transforms_freezes_to_the_same_results(self):
+        # The natural preset: a Fourier parameterization (its scale once was a captured eager tensor, which
+        # freezing broke) and random transforms.
+        inputs = keras.Input([16, 16, 3])
+        features = keras.layers.Conv2D(
+            4, 3, activation="relu", name="conv", kernel_initializer=keras.initializers.GlorotUniform(1)
+        )(inputs)
+        model = keras.Model(inputs, features)
+        ascent = OIPAscent(model, "conv", domain=ValueRange(0.0, 255.0), preset="natural", precision="float32")
+        self.assertEqual(ascent.parameterization.name, "fourier")
+        seeds = starts.start_seeds(0, np.arange(3))
+        images = ascent.domain.from_standardized(starts.multiscale(seeds, ascent.image_shape))
+        arguments = (images, tf.constant([0, 1, 3]), tf.constant(15), tf.constant(0.05), tf.constant(0.0))
+        arguments = (*arguments, tf.constant(seeds))
+        expected, got = ascent.optimize(*arguments), FrozenAscent(ascent).optimize(*arguments)
+        self.assertAllEqual(expected["images"], got["images"])
 
 
 class DeviceExecutorTest(tf.test.TestCase):

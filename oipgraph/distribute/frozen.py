@@ -29,7 +29,17 @@ class FrozenFunction:
     """
 
     def __init__(self, function: Any):
-        """Freezes `function` (a `ConcreteFunction` with a fixed input signature)."""
+        """Freezes `function` (a `ConcreteFunction` with a fixed input signature).
+
+        Raises:
+            ValueError: the function captures a tensor that is not a variable (an eager constant held by a
+                Python object): `convert_variables_to_constants_v2` does not carry such captures over intact
+                (TensorFlow 2.21 gave a Fourier parameterization's complex scale wrong values, and the ascent
+                other results); make it a constant inside the graph instead.
+        """
+        eager = [tensor for tensor in function.captured_inputs if tensor.dtype != tf.resource]
+        if eager:
+            raise ValueError(f"{function.name} captures {len(eager)} eager tensors besides variables: {eager[0]!r:.80}")
         self.structured_outputs = function.structured_outputs
         self.frozen = convert_variables_to_constants_v2(function)
         if self.frozen.captured_inputs:  # Nothing but constants may be left: nothing read from elsewhere.
