@@ -3,11 +3,12 @@
 `ClusterExecutor` connects this process, the chief, to the tasks of a `--cluster` file
 (`ParameterServerStrategy`, which needs a `ps` task: without one in the file the chief serves one itself
 on a free port; it holds nothing, because the weights travel inside the function). A call's pairs are cut
-into chunks (`CHUNKS_PER_WORKER` per worker, at most `batch_size` pairs each) and each chunk is a closure
-that `ClusterCoordinator.schedule` hands to whichever worker is free; when a worker fails (its process is
-killed, its machine lost), the coordinator puts its closure back and another worker runs it. The closure
-calls the ascent's `optimize` frozen (`frozen.FrozenAscent`): its graph holds the weights as constants,
-so it is registered once per worker with them, and the loop's steps read nothing remote.
+into chunks (`CHUNKS_PER_WORKER` per worker, one for a lone worker, at most `batch_size` pairs each) and
+each chunk is a closure that `ClusterCoordinator.schedule` hands to whichever worker is free; when a worker
+fails (its process is killed, its machine lost), the coordinator puts its closure back and another worker
+runs it. The closure calls the ascent's `optimize` frozen (`frozen.FrozenAscent`): its graph holds the
+weights as constants, so it is registered once per worker with them, and the loop's steps read nothing
+remote.
 
 A worker that does not answer at all (a stopped process, a lost network) would hold its closure forever:
 `WorkerWatch` pings every worker from a thread of its own (a tiny op on the worker's CPU) and the run ends
@@ -180,7 +181,10 @@ class ClusterExecutor(PairExecutor):
         return self._functions[id(ascent)][1]
 
     def chunk_size(self, pairs: int, batch_size: int) -> int:
-        return max(1, min(batch_size, math.ceil(pairs / (CHUNKS_PER_WORKER * len(self.workers)))))
+        """Pairs per chunk: `CHUNKS_PER_WORKER` chunks per worker (one for a lone worker: no other could take
+        over a part of its work), at most `batch_size`."""
+        chunks = CHUNKS_PER_WORKER * len(self.workers) if len(self.workers) > 1 else 1
+        return max(1, min(batch_size, math.ceil(pairs / chunks)))
 
     def _run(self, ascent, images, map_index, steps, epsilon, conv_criterion, seeds, batch_size, progress, returned):
         function = self._scheduled(ascent)
