@@ -14,7 +14,7 @@ if "tensorflow" not in sys.modules and platform.machine().lower() in ("x86_64", 
 
 __version__ = "0.1.0"
 
-COMMANDS = frozenset({"oipgraph", "oipgraph-train", "oipgraph-export"})
+COMMANDS = frozenset({"oipgraph", "oipgraph-train", "oipgraph-export", "oipgraph-worker"})
 
 
 def _user_wants_tensorflow_logs(argv: list[str]) -> bool:
@@ -24,7 +24,19 @@ def _user_wants_tensorflow_logs(argv: list[str]) -> bool:
     )
 
 
-def _import_tensorflow_quietly() -> None:
+def _logical_cpu_devices(argv: list[str]) -> int:
+    """The N of `--devices=N` (or `--devices N`) in `argv`; 0 when absent or not a plain number (the flag's own
+    check reports a bad value)."""
+    for index, arg in enumerate(argv[1:], start=1):
+        value = arg.split("=", 1)[1] if arg.startswith("--devices=") else None
+        if arg == "--devices" and index + 1 < len(argv):
+            value = argv[index + 1]
+        if value is not None:
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def _import_tensorflow_quietly(logical_cpus: int = 0) -> None:
     """Imports TensorFlow and starts its CPU device with file descriptor 2 sent to /dev/null.
 
     TensorFlow's C++ libraries write ~10 lines when they load and when the first
@@ -39,6 +51,11 @@ def _import_tensorflow_quietly() -> None:
         os.dup2(devnull, 2)
         import tensorflow as tf
 
+        # `--devices=N` on a machine without a GPU: N logical CPU devices, which must exist before the runtime
+        # starts (below); `oipgraph.distribute.devices.make_devices` finds them made.
+        if 1 < logical_cpus <= 64 and not tf.config.list_physical_devices("GPU"):
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
         tf.constant(0)
         tf.get_logger().setLevel("ERROR")
     finally:
@@ -56,4 +73,4 @@ if (
     and not _user_wants_tensorflow_logs(_argv)
 ):
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    _import_tensorflow_quietly()
+    _import_tensorflow_quietly(_logical_cpu_devices(_argv) if os.path.basename(_argv[0]) == "oipgraph" else 0)

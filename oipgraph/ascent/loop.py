@@ -199,7 +199,13 @@ class AscentLoop:
             (state, history),
             parallel_iterations=1,
         )
-        return state, history.gather(tf.range(state["step"] - start_step))
+        ran = state["step"] - start_step
+        # A segment of a loop that had stopped runs no step (a device's share that finished before the others'):
+        # gathering no element of a list whose element shape is unknown fails, so that case gives [0, B].
+        losses = tf.cond(
+            ran > 0, lambda: history.gather(tf.range(ran)), lambda: tf.zeros([0, tf.size(map_index)], tf.float32)
+        )
+        return state, losses
 
     def final_outputs(self, state, steps, images: tf.Tensor, final_loss: tf.Tensor) -> dict[str, tf.Tensor]:
         """Everything but the loss history, from the state after the loop, its images [B, H, W, C] and loss [B]."""

@@ -31,7 +31,7 @@ from oipgraph.ascent.loop import AscentLoop
 from oipgraph.ascent.pair_checks import check_pair_arguments, graph_checked_pairs
 from oipgraph.ascent.parameterizations import Parameterization, build_parameterization
 from oipgraph.ascent.presets import resolve_recipe
-from oipgraph.ascent.results import AscentResult
+from oipgraph.ascent.results import AscentResult, result_from_outputs
 from oipgraph.ascent.step import AscentStep, never_single
 from oipgraph.ascent.step_rules import StepRule, build_step_rule
 from oipgraph.ascent.transforms import Transforms
@@ -58,6 +58,12 @@ DEFAULT_NUM_SNAPSHOTS = 8
 # moves and Ctrl-C is answered within a segment; the results do not depend on the segmentation.
 SEGMENT_SECONDS = 0.5
 FIRST_SEGMENT_STEPS = 5
+
+
+def next_segment(segment: int, elapsed: float) -> int:
+    """Steps of the next segment of the segmented loop: `segment` steps took `elapsed` seconds; aim at
+    `SEGMENT_SECONDS`, growing at most 4x per segment."""
+    return max(1, min(4 * segment, round(segment * SEGMENT_SECONDS / max(elapsed, 1e-3))))
 
 
 class OIPAscent(tf.Module):
@@ -314,16 +320,10 @@ class OIPAscent(tf.Module):
                 end = min(int(state["step"]) + segment, int(steps))
                 state, history = self._advance(state, map_index, *arguments, seeds, tf.constant(end))
                 histories.append(history.numpy())
-                elapsed = time.perf_counter() - started
-                segment = max(1, min(4 * segment, round(segment * SEGMENT_SECONDS / max(elapsed, 1e-3))))
+                segment = next_segment(segment, time.perf_counter() - started)
                 if progress is not None:
                     progress(int(state["step"]), int(steps))
             outputs = {key: value.numpy() for key, value in self._finish(state, map_index, arguments[0]).items()}
-        history = np.concatenate(histories, axis=0).T if histories else np.zeros([len(map_index), 0], np.float32)
-        outputs["loss_history"] = np.concatenate(
-            [history, np.repeat(outputs["loss"][:, None], int(steps) - history.shape[1], axis=1)], axis=1
-        )
-        outputs["snapshot_steps"] = np.tile(outputs["snapshot_steps"], (len(map_index), 1))
         if progress is not None:
             progress(int(steps), int(steps))
-        return AscentResult(map_index=map_index, **outputs)
+        return result_from_outputs(map_index, outputs, histories, steps)

@@ -98,3 +98,27 @@ def replace_pairs(base: AscentResult, rows: np.ndarray | Sequence[int], replacem
             values[rows] = getattr(replacement, field.name)
         merged[field.name] = values
     return AscentResult(**merged)
+
+
+def result_from_outputs(
+    map_index: np.ndarray, outputs: dict[str, np.ndarray], histories: Sequence[np.ndarray], steps: int
+) -> AscentResult:
+    """The `AscentResult` of B pairs from the compiled loop's final outputs and its loss history.
+
+    Args:
+        map_index: int32 [B], the pairs' targets.
+        outputs: The NumPy values of the loop's final outputs (`images`, `loss`, `steps_run`, `status`,
+            `snapshots`, and `snapshot_steps` int32 [F] shared by all pairs or [B, F]); a `loss_history`
+            float32 [B, T] among them is kept and widened to `steps`.
+        histories: Without a `loss_history` in `outputs`: the loop's segments, float32 [T_s, B] each in
+            step order (T = sum of T_s <= steps); their steps, then each pair's final loss up to `steps`.
+        steps: The step budget of the call.
+    """
+    outputs = dict(outputs)
+    if "loss_history" not in outputs:
+        joined = np.concatenate(histories, axis=0).T if len(histories) else np.zeros([len(map_index), 0], np.float32)
+        outputs["loss_history"] = joined
+    outputs["loss_history"] = pad_history(outputs["loss_history"], outputs["loss"], int(steps))
+    if np.ndim(outputs["snapshot_steps"]) == 1:
+        outputs["snapshot_steps"] = np.tile(outputs["snapshot_steps"], (len(map_index), 1))
+    return AscentResult(map_index=np.asarray(map_index, np.int32), **outputs)

@@ -24,6 +24,7 @@ import numpy as np
 from oipgraph.ascent import OIPAscent
 from oipgraph.core import interrupts
 from oipgraph.core.progress import Progress
+from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.outputs.run_progress import RunProgress
 from oipgraph.strategies import OIPRun, StrategySettings, create_oips
 from oipgraph.strategies.runs import StageProgress
@@ -111,15 +112,30 @@ def compute_maps(
             detail = f" {stage.detail}" if stage.detail else f" {100 * stage.share:.0f}%"
             bar.update(len(saved), stage=f"{stage.stage}{detail}", eta=clock.eta(stage, len(saved)))
 
+        def on_returned(back: int, maps: int) -> None:
+            bar.update(len(saved), stage=f"{strategy}: {back} of {maps} maps back from the workers")
+
         chunk_settings = dataclasses.replace(
             settings,
             progress=lambda share: on_stage(StageProgress(strategy, share)),
+            on_returned=on_returned,
             on_final=save,
             on_stage=on_stage,
             plan_record=progress.load_plan(chunk),
             on_plan=lambda record, chunk=chunk: plan_saved(chunk, record),
         )
-        run = create_oips(ascent, todo, strategy, seed, inits, chunk_settings)
+        try:
+            run = create_oips(ascent, todo, strategy, seed, inits, chunk_settings)
+        except PairsUnfinished as unfinished:
+            if unfinished.run is not None:  # Maps all of whose pairs came back are final: save them.
+                part = unfinished.run
+                complete = [m for m in np.unique(part.map_index) if np.sum(part.map_index == m) == inits]
+                if complete:
+                    save(part.select(np.flatnonzero(np.isin(part.map_index, complete))))
+            bar.finish()
+            raise PairsUnfinished(
+                f"{unfinished}; {len(saved)} of {total} maps are saved, rerun with --resume to continue"
+            ) from None
         left = np.flatnonzero(~np.isin(run.map_index, list(saved)))
         if len(left):  # Strategies without on_final: the whole chunk is final now.
             save(run.select(left))

@@ -26,7 +26,7 @@ from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.domain import pixels_to_domain
 from oipgraph.ascent.results import AscentResult
 from oipgraph.cli import flags as cli_flags
-from oipgraph.cli import layers
+from oipgraph.cli import hardware, layers
 from oipgraph.cli import plan as plan_module
 from oipgraph.cli.compute import compute_maps
 from oipgraph.cli.outlock import OutputLock
@@ -98,8 +98,11 @@ def run_layers(run: dict[str, Any]) -> None:
     `OUT/<layer>/` (`layers.folder_name`) and, last, the top gallery `OUT/index.html`.
     """
     settings = cli_flags.check_flags()
+    hardware.check_hardware_flags()
     names = cli_flags.read_labels()
     fingerprint = model_sha256(FLAGS.model) if FLAGS.model is None or os.path.isfile(FLAGS.model) else None
+    # Before the model loads: logical devices and the cluster connection precede TensorFlow's runtime.
+    settings = dataclasses.replace(settings, executor=hardware.make_executor())
     model = cli_flags.load_flag_model()
     chosen = layers.layer_list(model, FLAGS.layer)
     several = layers.is_multi_layer(FLAGS.layer)
@@ -221,7 +224,12 @@ def write_run(
 
 def run() -> None:
     """Console-script entry point."""
-    errors.run(main, flag_module=cli_flags.__name__)
+    errors.adopt_key_flags(hardware.__name__)
+    try:
+        errors.run(main, flag_module=cli_flags.__name__)
+    except SystemExit as exit_request:
+        hardware.end_process(exit_request.code)
+        raise
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ Why these values (a real user never reaches them; the defaults are far below):
 - `MAX_PIXEL_MAGNITUDE` = 1e6 for input images: standardized images have |x| <= sqrt(H*W*C) (28 for
   MNIST), raw 8-bit or 16-bit images stay below 65,536; at 3e38 the squares overflow to Inf and the
   ascent returns NaN.
+- `MAX_DEVICES` = 64 devices for `--devices`: the largest GPU machines have 8 or 16; logical CPU devices
+  beyond the cores only add threads. `MAX_CLUSTER_TASKS` = 1024 tasks and `MAX_CLUSTER_FILE_BYTES` = 1 MiB
+  for `--cluster` (an address is ~20 bytes). `MAX_WORKER_TIMEOUT_S` = 1 day for `--worker_timeout`.
 
 The largest allowed request on the shipped model and its peak memory are in BENCHMARKS.md ("Limits").
 """
@@ -62,6 +65,12 @@ MAX_EPSILON = 100.0
 MAX_PIXEL_MAGNITUDE = 1e6
 MAX_LABELS_FILE_BYTES = 16 * 2**20
 MAX_LABEL_CHARS = 200
+# More hardware (`oipgraph.distribute`): devices of one process, tasks of a cluster file, its size, the
+# seconds a worker may stay silent.
+MAX_DEVICES = 64
+MAX_CLUSTER_TASKS = 1024
+MAX_CLUSTER_FILE_BYTES = 2**20
+MAX_WORKER_TIMEOUT_S = 86_400
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -52,6 +52,7 @@ import numpy as np
 
 from oipgraph.ascent import DEFAULT_STEPS, OIPAscent
 from oipgraph.ascent.results import replace_pairs
+from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.starts.patterns import default_colors
 from oipgraph.strategies.budget import (
     EscalationShape,
@@ -114,7 +115,18 @@ def auto_strategy(
     fired_of = lambda run: ascent.objective.fired(run.result.loss, run.result.status)  # noqa: E731
     started, cpu_started = time.perf_counter(), time.process_time()
     random_settings = dataclasses.replace(settings, progress=lambda share: book.report("random", share))
-    run = random_strategy(ascent, map_index, init_index, seed, random_settings)
+    try:
+        run = random_strategy(ascent, map_index, init_index, seed, random_settings)
+    except PairsUnfinished as unfinished:
+        # Of the pairs that came back, the maps whose pairs all did and all fired are final: hand them over.
+        part, unfinished.run = unfinished.run, None
+        if part is not None and settings.on_final is not None:
+            fired = fired_of(part)
+            done = [m for m in np.unique(map_index) if np.sum(part.map_index == m) == np.sum(map_index == m)]
+            done = [m for m in done if np.all(fired[part.map_index == m])]
+            if done:
+                settings.on_final(part.select(np.flatnonzero(np.isin(part.map_index, done))))
+        raise
     seconds, image_steps = time.perf_counter() - started, float(np.sum(run.result.steps_run))
     fired = fired_of(run)
     records = [

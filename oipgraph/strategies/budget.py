@@ -20,8 +20,8 @@ then a 2x2 grid) that fits together with a wake-up of every dark pair. The wake-
 nearly every dark map at a fraction of the cost: BENCHMARKS.md) where the default screen alone would cost
 more than waking every dark pair (too few dark maps to share its fixed cost: `wake_up_first`) or where no
 screen fits beside it; the precursor then gets what is left (`plan_precursor`, called again before it
-runs). If not even the wake-up of every dark pair fits, the wake-up runs on as many dark pairs as fit (`EscalationPlan.wake_pairs`, whole maps in map
-order). A stage whose smallest form does not fit is skipped. Costs are counts, not clocks, so a plan is
+runs). If not even the wake-up of every dark pair fits, the wake-up runs on as many dark pairs as fit
+(`EscalationPlan.wake_pairs`, whole maps in map order). A stage whose smallest form does not fit is skipped. Costs are counts, not clocks, so a plan is
 the same on every machine and in every rerun.
 
 Memory. `batch_within_memory` sizes the ascent's batch and the screen's chunks from the layer's

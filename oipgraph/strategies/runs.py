@@ -15,9 +15,10 @@ import numpy as np
 
 from oipgraph import starts
 from oipgraph.ascent import DEFAULT_CONV_CRITERION, DEFAULT_EPSILON, DEFAULT_STEPS, AscentResult, OIPAscent
-from oipgraph.ascent.results import concat_results, select_pairs
+from oipgraph.ascent.results import select_pairs
 from oipgraph.core import limits
 from oipgraph.core.errors import OIPGraphError, check_positive_int, is_positive_int
+from oipgraph.distribute.executors import LocalExecutor, PairExecutor
 from oipgraph.starts.patterns import DEFAULT_GRID, DEFAULT_VALUES
 from oipgraph.strategies.budget import MAX_ESCALATION_BUDGET
 from oipgraph.strategies.preactivation import DEFAULT_WAKE_STEPS
@@ -86,6 +87,12 @@ class StrategySettings:
             the same; None to plan afresh.
         on_plan: Called with the plan record whenever auto extends it.
         on_stage: Called with a `StageProgress` as auto's stages advance.
+        executor: Where the final ascents run (`run_in_batches`): None for this process's device
+            (`distribute.LocalExecutor`); a `distribute.DeviceExecutor` spreads them over several devices,
+            a `distribute.ClusterExecutor` over a cluster's workers. The precursor screen and the wake-up
+            run in this process either way.
+        on_returned: Called with (maps whose pairs all came back, maps of the call) by an executor that
+            returns pairs in pieces (the cluster's), for progress.
     """
 
     steps: int | None = None
@@ -112,6 +119,8 @@ class StrategySettings:
     plan_record: dict | None = None
     on_plan: Callable[[dict], None] | None = None
     on_stage: Callable[[StageProgress], None] | None = None
+    executor: PairExecutor | None = None
+    on_returned: Callable[[int, int], None] | None = None
 
     def check(self) -> None:
         """Raises OIPGraphError (one line, naming the field) for a bad setting."""
@@ -268,7 +277,7 @@ def run_in_batches(
     conv_criterion: float | None = None,
     seeds: np.ndarray | None = None,
 ) -> AscentResult:
-    """Runs the ascent over any number of pairs, `settings.batch_size` at a time.
+    """Runs the ascent over any number of pairs, `settings.batch_size` at a time, on `settings.executor`.
 
     Args:
         ascent: The compiled ascent.
@@ -282,19 +291,16 @@ def run_in_batches(
     steps = settings.final_steps(DEFAULT_STEPS) if steps is None else steps
     conv_criterion = settings.conv_criterion if conv_criterion is None else conv_criterion
     seeds = np.zeros([len(map_index), 2], np.int64) if seeds is None else seeds
-    parts = []
-    total = len(map_index)
-    for begin in range(0, total, settings.batch_size):
-        end = min(begin + settings.batch_size, total)
-
-        def report(step: int, steps: int, begin: int = begin, end: int = end) -> None:
-            if settings.progress is not None:
-                settings.progress((begin + (end - begin) * step / steps) / total)
-
-        batch = slice(begin, end)
-        parts.append(
-            ascent(
-                images[batch], map_index[batch], steps, settings.step_size(ascent), conv_criterion, seeds[batch], report
-            )
-        )
-    return concat_results(parts)
+    executor = settings.executor or LocalExecutor()
+    return executor.run_pairs(
+        ascent,
+        images,
+        map_index,
+        steps,
+        settings.step_size(ascent),
+        conv_criterion,
+        seeds,
+        settings.batch_size,
+        settings.progress,
+        settings.on_returned,
+    )

@@ -20,6 +20,7 @@ from oipgraph import starts
 from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.domain import STANDARDIZED
 from oipgraph.core.errors import OIPGraphError
+from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
 
 # The final stage of coarse_to_fine (all scales) runs `settings.steps` or this many steps.
@@ -33,7 +34,15 @@ def _start_image_strategy(make_starts: Callable[[OIPAscent, np.ndarray, Strategy
         streams = starts.pair_stream(map_index, init_index)
         seeds = starts.start_seeds(seed, streams)
         images = make_starts(ascent, seeds, settings)
-        result = run_in_batches(ascent, images, map_index, settings, seeds=seeds)
+        try:
+            result = run_in_batches(ascent, images, map_index, settings, seeds=seeds)
+        except PairsUnfinished as unfinished:
+            if unfinished.result is not None:  # The pairs that finished, for the caller to save.
+                rows = unfinished.rows
+                unfinished.run = OIPRun(
+                    unfinished.result, images[rows], init_index[rows], seed, streams[rows], [name] * len(rows)
+                )
+            raise
         return OIPRun(result, images, init_index, seed, streams, [name] * len(map_index))
 
     run.__doc__ = f"The {name} strategy: {name} start images, then the full ascent."

@@ -78,7 +78,9 @@ class Fourier(Parameterization):
         height, width, channels = self.image_shape
         self.decorrelate = channels == 3 if decorrelate is None else bool(decorrelate and channels == 3)
         self.decay = default_decay(max(height, width)) if decay is None else float(decay)
-        self._scale = tf.constant(frequency_scale(height, width, self.decay))
+        # NumPy, made a constant inside each graph: a captured eager tensor would not survive
+        # `convert_variables_to_constants_v2` (oipgraph.distribute.frozen) intact.
+        self._scale = frequency_scale(height, width, self.decay)
 
     @property
     def param_shape(self) -> tuple[int, int, int]:
@@ -88,7 +90,7 @@ class Fourier(Parameterization):
     def to_image(self, params: tf.Tensor) -> tf.Tensor:
         height, width, channels = self.image_shape
         spectrum = tf.complex(params[..., :channels], params[..., channels:])  # [B, H, W//2+1, C]
-        scaled = tf.transpose(spectrum, [0, 3, 1, 2]) * tf.cast(self._scale, tf.complex64)
+        scaled = tf.transpose(spectrum, [0, 3, 1, 2]) * tf.constant(self._scale.astype(np.complex64))
         signal = tf.signal.irfft2d(scaled, fft_length=[height, width]) / IMAGE_DIVISOR  # [B, C, H, W]
         signal = tf.transpose(signal, [0, 2, 3, 1])
         if self.decorrelate:
@@ -101,7 +103,7 @@ class Fourier(Parameterization):
         if self.decorrelate:
             signal = color.from_rgb(signal)
         spectrum = tf.signal.rfft2d(tf.transpose(signal, [0, 3, 1, 2]) * IMAGE_DIVISOR, fft_length=[height, width])
-        spectrum = tf.transpose(spectrum / tf.cast(self._scale, tf.complex64), [0, 2, 3, 1])
+        spectrum = tf.transpose(spectrum / tf.constant(self._scale.astype(np.complex64)), [0, 2, 3, 1])
         return tf.concat([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=-1)
 
     def _squash(self, signal: tf.Tensor) -> tf.Tensor:

@@ -1,0 +1,104 @@
+"""Where the ascents of many (start image, target) pairs run: the interface, and this process's device.
+
+`run_in_batches` (`oipgraph.strategies.runs`) hands every batched ascent to the `PairExecutor` of its
+`StrategySettings`: `LocalExecutor` (the default: the ascent's own segmented call, batch by batch),
+`devices.DeviceExecutor` (the pairs spread over several devices of this process) or
+`cluster.ClusterExecutor` (chunks of pairs on the workers of a cluster). A pair's result does not depend
+on the other pairs of its batch (stateless per-pair seeds), so every executor returns the same results,
+in pair order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from oipgraph.ascent import AscentResult, OIPAscent
+from oipgraph.ascent.results import concat_results
+from oipgraph.core.errors import OIPGraphError
+
+__all__ = ["LocalExecutor", "PairExecutor", "PairsUnfinished", "Progress", "Returned"]
+
+# Called with the share (0 to 1) of a call's pairs and steps done.
+Progress = Callable[[float], None]
+# Called with (targets whose pairs have all come back, targets of the call) by executors whose pairs come
+# back in pieces (the cluster's chunks).
+Returned = Callable[[int, int], None]
+
+
+class PairsUnfinished(OIPGraphError):
+    """An executor could not finish a call's pairs (a cluster's worker went silent); some pairs may be done.
+
+    Attributes:
+        rows: int64 [R], the call's pairs that finished.
+        result: Their `AscentResult` (in the order of `rows`), or None when none finished.
+        run: Set by a strategy that can tell what the finished pairs are (an `OIPRun` of them, for saving),
+            else None.
+    """
+
+    def __init__(self, message: str, rows: np.ndarray | None = None, result: AscentResult | None = None):
+        super().__init__(message)
+        self.rows = np.zeros([0], np.int64) if rows is None else np.asarray(rows, np.int64)
+        self.result, self.run = result, None
+
+
+class PairExecutor:
+    """Runs the compiled ascent of B pairs somewhere and returns the results in pair order."""
+
+    description = "this process"
+
+    def run_pairs(
+        self,
+        ascent: OIPAscent,
+        images: np.ndarray,
+        map_index: np.ndarray,
+        steps: int,
+        epsilon: float,
+        conv_criterion: float,
+        seeds: np.ndarray,
+        batch_size: int,
+        progress: Progress | None = None,
+        returned: Returned | None = None,
+    ) -> AscentResult:
+        """The ascent of pairs (images[b], map_index[b]) with stateless seeds seeds[b].
+
+        Args:
+            ascent: The compiled ascent.
+            images: float32 [B, H, W, C] start images, in the ascent's domain.
+            map_index: int32 [B], the pairs' targets.
+            steps, epsilon, conv_criterion: As in `OIPAscent.__call__`.
+            seeds: int64 [B, 2], each pair's stateless seed.
+            batch_size: Most pairs one device holds at once.
+            progress: Called with the share of the pairs' steps done, as they advance.
+            returned: Called as pairs come back (executors that return them in pieces).
+
+        Raises:
+            OIPGraphError: bad pairs or arguments (`OIPAscent.checked_pairs`), before anything runs.
+        """
+        images, map_index = ascent.checked_pairs(images, map_index, steps, epsilon, conv_criterion)
+        seeds = np.asarray(seeds, np.int64)
+        if seeds.shape != (len(map_index), 2):
+            raise OIPGraphError(f"seeds must have shape [{len(map_index)}, 2], got {list(seeds.shape)}")
+        arguments = (steps, epsilon, conv_criterion, seeds, batch_size, progress, returned)
+        return self._run(ascent, images, map_index, *arguments)
+
+    def _run(self, ascent, images, map_index, steps, epsilon, conv_criterion, seeds, batch_size, progress, returned):
+        raise NotImplementedError
+
+
+class LocalExecutor(PairExecutor):
+    """The ascent's own call (`OIPAscent.__call__`), `batch_size` pairs at a time, on this process's device."""
+
+    def _run(self, ascent, images, map_index, steps, epsilon, conv_criterion, seeds, batch_size, progress, returned):
+        parts, total = [], len(map_index)
+        for begin in range(0, total, batch_size):
+            end = min(begin + batch_size, total)
+
+            def report(step: int, steps: int, begin: int = begin, end: int = end) -> None:
+                if progress is not None:
+                    progress((begin + (end - begin) * step / steps) / total)
+
+            batch = slice(begin, end)
+            parts.append(ascent(images[batch], map_index[batch], steps, epsilon, conv_criterion, seeds[batch], report))
+        return concat_results(parts)

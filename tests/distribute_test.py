@@ -1,0 +1,171 @@
+"""oipgraph.distribute without a cluster: frozen functions, several logical devices (in a subprocess: they are
+global state), the `--cluster` file's checks and TF_CONFIG's (tests/cluster_test.py runs real clusters)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from helpers import free_ports
+
+from oipgraph import starts
+from oipgraph.ascent import OIPAscent, ValueRange
+from oipgraph.core.errors import OIPGraphError
+from oipgraph.distribute.cluster_file import load_cluster_file, preflight
+from oipgraph.distribute.frozen import FrozenAscent
+from oipgraph.distribute.worker import read_task
+
+DEVICES_SCRIPT = """
+import json, sys
+import numpy as np
+from oipgraph.distribute.devices import DeviceExecutor, make_devices
+devices = make_devices("3")  # Before anything starts TensorFlow's runtime.
+from oipgraph import starts
+from oipgraph.ascent import OIPAscent, ValueRange
+from oipgraph.distribute.executors import LocalExecutor
+ascent = OIPAscent.from_file(None, "Conv2D_3")
+images = starts.multiscale(starts.start_seeds(0, range(7)), ascent.image_shape).numpy()
+maps = np.array([0, 5, 9, 17, 33, 64, 127], np.int32)
+seeds = starts.start_seeds(0, np.arange(7))
+executor, shares = DeviceExecutor(devices), []
+report = {"devices": devices}
+for count, batch in ((7, 256), (7, 4), (2, 256)):  # one call; two calls; fewer pairs than devices
+    args = (ascent, images[:count], maps[:count], 40, 0.01, 5e-4, seeds[:count], batch)
+    local, spread = LocalExecutor().run_pairs(*args), executor.run_pairs(*args, progress=shares.append)
+    report[f"{count}/{batch}"] = {
+        "images": float(np.abs(local.images - spread.images).max()),
+        "history": float(np.abs(local.loss_history - spread.loss_history).max()),
+        "same": bool((local.status == spread.status).all() and (local.steps_run == spread.steps_run).all()
+                     and (local.map_index == spread.map_index).all()),
+        "statuses": sorted(set(local.status.tolist())),
+    }
+report["shares"] = shares
+print(json.dumps(report))
+"""
+
+
+class FrozenAscentTest(tf.test.TestCase):
+    def test_frozen_functions_equal_the_ascent_and_read_no_variable(self):
+        ascent = OIPAscent.from_file(None, "Conv2D_3")
+        images = starts.multiscale(starts.start_seeds(0, range(3)), ascent.image_shape)
+        arguments = (images, tf.constant([1, 2, 3]), tf.constant(25), tf.constant(0.01), tf.constant(5e-4))
+        seeds = tf.zeros([3, 2], tf.int64)
+        frozen = FrozenAscent(ascent)
+        expected, got = ascent.optimize(*arguments, seeds), frozen.optimize(*arguments, seeds)
+        for key in expected:
+            self.assertAllEqual(expected[key], got[key], msg=key)
+        # The weights are constants of the graph: nothing is read from a variable, here or on another machine.
+        for function in (frozen.optimize, frozen.start, frozen.advance, frozen.finish):
+            self.assertEmpty(function.frozen.captured_inputs)
+            graphs = [function.frozen.graph.as_graph_def()]
+            ops = {node.op for graph in graphs for node in graph.node}
+            ops |= {node.op for graph in graphs for f in graph.library.function for node in f.node_def}
+            self.assertNoCommonElements(ops, {"ReadVariableOp", "VarHandleOp", "VariableV2"})
+            self.assertIn("Const", ops)
+
+    def test_a_fourier_ascent_with_transforms_freezes_to_the_same_results(self):
+        # The natural preset: a Fourier parameterization (its scale once was a captured eager tensor, which
+        # freezing broke) and random transforms.
+        inputs = keras.Input([16, 16, 3])
+        features = keras.layers.Conv2D(
+            4, 3, activation="relu", name="conv", kernel_initializer=keras.initializers.GlorotUniform(1)
+        )(inputs)
+        model = keras.Model(inputs, features)
+        ascent = OIPAscent(model, "conv", domain=ValueRange(0.0, 255.0), preset="natural", precision="float32")
+        self.assertEqual(ascent.parameterization.name, "fourier")
+        seeds = starts.start_seeds(0, np.arange(3))
+        images = ascent.domain.from_standardized(starts.multiscale(seeds, ascent.image_shape))
+        arguments = (images, tf.constant([0, 1, 3]), tf.constant(15), tf.constant(0.05), tf.constant(0.0))
+        arguments = (*arguments, tf.constant(seeds))
+        expected, got = ascent.optimize(*arguments), FrozenAscent(ascent).optimize(*arguments)
+        self.assertAllEqual(expected["images"], got["images"])
+
+
+class DeviceExecutorTest(tf.test.TestCase):
+    def test_three_logical_devices_give_the_local_results(self):
+        done = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT], capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        self.assertLen(report["devices"], 3)
+        for case in ("7/256", "7/4", "2/256"):
+            self.assertTrue(report[case]["same"], case)
+            self.assertLessEqual(report[case]["images"], 1e-5, case)
+            self.assertLessEqual(report[case]["history"], 1e-5, case)
+        # Some pairs stop early (no activation), so some devices' shares end before the others'.
+        self.assertContainsSubset([0, 2], report["7/256"]["statuses"])
+        self.assertEqual(report["shares"][-1], 1.0)
+        self.assertAllInRange(report["shares"], 0.0, 1.0)
+
+
+class ClusterFileTest(tf.test.TestCase):
+    def write(self, text: str) -> str:
+        path = os.path.join(self.get_temp_dir(), f"cluster_{abs(hash(text))}.json")
+        with open(path, "w") as file:
+            file.write(text)
+        return path
+
+    def test_bad_files_are_named_in_one_line(self):
+        good_chief, good_worker = '"chief": ["127.0.0.1:2222"]', '"worker": ["127.0.0.1:2223"]'
+        cases = [
+            (None, "no such file"),
+            ("{not json", "is not JSON"),
+            ("[1, 2]", "must hold a JSON object"),
+            (f"{{{good_worker}}}", "exactly one 'chief'"),
+            (f'{{"chief": ["a:1", "b:2"], {good_worker}}}', "exactly one 'chief'"),
+            (f"{{{good_chief}}}", "at least one 'worker'"),
+            (f'{{{good_chief}, "worker": []}}', "at least one 'worker'"),
+            (f'{{{good_chief}, "worker": "127.0.0.1:2223"}}', "must be a list"),
+            (f'{{{good_chief}, "worker": ["127.0.0.1"]}}', "'127.0.0.1' is not an address"),
+            (f'{{{good_chief}, "worker": ["127.0.0.1:99999"]}}', "port in 1..65535"),
+            (f'{{{good_chief}, "worker": ["host name:1"]}}', "is not an address"),
+            (f'{{{good_chief}, "worker": [2223]}}', "is not an address"),
+            (f'{{{good_chief}, "worker": ["127.0.0.1:2222"]}}', "given twice"),
+            (f'{{{good_chief}, {good_worker}, "evaluator": ["x:1"]}}', "unknown task type 'evaluator'"),
+        ]
+        for text, message in cases:
+            path = os.path.join(self.get_temp_dir(), "missing.json") if text is None else self.write(text)
+            with self.assertRaisesRegex(OIPGraphError, message, msg=text):
+                load_cluster_file(path)
+            try:
+                load_cluster_file(path)
+            except OIPGraphError as err:
+                self.assertNotIn("\n", str(err))
+                self.assertIn(path, str(err))
+
+    def test_a_whole_tf_config_and_ps_are_read(self):
+        cluster = {"chief": ["127.0.0.1:2222"], "worker": ["127.0.0.1:2223", "[::1]:2224"], "ps": ["127.0.0.1:2225"]}
+        read = load_cluster_file(self.write(json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}})))
+        self.assertEqual(read.as_dict(), cluster)
+        self.assertEqual(load_cluster_file(self.write(json.dumps(cluster))).workers, cluster["worker"])
+
+    def test_preflight_names_the_address_that_does_not_answer(self):
+        with tempfile.TemporaryDirectory() as folder:
+            chief, port = free_ports(2)  # Nothing listens there.
+            path = os.path.join(folder, "c.json")
+            with open(path, "w") as file:
+                json.dump({"chief": [f"127.0.0.1:{chief}"], "worker": [f"127.0.0.1:{port}"]}, file)
+            with self.assertRaisesRegex(OIPGraphError, f"worker 0 at 127.0.0.1:{port} does not answer"):
+                preflight(load_cluster_file(path), timeout=2)
+
+
+class WorkerConfigTest(tf.test.TestCase):
+    def test_tf_config_is_checked(self):
+        cluster = {"chief": ["a:1"], "worker": ["b:2"], "ps": ["c:3"]}
+        self.assertEqual(read_task(json.dumps({"cluster": cluster, "task": {"type": "ps", "index": 0}}))[1:], ("ps", 0))
+        for text, message in [
+            (None, "TF_CONFIG is not set"),
+            ("{", "not JSON"),
+            ("[]", "'cluster' dict and a 'task' dict"),
+            (json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}), "'worker' or 'ps'"),
+            (json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}), "task index 1"),
+        ]:
+            with self.assertRaisesRegex(OIPGraphError, message):
+                read_task(text)
+
+
+if __name__ == "__main__":
+    tf.test.main()
