@@ -43,12 +43,8 @@ class CostTest(tf.test.TestCase):
         self.assertEqual(costs, sorted(costs, reverse=True))
 
 
-# Dark maps enough to share the default screen (19,683 x 0.5 image-steps < a wake-up of 40 x 500): precursor first.
-DARK = 40
-
-
 class PlanTest(tf.test.TestCase):
-    def plan(self, limit, dark_pairs=DARK, dark_maps=DARK, can_wake=True):
+    def plan(self, limit, dark_pairs=4, dark_maps=4, can_wake=True):
         return budget.plan_escalation(limit, DEFAULT, dark_pairs, dark_maps, SHAPE, can_wake)
 
     def test_no_limit_is_the_default_plan(self):
@@ -58,42 +54,27 @@ class PlanTest(tf.test.TestCase):
         self.assertEqual(self.plan(None, can_wake=False).order, ("precursor",))
 
     def test_the_largest_precursor_that_fits_beside_the_wake_up(self):
-        wake = budget.preactivation_cost(DARK, SHAPE)
+        wake = budget.preactivation_cost(4, SHAPE)
         ladder = budget.precursor_ladder(DEFAULT)
         for index, rung in enumerate(ladder):
-            limit = budget.precursor_cost(rung, DARK, SHAPE) + wake
+            limit = budget.precursor_cost(rung, 4, SHAPE) + wake
             with self.subTest(rung=index):
                 self.assertEqual(self.plan(limit), budget.EscalationPlan(("precursor", "preactivation"), rung, limit))
                 if index + 1 < len(ladder):  # A hair less: the next rung.
                     self.assertEqual(self.plan(limit - 0.5).precursor, ladder[index + 1])
 
     def test_wake_up_first_when_no_precursor_fits_beside_it(self):
-        smallest = budget.precursor_cost(budget.precursor_ladder(DEFAULT)[-1], DARK, SHAPE)
-        wake = budget.preactivation_cost(DARK, SHAPE)
+        smallest = budget.precursor_cost(budget.precursor_ladder(DEFAULT)[-1], 4, SHAPE)
+        wake = budget.preactivation_cost(4, SHAPE)
         plan = self.plan(smallest + wake - 1)
         self.assertEqual(plan.order, ("preactivation", "precursor"))
         self.assertIsNone(plan.precursor)
         # What is left after the wake-up decides the precursor then.
-        self.assertEqual(budget.plan_precursor(smallest, DEFAULT, DARK, SHAPE), budget.precursor_ladder(DEFAULT)[-1])
-        self.assertIsNone(budget.plan_precursor(smallest - 1, DEFAULT, DARK, SHAPE))
-
-    def test_wake_up_first_where_too_few_dark_maps_share_the_screen(self):
-        screen = DEFAULT.num_patterns(colors=1) * budget.SCREEN_COST_PER_PATTERN
-        per_pair = budget.preactivation_cost(1, SHAPE)
-        self.assertTrue(budget.wake_up_first(DEFAULT, int(screen // per_pair), SHAPE))  # 19 pairs: 9,500 < 9,841.5
-        self.assertFalse(budget.wake_up_first(DEFAULT, int(screen // per_pair) + 1, SHAPE))
-        for limit in (None, 1e9, 4 * per_pair):
-            self.assertEqual(
-                self.plan(limit, dark_pairs=4, dark_maps=4),
-                budget.EscalationPlan(("preactivation", "precursor"), None, limit),
-            )
-        # The precursor after it: the default form without a limit, else what is left.
-        self.assertEqual(budget.plan_precursor(None, DEFAULT, 4, SHAPE), DEFAULT)
-        self.assertEqual(self.plan(4 * per_pair - 1, dark_pairs=4, dark_maps=4).wake_pairs, 3)
-        self.assertEqual(self.plan(None, dark_pairs=4, dark_maps=4, can_wake=False).order, ("precursor",))
+        self.assertEqual(budget.plan_precursor(smallest, DEFAULT, 4, SHAPE), budget.precursor_ladder(DEFAULT)[-1])
+        self.assertIsNone(budget.plan_precursor(smallest - 1, DEFAULT, 4, SHAPE))
 
     def test_without_a_wake_up_the_precursor_alone_and_a_zero_budget_escalates_nothing(self):
-        full = budget.precursor_cost(DEFAULT, DARK, SHAPE)
+        full = budget.precursor_cost(DEFAULT, 4, SHAPE)
         self.assertEqual(self.plan(full, can_wake=False), budget.EscalationPlan(("precursor",), DEFAULT, full))
         nothing = self.plan(0.0)
         self.assertEqual(nothing.order, ("precursor",))
@@ -105,19 +86,18 @@ class PlanTest(tf.test.TestCase):
         mostly_dark = EscalationShape(2 * 100, 2, 16, 100, 1, 1200, 200, 100)
         self.assertEqual((mostly_dark.basis, mostly_dark.steps_share), (1600.0, 1.0))
         self.assertEqual(EscalationShape(0.0, 0, 16, 100, 1, 1200, 200, 100).steps_share, 1.0)
-        # escalation_budget 1 (76,800): the full plan for 20 dark maps (9,841.5 + 6,400 + 36,000 + a wake-up of
-        # 10,000) fits; for 40 it does not.
+        # escalation_budget 1: the full plan for 4 dark maps (19,683 x 0.5 + 8,480 + a wake-up of 2,000) fits.
         limit = 1.0 * SHAPE.basis
-        self.assertEqual(self.plan(limit, dark_pairs=20, dark_maps=20).precursor, DEFAULT)
-        self.assertNotEqual(self.plan(limit).precursor, DEFAULT)
+        self.assertEqual(self.plan(limit).precursor, DEFAULT)
+        self.assertNotEqual(self.plan(limit, dark_pairs=40, dark_maps=40).precursor, DEFAULT)
 
     def test_the_wake_up_of_as_many_pairs_as_fit_when_not_all_do(self):
         per_pair = budget.preactivation_cost(1, SHAPE)
-        plan = self.plan(3.5 * per_pair)
+        plan = self.plan(3.5 * per_pair, dark_pairs=10, dark_maps=10)
         self.assertEqual(plan, budget.EscalationPlan(("preactivation",), None, 3.5 * per_pair, wake_pairs=3))
         # Without a wake-up (or budget for one pair), the precursor alone if its smallest form fits, else nothing.
-        self.assertEqual(self.plan(per_pair - 1).wake_pairs, None)
-        self.assertEqual(self.plan(3.5 * per_pair, can_wake=False).order, ("precursor",))
+        self.assertEqual(self.plan(per_pair - 1, dark_pairs=10, dark_maps=10).wake_pairs, None)
+        self.assertEqual(self.plan(3.5 * per_pair, dark_pairs=10, dark_maps=10, can_wake=False).order, ("precursor",))
 
     def test_whole_maps_in_map_order(self):
         map_index = np.array([4, 4, 2, 2, 7, 7, 9])

@@ -16,13 +16,13 @@ image-step costs (for the ETA). The estimates, for D dark pairs of M dark maps:
 
 `plan_escalation` picks, before the escalation, the order of the stages and the largest precursor
 screen on `precursor_ladder` (fewer starts, fewer kept patterns, fewer scan steps, two cell values,
-then a 2x2 grid) that fits together with a wake-up of every dark pair. The wake-up goes first (it fires
-nearly every dark map at a fraction of the cost: BENCHMARKS.md) where the default screen alone would cost
-more than waking every dark pair (too few dark maps to share its fixed cost: `wake_up_first`) or where no
-screen fits beside it; the precursor then gets what is left (`plan_precursor`, called again before it
-runs). If not even the wake-up of every dark pair fits, the wake-up runs on as many dark pairs as fit
-(`EscalationPlan.wake_pairs`, whole maps in map order). A stage whose smallest form does not fit is skipped. Costs are counts, not clocks, so a plan is
-the same on every machine and in every rerun.
+then a 2x2 grid) that fits together with a wake-up of every dark pair; if none fits, the wake-up goes
+first (it fires nearly every dark map at a fraction of the cost, though at about half the loss of the
+screen's OIPs: BENCHMARKS.md, "Real networks"; the budget bounds the screen, so it keeps the first turn
+while some form of it fits) and the precursor gets what is left (`plan_precursor`, called again before
+it runs); if not even the wake-up of every dark pair fits, the wake-up runs on as many dark pairs as fit
+(`EscalationPlan.wake_pairs`, whole maps in map order). A stage whose smallest form does not fit is
+skipped. Costs are counts, not clocks, so a plan is the same on every machine and in every rerun.
 
 Memory. `batch_within_memory` sizes the ascent's batch and the screen's chunks from the layer's
 activation sizes (`ranking.activation_bytes_per_image`) and what the process already holds.
@@ -165,40 +165,24 @@ def plan_escalation(
 ) -> EscalationPlan:
     """The escalation for `dark_pairs` pairs of `dark_maps` maps within `budget` image-steps (None: no limit).
 
-    The wake-up first (if the layer has one) where the default screen alone costs more than a wake-up of
-    every dark pair: too few dark maps to share the screen's fixed cost (`wake_up_first`). Else the
-    precursor first, in the largest form that fits with a wake-up of every dark pair reserved; else the
-    wake-up first and the precursor after it with what is left; else the wake-up of as many dark pairs
-    as fit; else the precursor alone, if its smallest form fits. A budget of 0 escalates nothing.
+    Precursor first, in the largest form that fits with a wake-up of every dark pair reserved; else the
+    wake-up first (if the layer has one) and the precursor after it with what is left; else the wake-up
+    of as many dark pairs as fit; else the precursor alone, if its smallest form fits. A budget of 0
+    escalates nothing.
     """
     wake = preactivation_cost(dark_pairs, shape) if can_wake else 0.0
-    if can_wake and wake_up_first(default, dark_pairs, shape):
-        if budget is None or wake <= budget:
-            return EscalationPlan(("preactivation", "precursor"), None, budget)
-    else:
-        default_order = ("precursor", "preactivation") if can_wake else ("precursor",)
-        if budget is None:
-            return EscalationPlan(default_order, default, None)
-        for rung in precursor_ladder(default):
-            if precursor_cost(rung, dark_maps, shape) + wake <= budget:
-                return EscalationPlan(default_order, rung, budget)
-        if can_wake and wake <= budget:
-            return EscalationPlan(("preactivation", "precursor"), None, budget)
+    default_order = ("precursor", "preactivation") if can_wake else ("precursor",)
+    if budget is None:
+        return EscalationPlan(default_order, default, None)
+    for rung in precursor_ladder(default):
+        if precursor_cost(rung, dark_maps, shape) + wake <= budget:
+            return EscalationPlan(default_order, rung, budget)
+    if can_wake and wake <= budget:
+        return EscalationPlan(("preactivation", "precursor"), None, budget)
     wake_pairs = int(budget // preactivation_cost(1, shape)) if can_wake else 0
     if wake_pairs > 0:
         return EscalationPlan(("preactivation",), None, budget, wake_pairs)
     return EscalationPlan(("precursor",), plan_precursor(budget, default, dark_maps, shape), budget)
-
-
-def wake_up_first(default: PrecursorPlan, dark_pairs: int, shape: EscalationShape) -> bool:
-    """Whether the default screen's fixed cost (P x `SCREEN_COST_PER_PATTERN`) exceeds a wake-up of every dark pair.
-
-    Measured on VGG16 `block4_conv3` with 8 dark maps (BENCHMARKS.md, "Real networks"): the wake-up gave all
-    8 an OIP at 13.4 per CPU minute, the precursor at 1.3 (default form) to 8.8 (smallest form); the screen
-    is worth its cost where many dark maps share it (the shipped CNN's 35: precursor first, higher losses).
-    """
-    screen = default.num_patterns(shape.colors) * SCREEN_COST_PER_PATTERN
-    return screen > preactivation_cost(dark_pairs, shape)
 
 
 def plan_precursor(
