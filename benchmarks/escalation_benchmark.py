@@ -90,21 +90,22 @@ def main(argv: list[str]) -> None:
         len(default_colors(ascent.image_shape[-1])),
     )
     default = default_precursor_plan(settings)
-    stages = {
-        "precursor (default form)": (default, precursor_cost(default, len(dark), shape)),
-        "precursor (smallest form)": (precursor_ladder(default)[-1], None),
-        "preactivation": (None, preactivation_cost(len(dark), shape)),
+    stages = {  # Name -> the precursor's form; None for the wake-up.
+        "precursor (default form)": default,
+        "precursor (smallest form)": precursor_ladder(default)[-1],
+        "preactivation": None,
     }
     header = "| stage | dark maps with an OIP | median loss | CPU s | wall s | OIPs per CPU minute | est. image-steps |"
     print(header + " ms per est. step |")
     print("| --- " * 8 + "|")
-    for name, (form, estimate) in stages.items():
+    for name, form in stages.items():
         if form is not None:
             estimate = precursor_cost(form, len(dark), shape)
 
             def escalate(form=form):
                 return precursor_stage(ascent, dark_maps, inits, 0, settings, form)[1]
         else:
+            estimate = preactivation_cost(len(dark), shape)
 
             def escalate():
                 return preactivation_strategy(ascent, dark_maps, inits, 0, settings)

@@ -13,7 +13,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import BIN_DIR, assert_one_line_error, free_ports, load_arrays, own_lines, run_command, run_forked
+from helpers import BIN_DIR, assert_one_line_error, load_arrays, own_lines, run_command, run_forked
+
+from oipgraph.distribute.cluster_file import free_ports
 
 ENV = {name: value for name, value in os.environ.items() if name not in ("OIPGRAPH_MNIST", "TF_CONFIG")}
 # Long enough (about 5 s of ascent on 2 cores) for a worker to be killed or stopped in the middle of it.

@@ -10,12 +10,11 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
-from helpers import free_ports
 
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, ValueRange
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.distribute.cluster_file import load_cluster_file, preflight
+from oipgraph.distribute.cluster_file import free_ports, load_cluster_file, preflight
 from oipgraph.distribute.frozen import FrozenAscent
 from oipgraph.distribute.worker import read_task
 

@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -92,17 +91,6 @@ class HideOipgraph(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, HideOipgraph())
 """
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` TCP ports on 127.0.0.1 that were free a moment ago (bound together, so all different)."""
-    probes = [socket.socket() for _ in range(count)]
-    for probe in probes:
-        probe.bind(("127.0.0.1", 0))
-    ports = [probe.getsockname()[1] for probe in probes]
-    for probe in probes:
-        probe.close()
-    return ports
 
 
 def start(command: str, *args: str, **popen_kwargs) -> subprocess.Popen:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ import tensorflow as tf
 
 from oipgraph.ascent.results import concat_results, result_from_outputs
 from oipgraph.core import interrupts
-from oipgraph.distribute.cluster_file import ClusterFile, split_address
+from oipgraph.distribute.cluster_file import ClusterFile, free_ports, split_address
 from oipgraph.distribute.executors import PairExecutor, PairsUnfinished
 from oipgraph.distribute.frozen import FrozenAscent
 
@@ -134,12 +133,6 @@ class WorkerWatch:
         self._stopped.set()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host if host not in ("localhost",) else "127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class ClusterExecutor(PairExecutor):
     """Chunks of each call's pairs scheduled on a cluster's workers; results in pair order.
 
@@ -153,7 +146,7 @@ class ClusterExecutor(PairExecutor):
         self._ps_server = None
         if not cluster.ps:
             host, _ = split_address(cluster.chief, "chief")
-            spec["ps"] = [f"{host}:{_free_port(host)}"]
+            spec["ps"] = [f"{host}:{free_ports(1, host)[0]}"]
             self._ps_server = tf.distribute.Server(
                 tf.train.ClusterSpec(spec), job_name="ps", task_index=0, protocol="grpc", start=True
             )

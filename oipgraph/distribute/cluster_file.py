@@ -97,6 +97,19 @@ def load_cluster_file(path: str) -> ClusterFile:
     return ClusterFile(path, cluster["chief"][0], list(cluster["worker"]), list(cluster.get("ps", [])))
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` TCP ports on `host` that were free a moment ago (bound together, so all different)."""
+    host = "127.0.0.1" if host == "localhost" else host
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind((host, 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def preflight(cluster: ClusterFile, timeout: float) -> None:
     """Checks every address of `cluster` before anything runs or is written.
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from oipgraph.ascent import STATUS_NAMES
 from oipgraph.ascent.domain import Domain
-from oipgraph.ascent.parameterizations import PARAMETERIZATIONS
+from oipgraph.ascent.parameterizations import PARAMETERIZATIONS, Parameterization
 from oipgraph.outputs import catalog, examples, gallery, summaries, uniqueness
 
 # The start images of each strategy; RANDOM is the noise of the run's parameterization (`start_noise`).
@@ -33,7 +33,7 @@ START_KINDS = {
 
 def start_kind(strategy: str, param: str | None) -> str:
     """What a pair's start image was, from its strategy and the run's parameterization (`--param`)."""
-    noise = PARAMETERIZATIONS[param].start_noise if param in PARAMETERIZATIONS else "multiscale"
+    noise = PARAMETERIZATIONS.get(param, Parameterization).start_noise
     return START_KINDS.get(strategy, strategy).format(noise=noise)
 
 

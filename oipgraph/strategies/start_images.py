@@ -49,31 +49,37 @@ def _start_image_strategy(make_starts: Callable[[OIPAscent, np.ndarray, Strategy
     return run
 
 
-def random_starts(ascent: OIPAscent, seeds: np.ndarray, settings: StrategySettings) -> np.ndarray:
-    """The random starts of pairs with these seeds: the noise `ascent.parameterization.start_noise` names.
+def noise_starts(ascent: OIPAscent, seeds: np.ndarray, settings: StrategySettings, noise: str) -> np.ndarray:
+    """Start images of pairs with these seeds, drawn from `noise`: `multiscale` or `fourier` (1/f).
 
     Args:
-        ascent: The ascent (its image shape, domain and parameterization).
+        ascent: The ascent (its image shape and domain).
         seeds: int64 [B, 2], the pairs' start seeds (`starts.start_seeds`).
         settings: The multi-scale starts' scales (`StrategySettings.scales`).
+        noise: `multiscale` (`starts.multiscale`) or `fourier` (`starts.fourier`).
 
     Returns:
         float32 [B, H, W, C] start images in the ascent's domain.
     """
     shape = ascent.image_shape
-    if ascent.parameterization.start_noise == "fourier":
-        noise = starts.fourier(seeds, shape)
+    if noise == "fourier":
+        images = starts.fourier(seeds, shape)
     else:
-        noise = starts.multiscale(seeds, shape, *settings.scales(shape[0]))
-    return np.asarray(ascent.domain.from_standardized(noise))
+        images = starts.multiscale(seeds, shape, *settings.scales(shape[0]))
+    return np.asarray(ascent.domain.from_standardized(images))
 
 
-def _fourier_images(ascent: OIPAscent, seeds: np.ndarray, settings: StrategySettings) -> np.ndarray:
-    return np.asarray(ascent.domain.from_standardized(starts.fourier(seeds, ascent.image_shape)))
+def random_starts(ascent: OIPAscent, seeds: np.ndarray, settings: StrategySettings) -> np.ndarray:
+    """The random starts of pairs with these seeds: the noise `ascent.parameterization.start_noise` names."""
+    return noise_starts(ascent, seeds, settings, ascent.parameterization.start_noise)
+
+
+def _fourier_starts(ascent: OIPAscent, seeds: np.ndarray, settings: StrategySettings) -> np.ndarray:
+    return noise_starts(ascent, seeds, settings, "fourier")
 
 
 random_strategy = _start_image_strategy(random_starts, "random")
-fourier_strategy = _start_image_strategy(_fourier_images, "fourier")
+fourier_strategy = _start_image_strategy(_fourier_starts, "fourier")
 
 
 def coarse_to_fine_strategy(
