@@ -187,9 +187,13 @@ class ResumeTest(tf.test.TestCase):
         self.assertBetween(saved, 2, 7, "the run was not killed mid-way")
         self.assertFalse(os.path.exists(os.path.join(out, "catalog.json")))
 
-        # Both refusals after one TensorFlow import (tests/forked_commands.py).
+        # Both refusals after one TensorFlow import (tests/forked_commands.py), one after the other: both are
+        # made holding the folder's lock.
         without_resume, other_steps = run_forked(
-            "oipgraph", [[*args, f"--out={out}"], [*args, f"--out={out}", "--steps=10", "--resume"]], env=ENV
+            "oipgraph",
+            [[*args, f"--out={out}"], [*args, f"--out={out}", "--steps=10", "--resume"]],
+            env=ENV,
+            parallel=1,
         )
         self.assertEqual(without_resume.returncode, 2)
         self.assertIn("holds an interrupted run; pass --resume to continue it", without_resume.stderr)

@@ -34,7 +34,7 @@ from importlib import metadata
 
 import oipgraph  # As in the command: oipgraph first (it chooses TensorFlow's kernels), before TensorFlow.
 
-PARALLEL = 2
+PARALLEL = 2  # Cases at a time, unless the request says "parallel".
 
 
 @contextlib.contextmanager
@@ -99,6 +99,7 @@ def main() -> None:
     with open(sys.argv[1]) as file:
         request = json.load(file)
     program, cases, timeout = request["program"], request["cases"], request.get("timeout", 300)
+    parallel = request.get("parallel", PARALLEL)
     name = os.path.basename(program)
     if name not in oipgraph.COMMANDS:
         sys.exit(f"forked_commands: {name} is not one of {sorted(oipgraph.COMMANDS)}")
@@ -133,7 +134,7 @@ def main() -> None:
         }
 
     while pending or running:
-        while pending and len(running) < PARALLEL:
+        while pending and len(running) < parallel:
             case = pending.pop(0)
             sys.stdout.flush()
             sys.stderr.flush()

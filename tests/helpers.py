@@ -117,21 +117,28 @@ def run_command(command: str, *args: str, timeout: float = 300, **popen_kwargs) 
 
 
 def run_forked(
-    command: str, cases: list[list[str]], env: dict[str, str] | None = None, timeout: float = 300
+    command: str,
+    cases: list[list[str]],
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    parallel: int = 2,
 ) -> list[subprocess.CompletedProcess]:
     """Runs `command` once per argument list in `cases`, all after one shared import (tests/forked_commands.py).
 
     Each case runs the command's entry point in its own forked process, from TensorFlow's runtime start-up to
     its exit, with what the shared import printed prepended to its output: what the command would give, at a
-    fraction of the cost (one TensorFlow import, about 4 s of CPU, instead of one per case). Two cases run at
-    a time. cli_test's BadInvocationTest also runs three of its cases as the real command and compares.
-    Each result also has `cpu_seconds`, the CPU time of its process. A case that runs longer than `timeout`
-    seconds is killed (returncode None).
+    fraction of the cost (one TensorFlow import, about 4 s of CPU, instead of one per case). `parallel` cases
+    run at a time: pass 1 where cases reach the same --out folder's lock (its refusals about the saved run are
+    made holding the lock, so a case running beside another may rightly be told the folder is in use).
+    cli_test's BadInvocationTest also runs three of its cases as the real command and compares. Each result
+    also has `cpu_seconds`, the CPU time of its process. A case that runs longer than `timeout` seconds is
+    killed (returncode None).
     """
     with tempfile.TemporaryDirectory(prefix="run_forked_") as scratch:
         request = os.path.join(scratch, "cases.json")
         with open(request, "w") as file:
-            json.dump({"program": os.path.join(BIN_DIR, command), "cases": cases, "timeout": timeout}, file)
+            request_fields = {"program": os.path.join(BIN_DIR, command), "cases": cases, "timeout": timeout}
+            json.dump({**request_fields, "parallel": parallel}, file)
         done = subprocess.run(
             [sys.executable, FORKED_COMMANDS, request],
             capture_output=True,

@@ -178,8 +178,9 @@ class RunIntegrityTest(tf.test.TestCase):
                 "choose another --logdir",
             ),
         ]
-        # All four after one TensorFlow import (tests/forked_commands.py).
-        results = run_forked("oipgraph", [[*args, *extra] for extra, _ in refusals])
+        # All four after one TensorFlow import (tests/forked_commands.py), one at a time: the first two are made
+        # holding --out's lock.
+        results = run_forked("oipgraph", [[*args, *extra] for extra, _ in refusals], parallel=1)
         for (extra, message), done in zip(refusals, results):
             with self.subTest(flags=extra):
                 self.assertEqual(done.returncode, 2, done.stderr[-2000:])
