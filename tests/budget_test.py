@@ -113,6 +113,11 @@ class MemoryTest(tf.test.TestCase):
         self.assertEqual(budget.batch_within_memory(gib // 4, 3 * gib, gib, 256), 8)
         self.assertEqual(budget.batch_within_memory(1000, 3 * gib, gib, 256), 256)
         self.assertEqual(budget.batch_within_memory(2 * gib, 3 * gib, 2 * gib, 256), 0)
+        # A chunk's results held beside the batch leave less for it.
+        self.assertEqual(budget.batch_within_memory(gib // 4, 3 * gib, gib, 256, reserved_bytes=gib), 4)
+        self.assertEqual(budget.batch_within_memory(gib // 4, 3 * gib, gib, 256, reserved_bytes=2 * gib), 0)
+        # 224x224 RGB, 8 snapshots: final image, start image and 8 frames of float32.
+        self.assertEqual(budget.result_bytes_per_pair((224, 224, 3), 8), 10 * 224 * 224 * 3 * 4)
         self.assertGreater(budget.resident_bytes(), 0)
 
 

@@ -38,6 +38,7 @@ from oipgraph.strategies.budget import (
     MIN_MEMORY_BUDGET_GB,
     batch_within_memory,
     resident_bytes,
+    result_bytes_per_pair,
 )
 from oipgraph.strategies.ranking import activation_bytes_per_image
 
@@ -262,25 +263,29 @@ def check_run_size(ascent: OIPAscent, maps: list[int]) -> None:
         )
 
 
-def fit_memory(settings: StrategySettings, ascent: OIPAscent) -> StrategySettings:
+def fit_memory(settings: StrategySettings, ascent: OIPAscent, chunk_pairs: int) -> StrategySettings:
     """`settings` with the ascent's batch and the screen's chunk sized to --memory_budget (`batch_within_memory`).
 
     Each image of a batch holds about `ranking.activation_bytes_per_image` bytes (the layer's measured
-    activation sizes); the budget less what the process holds now is shared by them. The batch only
-    groups the computation: a pair's result does not depend on it.
+    activation sizes); the budget less what the process holds now and less the results a chunk keeps until
+    it is saved (`budget.result_bytes_per_pair` x `chunk_pairs`, the pairs of the run's largest chunk) is
+    shared by them. The batch only groups the computation: a pair's result does not depend on it.
 
     Raises:
         OIPGraphError: not even one image fits.
     """
     per_image = activation_bytes_per_image(ascent.feature_model)
+    results = chunk_pairs * result_bytes_per_pair(ascent.image_shape, ascent.num_snapshots)
     budget_bytes, held = int(FLAGS.memory_budget * 2**30), resident_bytes()
-    batch = batch_within_memory(per_image, budget_bytes, held, settings.batch_size)
+    batch = batch_within_memory(per_image, budget_bytes, held, settings.batch_size, results)
     if batch < 1:
         raise OIPGraphError(
             f"--memory_budget={FLAGS.memory_budget:g} GiB is too small for layer {FLAGS.layer}: the process holds"
-            f" {held / 2**30:.2f} GiB and one image needs about {per_image / 2**30:.2f} GiB more"
+            f" {held / 2**30:.2f} GiB, the results of a chunk of {chunk_pairs} pairs need {results / 2**30:.2f} GiB"
+            f" and one image needs about {per_image / 2**30:.2f} GiB more (a smaller --batch_size makes smaller"
+            " chunks)"
         )
-    screen = batch_within_memory(per_image, budget_bytes, held, settings.screen_chunk)
+    screen = batch_within_memory(per_image, budget_bytes, held, settings.screen_chunk, results)
     return dataclasses.replace(settings, batch_size=batch, screen_chunk=screen)
 
 

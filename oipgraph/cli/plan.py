@@ -56,18 +56,18 @@ def plan_layer(
     ascent = cli_flags.build_ascent(model, layer, tell_domain=first)
     maps = parse_maps(FLAGS.maps, ascent.num_maps, layer, ascent.objective.target_kind)
     cli_flags.check_run_size(ascent, maps)
-    layer_settings = cli_flags.fit_memory(settings, ascent)
+    inits = FLAGS.inits_per_map
+    maps_per_chunk = max(1, FLAGS.batch_size // inits)  # Not the memory-fitted batch: chunks are part of the run.
+    chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
+    layer_settings = cli_flags.fit_memory(settings, ascent, len(chunks[0]) * inits)
     if names is not None:
         labels.check_count(names, ascent.num_maps, layer, ascent.objective.target_kind)
-    inits = FLAGS.inits_per_map
     logdir = FLAGS.logdir or os.path.join(out, "tensorboard")
     run_name = f"{layer.replace('/', '__')}-{FLAGS.strategy}-seed{FLAGS.seed}"  # outer/inner: one folder
     catalog.check_output_entries(out)
     OutputLock(out).check_free()
     catalog.check_tensorboard_run(logdir, run_name, out)
     progress = RunProgress(out)
-    maps_per_chunk = max(1, FLAGS.batch_size // inits)  # Not the memory-fitted batch: chunks are part of the run.
-    chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
     header = {
         "model": os.path.abspath(FLAGS.model) if FLAGS.model else "shipped:mnist_cnn.keras",
         "model_sha256": fingerprint,

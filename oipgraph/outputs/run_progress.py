@@ -223,17 +223,26 @@ def merge_pairs(groups: list[dict[str, np.ndarray]], maps: Sequence[int] | None 
     """Concatenates per-pair arrays of groups, then (with `maps`) orders the pairs by their map's place in `maps`.
 
     Loss histories of different lengths (strategies with other step counts) are padded with each pair's
-    final loss, as a stopped pair's history is. Within a map the pairs keep their (init) order.
+    final loss, as a stopped pair's history is. Within a map the pairs keep their (init) order. The groups'
+    arrays are taken out of `groups` as they are merged, so that a run's results (at 224x224 mostly
+    snapshots) are held about once, not twice.
     """
     longest = max(group["loss_history"].shape[1] for group in groups)
-    merged = {}
-    for key in groups[0]:
-        parts = [group[key] for group in groups]
-        if key == "loss_history":
-            parts = [pad_history(group["loss_history"], group["loss"], longest) for group in groups]
-        merged[key] = np.concatenate(parts)
+    for group in groups:
+        group["loss_history"] = pad_history(group["loss_history"], group["loss"], longest)
+    sizes = [len(group["map_index"]) for group in groups]
+    rows = np.arange(sum(sizes))
     if maps is not None:
         place = {int(map_id): position for position, map_id in enumerate(maps)}
-        order = np.argsort([place[int(m)] for m in merged["map_index"]], kind="stable")
-        merged = {key: value[order] for key, value in merged.items()}
+        map_index = np.concatenate([group["map_index"] for group in groups])
+        order = np.argsort([place[int(m)] for m in map_index], kind="stable")
+        rows = np.argsort(order, kind="stable")  # Where each concatenated pair goes.
+    merged = {}
+    for key in list(groups[0]):
+        dtype = np.result_type(*(group[key].dtype for group in groups))  # Strings: the widest.
+        merged[key] = np.empty((len(rows), *groups[0][key].shape[1:]), dtype)
+        offset = 0
+        for group, size in zip(groups, sizes):
+            merged[key][rows[offset : offset + size]] = group.pop(key)
+            offset += size
     return merged

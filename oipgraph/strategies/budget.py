@@ -25,7 +25,9 @@ it runs); if not even the wake-up of every dark pair fits, the wake-up runs on a
 skipped. Costs are counts, not clocks, so a plan is the same on every machine and in every rerun.
 
 Memory. `batch_within_memory` sizes the ascent's batch and the screen's chunks from the layer's
-activation sizes (`ranking.activation_bytes_per_image`) and what the process already holds.
+activation sizes (`ranking.activation_bytes_per_image`), what the process already holds and the results
+that a chunk of pairs keeps until it is saved (`result_bytes_per_pair`: at 224x224 RGB with 8 snapshots
+5.4 MB a pair, so a 64-map chunk holds 0.34 GB of results; BENCHMARKS.md, "Real networks").
 """
 
 from __future__ import annotations
@@ -220,12 +222,23 @@ def whole_maps(rows: np.ndarray, map_index: np.ndarray, most_pairs: int) -> np.n
     return np.sort(np.concatenate(chosen)) if chosen else rows[:0]
 
 
-def batch_within_memory(bytes_per_image: int, budget_bytes: int, resident_bytes: int, wanted: int) -> int:
+def result_bytes_per_pair(image_shape: tuple[int, ...], num_snapshots: int) -> int:
+    """Bytes of one pair's result held in memory: its final image, its start image and its snapshots, float32.
+
+    bytes = 4 x (2 + num_snapshots) x prod(image_shape) (loss history and the scalars are left out: small).
+    """
+    return 4 * (2 + num_snapshots) * int(np.prod(image_shape))
+
+
+def batch_within_memory(
+    bytes_per_image: int, budget_bytes: int, resident_bytes: int, wanted: int, reserved_bytes: int = 0
+) -> int:
     """Images per batch: at most `wanted`, and their activations within the budget that the process leaves free.
 
-    batch = min(wanted, (budget_bytes - resident_bytes) // bytes_per_image); 0 when not even one fits.
+    batch = min(wanted, (budget_bytes - resident_bytes - reserved_bytes) // bytes_per_image); 0 when not even
+    one fits. `reserved_bytes` is memory the run will hold beside the batch (a chunk's results).
     """
-    free = budget_bytes - resident_bytes
+    free = budget_bytes - resident_bytes - reserved_bytes
     return int(max(0, min(wanted, free // max(1, bytes_per_image))))
 
 

@@ -246,8 +246,13 @@ class OIPRun:
         return len(self.result)
 
     def select(self, rows: np.ndarray) -> OIPRun:
-        """The pairs `rows` (int [R]) of this run, in that order, without its stage records."""
+        """The pairs `rows` (int [R]) of this run, in that order, without its stage records.
+
+        All pairs in their order share this run's arrays (no copy: at 224x224 a chunk's results are GBs).
+        """
         rows = np.asarray(rows, np.int64)
+        if np.array_equal(rows, np.arange(len(self))):
+            return OIPRun(self.result, self.start_images, self.init_index, self.seed, self.streams, list(self.strategy))
         return OIPRun(
             select_pairs(self.result, rows),
             self.start_images[rows],
