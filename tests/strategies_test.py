@@ -304,6 +304,21 @@ class AutoEscalationTest(tf.test.TestCase):
         # Different step budgets: snapshot steps per pair.
         self.assertAllEqual(run.result.snapshot_steps, [[0, 5, 10], [0, 5, 10], [0, 20, 40], [0, 15, 30], [0, 15, 30]])
 
+    def test_a_plan_record_of_an_older_version_is_planned_again(self):
+        def random_stand_in(ascent, map_index, init_index, seed, settings):
+            result = fake_result(map_index, np.ones(len(map_index)), np.full(len(map_index), STATUS_COMPLETED), 10)
+            streams = starts.pair_stream(map_index, init_index)
+            return OIPRun(result, result.images, init_index, seed, streams, ["random"] * len(map_index))
+
+        older = {"random": {"pairs": 2, "image_steps": 20.0}, "order": ["precursor"], "precursor": None}
+        saved = []
+        settings = fast_settings(plan_record=older, on_plan=saved.append)
+        ascent = OIPAscent(large_scale_model(), "conv")
+        with stand_in_stages({"random": random_stand_in}):
+            run = auto.auto_strategy(ascent, np.arange(2, dtype=np.int32), np.zeros(2, np.int32), 0, settings)
+        self.assertEqual(run.strategy, ["random", "random"])
+        self.assertEqual(saved, [{"random": {"pairs": 2, "fired_pairs": 2, "fired_image_steps": 20.0}}])
+
     def test_layers_without_a_pre_activation_stop_after_the_precursor(self):
         inputs = keras.Input((SIZE, SIZE, 1))
         features = keras.layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)

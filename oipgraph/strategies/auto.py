@@ -74,6 +74,10 @@ from oipgraph.strategies.start_images import random_strategy
 AUTO_STAGES = ("random", "precursor", "preactivation")
 
 
+# What the random stage's record holds (`_shape` reads it).
+RANDOM_RECORD_KEYS = frozenset({"pairs", "fired_pairs", "fired_image_steps"})
+
+
 class _Escalation:
     """The bookkeeping of one auto call: its plan record, the maps already final, progress reports."""
 
@@ -81,6 +85,8 @@ class _Escalation:
         self.ascent, self.map_index, self.settings = ascent, map_index, settings
         self.emitted = np.zeros(len(map_index), bool)
         self.record = dict(settings.plan_record or {})
+        if "random" in self.record and not RANDOM_RECORD_KEYS <= set(self.record["random"]):
+            self.record = {}  # The record of an older oipgraph (another budget basis): planned again.
         self.seconds_per_image_step: float | None = None
         self.cost_after = 0.0  # Planned image-steps of the stages after the running one.
 
