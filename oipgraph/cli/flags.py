@@ -143,7 +143,7 @@ flags.DEFINE_float(
     "memory_budget",
     DEFAULT_MEMORY_BUDGET_GB,
     f"GiB the process may hold ({MIN_MEMORY_BUDGET_GB:g}..{MAX_MEMORY_BUDGET_GB:g}): the ascent's batch and the"
-    " screen's chunks are sized from the layer's activation sizes to fit.",
+    " screen's chunks are sized from the layer's activation sizes to fit beside a chunk's results.",
 )
 RUN_FLAGS = (
     "model",
@@ -269,7 +269,8 @@ def fit_memory(settings: StrategySettings, ascent: OIPAscent, chunk_pairs: int) 
     Each image of a batch holds about `ranking.activation_bytes_per_image` bytes (the layer's measured
     activation sizes); the budget less what the process holds now and less the results a chunk keeps until
     it is saved (`budget.result_bytes_per_pair` x `chunk_pairs`, the pairs of the run's largest chunk) is
-    shared by them. The batch only groups the computation: a pair's result does not depend on it.
+    shared by them. The batch only groups the computation (on a model whose ascent amplifies float rounding,
+    as VGG16's natural preset does, oneDNN's rounding for another batch size gives other, equally good OIPs).
 
     Raises:
         OIPGraphError: not even one image fits.
