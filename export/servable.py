@@ -85,6 +85,7 @@ class OIPServable(tf.Module):
         self.precursor_functions = {name: _precursor_function(scan) for name, scan in self.precursor_scans.items()}
         self.initial_images = tf.function(
             self._initial_images,
+            autograph=False,
             input_signature=[tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.int32, name="batch")],
         )
         self.model_variables = _model_variables(self.ascents.values())
@@ -159,6 +160,7 @@ def _optimize_function(ascent: OIPAscent) -> tf.types.experimental.PolymorphicFu
 
     return tf.function(
         optimize,
+        autograph=False,
         input_signature=[
             tf.TensorSpec(None, tf.float32, name="images"),
             tf.TensorSpec([None], tf.int32, name="map_index"),
@@ -177,6 +179,7 @@ def _precursor_function(scan: PrecursorScan) -> tf.types.experimental.Polymorphi
 
     return tf.function(
         precursor,
+        autograph=False,
         input_signature=[
             tf.TensorSpec([], tf.int32, name="map_index"),
             tf.TensorSpec([], tf.int32, name="scan_steps"),

@@ -196,16 +196,26 @@ class OIPAscent(tf.Module):
             tf.TensorSpec([], tf.float32, name="conv_criterion"),
         ]
         seed_spec = tf.TensorSpec([None, 2], tf.int64, name="seeds")
-        self.optimize = tf.function(self._optimize, input_signature=[image_spec, map_spec, *scalar_specs, seed_spec])
-        self.loss = tf.function(self._checked_loss, input_signature=[image_spec, map_spec])
+        # autograph=False here and in every tf.function of the package: the graph code writes its loops and
+        # branches as tf.while_loop / tf.cond itself, and AutoGraph's conversion of its source cost about
+        # 2.5 s of every command's start (BENCHMARKS.md, "Start-up").
+        self.optimize = tf.function(
+            self._optimize, autograph=False, input_signature=[image_spec, map_spec, *scalar_specs, seed_spec]
+        )
+        self.loss = tf.function(self._checked_loss, autograph=False, input_signature=[image_spec, map_spec])
         self.loop = AscentLoop(self.ascent_step, num_snapshots)
         state_spec = self.loop.state_spec(self.image_shape)
-        self._start = tf.function(self._checked_start, input_signature=[image_spec, map_spec, *scalar_specs, seed_spec])
+        self._start = tf.function(
+            self._checked_start, autograph=False, input_signature=[image_spec, map_spec, *scalar_specs, seed_spec]
+        )
         self._advance = tf.function(
             self.loop.run_segment,
+            autograph=False,
             input_signature=[state_spec, map_spec, *scalar_specs, seed_spec, tf.TensorSpec([], tf.int32)],
         )
-        self._finish = tf.function(self._final_outputs, input_signature=[state_spec, map_spec, scalar_specs[0]])
+        self._finish = tf.function(
+            self._final_outputs, autograph=False, input_signature=[state_spec, map_spec, scalar_specs[0]]
+        )
 
     @classmethod
     def from_file(cls, model_path: str | None, layer_name: str, **kwargs) -> OIPAscent:

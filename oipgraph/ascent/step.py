@@ -47,7 +47,9 @@ def compiled_step(function: Callable, input_signature: Sequence[tf.TensorSpec]) 
     8x slower, which made the whole loop 1.4-1.6x slower. A function that is not
     inlined is optimized as its own acyclic graph, where the swap always happens.
     """
-    return tf.function(function, input_signature=input_signature, experimental_attributes={"_noinline": True})
+    return tf.function(
+        function, autograph=False, input_signature=input_signature, experimental_attributes={"_noinline": True}
+    )
 
 
 def loss_and_gradient(loss_fn: Callable[[tf.Tensor], tf.Tensor], images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

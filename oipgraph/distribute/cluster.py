@@ -169,7 +169,7 @@ class ClusterExecutor(PairExecutor):
             def optimize_chunk(images, map_index, steps, epsilon, conv_criterion, seeds):
                 return frozen(images, map_index, steps, epsilon, conv_criterion, seeds)
 
-            function = tf.function(optimize_chunk, input_signature=ascent.optimize.input_signature)
+            function = tf.function(optimize_chunk, autograph=False, input_signature=ascent.optimize.input_signature)
             self._functions[id(ascent)] = (ascent, function)
         return self._functions[id(ascent)][1]
 

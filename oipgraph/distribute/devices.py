@@ -79,7 +79,7 @@ class _ReplicaFunctions:
         self.ascent = ascent  # Held, so that the cache key (its id) stays its own.
 
         def on_replicas(piece):
-            return tf.function(lambda *args: strategy.run(piece, args=args), reduce_retracing=True)
+            return tf.function(lambda *args: strategy.run(piece, args=args), autograph=False, reduce_retracing=True)
 
         self.start = on_replicas(frozen.start)
         self.advance = on_replicas(frozen.advance)

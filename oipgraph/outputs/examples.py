@@ -146,7 +146,7 @@ def top_k_pass(
         _, best_values, best_indices = tf.while_loop(lambda begin, *_: begin < count, body, start)
         return best_values, best_indices
 
-    return tf.function(run, input_signature=[image_spec])
+    return tf.function(run, autograph=False, input_signature=[image_spec])
 
 
 def find_examples(

@@ -93,6 +93,7 @@ class PreActivationWakeUp(tf.Module):
         self.ascent_step = AscentStep(self.peak, ascent.image_shape, ascent.transforms, ascent.domain)
         self.wake = tf.function(
             self._wake,
+            autograph=False,
             input_signature=[
                 tf.TensorSpec(None, tf.float32, name="images"),
                 tf.TensorSpec([None], tf.int32, name="map_index"),

@@ -142,7 +142,7 @@ class PrecursorScan(ScanEntryPoint, tf.Module):
         )
         scalar = lambda name: tf.TensorSpec([], tf.int32, name=name)  # noqa: E731
         self.scan = tf.function(
-            self._scan, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
+            self._scan, autograph=False, input_signature=[scalar("map_index"), scalar("scan_steps"), scalar("top_n")]
         )
         # One non-inlined trace of a chunk's scoring serves both passes of `scan` (halving and final):
         # inlined, each pass held its own copy of the model, which doubled the export's tracing time.
@@ -152,6 +152,7 @@ class PrecursorScan(ScanEntryPoint, tf.Module):
         )
         self._score_chunk = tf.function(
             self._checked_score_chunk,
+            autograph=False,
             input_signature=[
                 tf.TensorSpec([None], tf.int32, name="pattern_index"),
                 scalar("map_index"),

@@ -81,6 +81,7 @@ class SharedScreen(tf.Module):
         self.chunk_size = int(min(check_positive_int("chunk_size", chunk_size), scan.num_patterns))
         self._chunk_scores = tf.function(
             self._scores_at_step_zero,
+            autograph=False,
             input_signature=[tf.TensorSpec([None], tf.int32, name="pattern_index"), tf.TensorSpec([None], tf.int32)],
         )
 
