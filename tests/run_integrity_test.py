@@ -22,9 +22,9 @@ from helpers import assert_one_line_error, finish, load_arrays, run_forked, star
 from oipgraph.cli.outlock import OutputLock
 
 NUM_MAPS = 16
-# 8 chunks of one map, about a second each: a run can be stopped mid-way.
+# 8 chunks of one map, about half a second each: a run can be stopped mid-way.
 RUN_MAPS = 8
-RUN_ARGS = ["--layer=conv", f"--maps=0-{RUN_MAPS - 1}", "--steps=1500", "--conv_criterion=0", "--batch_size=1"]
+RUN_ARGS = ["--layer=conv", f"--maps=0-{RUN_MAPS - 1}", "--steps=750", "--conv_criterion=0", "--batch_size=1"]
 
 
 def tiny_model(seed: int) -> keras.Model:
@@ -100,9 +100,11 @@ class RunIntegrityTest(tf.test.TestCase):
         busy = os.path.join(self.root, "busy")
         with OutputLock(busy):
             before = sorted(os.listdir(busy))
-            writers = [start("oipgraph", *self.args, f"--out={busy}", *extra) for extra in ([], ["--resume"])]
-            for writer in writers:
-                done = finish(writer)
+            # Both after one TensorFlow import (tests/forked_commands.py), one at a time.
+            writers = run_forked(
+                "oipgraph", [[*self.args, f"--out={busy}", *extra] for extra in ([], ["--resume"])], parallel=1
+            )
+            for done in writers:
                 self.assertEqual(done.returncode, 2, done.stderr[-2000:])
                 assert_one_line_error(
                     self, done.stderr, "oipgraph", f"--out={busy} is in use by another oipgraph process"
