@@ -191,10 +191,12 @@ class RunIntegrityTest(tf.test.TestCase):
         self.assertEqual(sorted(glob.glob(os.path.join(run_dir, "events.*"))), events)
 
         # Following the advice: --overwrite replaces the run and its own summaries; another --logdir works.
-        overwrite = start("oipgraph", *args, f"--out={out}", "--overwrite")
-        elsewhere = start("oipgraph", *args, f"--out={other}", f"--logdir={os.path.join(self.root, 'other_logs')}")
-        for process in (overwrite, elsewhere):
-            done = finish(process)
+        # Both after one TensorFlow import, side by side: their --out folders and logdirs differ.
+        followed = [
+            [f"--out={out}", "--overwrite"],
+            [f"--out={other}", f"--logdir={os.path.join(self.root, 'other_logs')}"],
+        ]
+        for done in run_forked("oipgraph", [[*args, *extra] for extra in followed]):
             self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         replaced = glob.glob(os.path.join(run_dir, "events.*"))
         self.assertLen(replaced, 1)
