@@ -168,11 +168,12 @@ class AutoStrategyTest(tf.test.TestCase):
 class ResumeTest(tf.test.TestCase):
     def test_killed_run_resumes_to_the_same_outputs(self):
         root = self.get_temp_dir()
-        # Enough steps that the 8 chunks take seconds: the kill must land mid-way.
-        args = ["--maps=0-15", "--strategy=random", "--steps=400", "--batch_size=2", "--conv_criterion=0"]
+        # Enough steps that each of the 8 chunks takes about half a second: the kill must land mid-way.
+        args = ["--maps=0-15", "--strategy=random", "--steps=200", "--batch_size=2", "--conv_criterion=0"]
         reference = os.path.join(root, "reference")
-        done = run_oipgraph(*args, f"--out={reference}")
-        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        # The uninterrupted reference runs beside the run that is killed.
+        reference_process = start("oipgraph", *args, f"--out={reference}", env=ENV)
+        self.addCleanup(reference_process.kill)  # A no-op once it has ended.
 
         out = os.path.join(root, "killed")
         process = start(
@@ -199,9 +200,11 @@ class ResumeTest(tf.test.TestCase):
         self.assertIn("holds an interrupted run; pass --resume to continue it", without_resume.stderr)
         self.assertEqual(other_steps.returncode, 2)
         self.assertIn(
-            "--resume with other settings: steps was 400, now 10; rerun with the saved settings", other_steps.stderr
+            "--resume with other settings: steps was 200, now 10; rerun with the saved settings", other_steps.stderr
         )
 
+        done = finish(reference_process)
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         done = run_oipgraph(*args, f"--out={out}", "--resume")
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         first, second = load_arrays(os.path.join(reference, "oips.npz")), load_arrays(os.path.join(out, "oips.npz"))

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import BIN_DIR, assert_one_line_error, load_arrays, own_lines, run_command, run_forked
+from helpers import BIN_DIR, assert_one_line_error, finish, load_arrays, own_lines, run_command, run_forked, start
 
 from oipgraph.distribute.cluster_file import free_ports
 
@@ -38,15 +38,26 @@ def address(port: int) -> str:
 
 def start_worker(cluster: dict, index: int, log_path: str, task_type: str = "worker") -> subprocess.Popen:
     """Starts `oipgraph-worker` for task (task_type, index) of `cluster` and waits until it accepts connections."""
+    return wait_for_worker(launch_worker(cluster, index, log_path, task_type), cluster, index, log_path, task_type)
+
+
+def launch_worker(cluster: dict, index: int, log_path: str, task_type: str = "worker") -> subprocess.Popen:
+    """Starts `oipgraph-worker` for task (task_type, index) of `cluster`; `wait_for_worker` waits for it."""
     config = json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [os.path.join(BIN_DIR, "oipgraph-worker")],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
             env={**ENV, "TF_CONFIG": config},
         )
+
+
+def wait_for_worker(
+    process: subprocess.Popen, cluster: dict, index: int, log_path: str, task_type: str = "worker"
+) -> subprocess.Popen:
+    """Waits until the worker from `launch_worker` accepts connections (stops it and fails if it never does)."""
     host, port = cluster[task_type][index].rsplit(":", 1)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -95,11 +106,17 @@ class ClusterRunTest(tf.test.TestCase):
         ports = free_ports(3)
         # Worker 0 serves every run of the class; worker 1 is the class's, or a test's own (killed, stopped).
         cls.cluster = {"chief": [address(ports[0])], "worker": [address(ports[1]), address(ports[2])]}
-        cls.workers = []
-        for index in range(2):
-            cls.workers.append(start_worker(cls.cluster, index, os.path.join(cls.folder, f"worker{index}.log")))
-            cls.addClassCleanup(stop_worker, cls.workers[-1])
-        done = run_command("oipgraph", *RUN, f"--out={cls.folder}/local", env=ENV, timeout=300)
+        # Both workers and the local reference run start at once; then the class waits for each.
+        logs = [os.path.join(cls.folder, f"worker{index}.log") for index in range(2)]
+        launched = [launch_worker(cls.cluster, index, logs[index]) for index in range(2)]
+        for process in launched:
+            cls.addClassCleanup(stop_worker, process)
+        local = start("oipgraph", *RUN, f"--out={cls.folder}/local", env=ENV)
+        cls.addClassCleanup(local.kill)  # A no-op once it has ended.
+        cls.workers = [
+            wait_for_worker(process, cls.cluster, index, logs[index]) for index, process in enumerate(launched)
+        ]
+        done = finish(local)
         assert done.returncode == 0, done.stderr[-3000:]
         cls.reference = load_arrays(f"{cls.folder}/local/oips.npz")
 

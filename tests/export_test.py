@@ -736,8 +736,12 @@ class ExportCommandTest(tf.test.TestCase):
     def test_versions_count_up_and_existing_version_fails(self):
         export_dir = os.path.join(self.temp_dir, "models", "oipgraph")
         # Version 1 is the default export; version 2 only one layer, which numbers the same and traces far less.
-        for version, extra in (("1", []), ("2", ["--layers=Conv2D_1"])):
-            result = run_command("oipgraph-export", f"--export_dir={export_dir}", *extra)
+        # Both after one TensorFlow import (tests/forked_commands.py), one after the other.
+        exports = (("1", []), ("2", ["--layers=Conv2D_1"]))
+        results = run_forked(
+            "oipgraph-export", [[f"--export_dir={export_dir}", *extra] for _, extra in exports], parallel=1
+        )
+        for (version, _), result in zip(exports, results):
             self.assertEqual(result.returncode, 0, msg=result.stderr[-3000:])
             self.assertIn(os.path.join(export_dir, version), result.stdout)
             self.assertTrue(tf.saved_model.contains_saved_model(os.path.join(export_dir, version)))

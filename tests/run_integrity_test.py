@@ -24,9 +24,9 @@ from oipgraph.cli.outlock import OutputLock
 from oipgraph.outputs.run_progress import merge_pairs
 
 NUM_MAPS = 16
-# 8 chunks of one map, about a second each: a run can be stopped mid-way.
+# 8 chunks of one map, about half a second each: a run can be stopped mid-way.
 RUN_MAPS = 8
-RUN_ARGS = ["--layer=conv", f"--maps=0-{RUN_MAPS - 1}", "--steps=1500", "--conv_criterion=0", "--batch_size=1"]
+RUN_ARGS = ["--layer=conv", f"--maps=0-{RUN_MAPS - 1}", "--steps=750", "--conv_criterion=0", "--batch_size=1"]
 
 
 def tiny_model(seed: int) -> keras.Model:
@@ -102,9 +102,11 @@ class RunIntegrityTest(tf.test.TestCase):
         busy = os.path.join(self.root, "busy")
         with OutputLock(busy):
             before = sorted(os.listdir(busy))
-            writers = [start("oipgraph", *self.args, f"--out={busy}", *extra) for extra in ([], ["--resume"])]
-            for writer in writers:
-                done = finish(writer)
+            # Both after one TensorFlow import (tests/forked_commands.py), one at a time.
+            writers = run_forked(
+                "oipgraph", [[*self.args, f"--out={busy}", *extra] for extra in ([], ["--resume"])], parallel=1
+            )
+            for done in writers:
                 self.assertEqual(done.returncode, 2, done.stderr[-2000:])
                 assert_one_line_error(
                     self, done.stderr, "oipgraph", f"--out={busy} is in use by another oipgraph process"
@@ -191,10 +193,12 @@ class RunIntegrityTest(tf.test.TestCase):
         self.assertEqual(sorted(glob.glob(os.path.join(run_dir, "events.*"))), events)
 
         # Following the advice: --overwrite replaces the run and its own summaries; another --logdir works.
-        overwrite = start("oipgraph", *args, f"--out={out}", "--overwrite")
-        elsewhere = start("oipgraph", *args, f"--out={other}", f"--logdir={os.path.join(self.root, 'other_logs')}")
-        for process in (overwrite, elsewhere):
-            done = finish(process)
+        # Both after one TensorFlow import, side by side: their --out folders and logdirs differ.
+        followed = [
+            [f"--out={out}", "--overwrite"],
+            [f"--out={other}", f"--logdir={os.path.join(self.root, 'other_logs')}"],
+        ]
+        for done in run_forked("oipgraph", [[*args, *extra] for extra in followed]):
             self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         replaced = glob.glob(os.path.join(run_dir, "events.*"))
         self.assertLen(replaced, 1)
