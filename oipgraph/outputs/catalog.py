@@ -7,11 +7,11 @@ interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -51,12 +51,20 @@ def make_private_temp_public(path: str, directory: bool = False) -> None:
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes `data` to `path` via a temporary file in the same folder and a rename; modes follow the umask."""
+    atomic_write_with(path, lambda file: file.write(data))
+
+
+def atomic_write_with(path: str, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` into a temporary file in `path`'s folder, then fsync and rename it to `path`.
+
+    The modes follow the umask; an error (or an interrupt) inside `write` leaves no file behind.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         make_private_temp_public(temp_path)
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_path, path)
@@ -70,9 +78,12 @@ def atomic_write_json(path: str, value: Any) -> None:
 
 
 def atomic_save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    """`np.savez_compressed` of `arrays`, written straight into the temporary file (`atomic_write_with`).
+
+    Not through a buffer in memory: at 224x224 a run's arrays are GBs, and a buffer and its copy held two
+    more compressed copies of them (BENCHMARKS.md, "Real networks").
+    """
+    atomic_write_with(path, lambda file: np.savez_compressed(file, **arrays))
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:

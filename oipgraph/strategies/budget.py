@@ -27,7 +27,7 @@ skipped. Costs are counts, not clocks, so a plan is the same on every machine an
 Memory. `batch_within_memory` sizes the ascent's batch and the screen's chunks from the layer's
 activation sizes (`ranking.activation_bytes_per_image`), what the process already holds and the results
 that a chunk of pairs keeps until it is saved (`result_bytes_per_pair`: at 224x224 RGB with 8 snapshots
-5.4 MB a pair, so a 64-map chunk holds 0.34 GB of results; BENCHMARKS.md, "Real networks").
+6.0 MB a pair, so a 64-map chunk holds 0.39 GB of results; BENCHMARKS.md, "Real networks").
 """
 
 from __future__ import annotations
