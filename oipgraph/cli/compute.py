@@ -137,11 +137,9 @@ def compute_maps(
                 f"{unfinished}; {len(saved)} of {total} maps are saved, rerun with --resume to continue"
             ) from None
         left = np.flatnonzero(~np.isin(run.map_index, list(saved)))
-        if len(left) == len(run):  # Strategies without on_final: the whole chunk is final now (no copy of it).
-            save(run)
-        elif len(left):
+        if len(left):  # Strategies without on_final: the whole chunk is final now (`select` of all: no copy).
             save(run.select(left))
-        del run
+        del run  # Freed before the next chunk computes: at 224x224 a chunk's results are GBs.
         clock.end_chunk(len(todo))
         interrupts.check()  # A signal after the last check point in this chunk stops the run here, chunk saved.
     bar.finish()

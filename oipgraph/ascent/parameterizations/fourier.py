@@ -80,7 +80,7 @@ class Fourier(Parameterization):
         self.decay = default_decay(max(height, width)) if decay is None else float(decay)
         # NumPy, made a constant inside each graph: a captured eager tensor would not survive
         # `convert_variables_to_constants_v2` (oipgraph.distribute.frozen) intact.
-        self._scale = frequency_scale(height, width, self.decay)
+        self._scale = frequency_scale(height, width, self.decay).astype(np.complex64)
 
     @property
     def param_shape(self) -> tuple[int, int, int]:
@@ -90,7 +90,7 @@ class Fourier(Parameterization):
     def to_image(self, params: tf.Tensor) -> tf.Tensor:
         height, width, channels = self.image_shape
         spectrum = tf.complex(params[..., :channels], params[..., channels:])  # [B, H, W//2+1, C]
-        scaled = tf.transpose(spectrum, [0, 3, 1, 2]) * tf.constant(self._scale.astype(np.complex64))
+        scaled = tf.transpose(spectrum, [0, 3, 1, 2]) * tf.constant(self._scale)
         signal = tf.signal.irfft2d(scaled, fft_length=[height, width]) / IMAGE_DIVISOR  # [B, C, H, W]
         signal = tf.transpose(signal, [0, 2, 3, 1])
         if self.decorrelate:
@@ -103,7 +103,7 @@ class Fourier(Parameterization):
         if self.decorrelate:
             signal = color.from_rgb(signal)
         spectrum = tf.signal.rfft2d(tf.transpose(signal, [0, 3, 1, 2]) * IMAGE_DIVISOR, fft_length=[height, width])
-        spectrum = tf.transpose(spectrum / tf.constant(self._scale.astype(np.complex64)), [0, 2, 3, 1])
+        spectrum = tf.transpose(spectrum / tf.constant(self._scale), [0, 2, 3, 1])
         return tf.concat([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=-1)
 
     def _squash(self, signal: tf.Tensor) -> tf.Tensor:
