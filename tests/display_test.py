@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from oipgraph.ascent.domain import STANDARDIZED, ValueRange
 from oipgraph.outputs import examples, summaries
 from oipgraph.outputs import writer as outputs
+from oipgraph.outputs.run_pairs import RunPairs
 
 RANGE = ValueRange(0.0, 255.0)
 SIDE, INITS, STEPS, TOP_K = 8, 2, 10, 3
@@ -116,7 +117,8 @@ class RunPicturesTest(tf.test.TestCase):
             out = os.path.join(cls.root, name)
             os.makedirs(out)
             header = {"seed": 0, "command": f"oipgraph --input_range={domain.name}"}
-            outputs.write_outputs(out, os.path.join(out, "tb"), "run", cls.pairs, INITS, header, domain, cls.found)
+            pairs = RunPairs.from_arrays(cls.pairs)
+            outputs.write_outputs(out, os.path.join(out, "tb"), "run", pairs, INITS, header, domain, cls.found)
 
     def events(self, name: str) -> event_accumulator.EventAccumulator:
         run_dir = os.path.join(self.root, name, "tb", "run")

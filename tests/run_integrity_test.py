@@ -15,13 +15,11 @@ import time
 
 import helpers
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import assert_one_line_error, finish, load_arrays, run_forked, start
 
 from oipgraph.cli.outlock import OutputLock
-from oipgraph.outputs.run_progress import merge_pairs
 
 NUM_MAPS = 16
 # 8 chunks of one map, about half a second each: a run can be stopped mid-way.
@@ -209,29 +207,3 @@ class RunIntegrityTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
-
-
-class MergePairsTest(tf.test.TestCase):
-    def test_groups_merge_in_the_runs_map_order_with_padded_histories_and_whole_strings(self):
-        def group(maps: list[int], strategy: str, steps: int) -> dict[str, np.ndarray]:
-            count = len(maps)
-            return {
-                "map_index": np.array(maps, np.int32),
-                "loss": np.arange(count, dtype=np.float32) + 10 * maps[0],
-                "loss_history": np.zeros((count, steps), np.float32),
-                "strategy": np.array([strategy] * count),
-                "snapshots": np.random.default_rng(maps[0]).random((count, 2, 4, 4, 1), dtype=np.float32),
-            }
-
-        groups = [group([3, 1, 1], "random", 2), group([0, 2], "preactivation", 4)]
-        expected = {
-            key: np.concatenate([groups[0][key], groups[1][key]])[[3, 1, 2, 4, 0]]
-            for key in ("map_index", "loss", "snapshots")
-        }
-        merged = merge_pairs(groups, [0, 1, 2, 3])
-        for key, value in expected.items():
-            self.assertAllEqual(merged[key], value, msg=key)
-        self.assertEqual(merged["strategy"].tolist(), ["preactivation", "random", "random", "preactivation", "random"])
-        # The random group's 2-step histories are widened to 4 steps with each pair's final loss (31: map 1, init 0).
-        self.assertAllEqual(merged["loss_history"][1], [0, 0, 31, 31])
-        self.assertEqual(groups, [{}, {}], "the groups' arrays are taken out as they are merged")

@@ -189,7 +189,7 @@ def write_run(
     """
     inits, num_maps = header["inits_per_map"], len(maps)
     pairs = progress.load_run(maps)
-    pairs["fired"] = ascent.objective.fired(pairs["loss"], pairs["status"])
+    pairs.small["fired"] = ascent.objective.fired(pairs.small["loss"], pairs.small["status"])
     found = None
     if dataset is not None:
         kind = ascent.objective.target_kind

@@ -33,6 +33,7 @@ from oipgraph.outputs.catalog import (
     atomic_write_json,
     load_npz,
 )
+from oipgraph.outputs.run_pairs import IMAGE_KEYS, RunPairs
 
 GROUP_PATTERN = re.compile(r"maps_(\d+)\.npz")
 
@@ -211,9 +212,26 @@ class RunProgress:
                 continue
         return count
 
-    def load_run(self, maps: Sequence[int]) -> dict[str, np.ndarray]:
-        """Every saved pair, ordered map by map as `maps` lists them (init by init within a map)."""
-        return merge_pairs([self.load_group(group) for group in self.saved_groups()], maps)
+    def load_run(self, maps: Sequence[int]) -> RunPairs:
+        """Every saved pair, ordered map by map as `maps` lists them (init by init within a map).
+
+        The small arrays are read now; the image arrays (`run_pairs.IMAGE_KEYS`) group by group as the writer
+        asks for them (`RunPairs.blocks`), so writing the outputs holds one group's images at a time.
+        """
+        paths = [self.group_path(group) for group in self.saved_groups()]
+        groups = []
+        for path in paths:
+            with np.load(path, allow_pickle=False) as archive:
+                groups.append({key: archive[key] for key in archive.files if key not in IMAGE_KEYS})
+        destinations = pair_destinations([group["map_index"] for group in groups], maps)
+        small = merge_pairs(groups, maps)
+
+        def blocks():
+            for path, rows in zip(paths, destinations):
+                with np.load(path, allow_pickle=False) as archive:
+                    yield rows, {key: archive[key] for key in IMAGE_KEYS}
+
+        return RunPairs(small, blocks)
 
     def finish(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -230,19 +248,33 @@ def merge_pairs(groups: list[dict[str, np.ndarray]], maps: Sequence[int] | None 
     longest = max(group["loss_history"].shape[1] for group in groups)
     for group in groups:
         group["loss_history"] = pad_history(group["loss_history"], group["loss"], longest)
-    sizes = [len(group["map_index"]) for group in groups]
-    rows = np.arange(sum(sizes))
-    if maps is not None:
-        place = {int(map_id): position for position, map_id in enumerate(maps)}
-        map_index = np.concatenate([group["map_index"] for group in groups])
-        order = np.argsort([place[int(m)] for m in map_index], kind="stable")
-        rows = np.argsort(order, kind="stable")  # Where each concatenated pair goes.
+    if maps is None:
+        sizes = np.cumsum([0] + [len(group["map_index"]) for group in groups])
+        destinations = [np.arange(begin, end) for begin, end in zip(sizes[:-1], sizes[1:])]
+    else:
+        destinations = pair_destinations([group["map_index"] for group in groups], maps)
+    total = sum(len(rows) for rows in destinations)
     merged = {}
     for key in list(groups[0]):
         dtype = np.result_type(*(group[key].dtype for group in groups))  # Strings: the widest.
-        merged[key] = np.empty((len(rows), *groups[0][key].shape[1:]), dtype)
-        offset = 0
-        for group, size in zip(groups, sizes):
-            merged[key][rows[offset : offset + size]] = group.pop(key)
-            offset += size
+        merged[key] = np.empty((total, *groups[0][key].shape[1:]), dtype)
+        for group, rows in zip(groups, destinations):
+            merged[key][rows] = group.pop(key)
     return merged
+
+
+def pair_destinations(map_indices: list[np.ndarray], maps: Sequence[int]) -> list[np.ndarray]:
+    """Where each group's pairs go in the run's order: per group int [P_g], places in the merged arrays.
+
+    The run's order is map by map as `maps` lists them; a map's pairs keep their order within their group.
+
+    Args:
+        map_indices: Per group, int [P_g], the map of each of its pairs.
+        maps: The run's maps, in order (every map of the groups among them).
+    """
+    place = {int(map_id): position for position, map_id in enumerate(maps)}
+    sizes = np.cumsum([0] + [len(group) for group in map_indices])
+    concatenated = np.concatenate(map_indices) if map_indices else np.zeros([0], np.int64)
+    order = np.argsort([place[int(m)] for m in concatenated], kind="stable")
+    rows = np.argsort(order, kind="stable")  # Where each concatenated pair goes.
+    return [rows[begin:end] for begin, end in zip(sizes[:-1], sizes[1:])]

@@ -65,9 +65,17 @@ def labelled_grid(
         scale: Nearest-neighbour upscaling of each image.
 
     Returns:
-        uint8 RGB [rows * tile_h, columns * tile_w, 3].
+        uint8 RGB [rows * tile_h, columns * tile_w, 3] (`tile_grid`).
     """
-    tiles = to_display(images, domain, scale)
+    return tile_grid(to_display(images, domain, scale), labels, columns)
+
+
+def tile_grid(tiles: np.ndarray, labels: list[int] | None = None, columns: int | None = None) -> np.ndarray:
+    """Display tiles uint8 [N, H, W, 3] in a grid on a dark background, 2 px apart, each under its label.
+
+    Returns:
+        uint8 RGB [rows * (H + label + 2), columns * (W + 2), 3], label = max(7, H // 5) (0 without `labels`).
+    """
     count, height, width, _ = tiles.shape
     columns = columns or int(np.ceil(np.sqrt(count)))
     rows = int(np.ceil(count / columns))
@@ -81,6 +89,28 @@ def labelled_grid(
             grid[top : top + label_height, left : left + width] = render_label(str(labels[index]), label_height, width)
         grid[top + label_height : top + label_height + height, left : left + width] = tiles[index]
     return grid
+
+
+def fit_scale(size: int, scale: int, max_side: int) -> int:
+    """The nearest-neighbour factor for images `size` px tall: `scale`, less where that passes `max_side` (>= 1)."""
+    return max(1, min(scale, max_side // size))
+
+
+def fit_tiles(pixels: np.ndarray, scale: int, max_side: int) -> np.ndarray:
+    """Display pixels uint8 [N, H, W, 3] as grid tiles of at most about `max_side` px.
+
+    Images of at most `max_side` px are repeated nearest-neighbour by `fit_scale(H, scale, max_side)`; larger
+    ones are reduced by an area average, by f = ceil(H / max_side), to ceil(H / f) x ceil(W / f) (at scale 3 the
+    grid of a deep layer's 512 maps at 224 x 224 was 18,584 px wide; the OIPs at full size are in `maps/`).
+    """
+    height, width = pixels.shape[1:3]
+    if height <= max_side:
+        factor = fit_scale(height, scale, max_side)
+        return pixels.repeat(factor, axis=1).repeat(factor, axis=2)
+    factor = -(-height // max_side)
+    size = (-(-height // factor), -(-width // factor))
+    reduced = tf.image.resize(tf.constant(pixels, tf.float32), size, method="area", antialias=True)
+    return np.round(reduced.numpy()).clip(0, 255).astype(np.uint8)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -141,16 +171,20 @@ def write_map_images(
         tf.summary.image(f"{tag}/{VARIANTS_TAG}", domain.display(variants), step=0, max_outputs=len(variants))
 
 
-def write_grid_pages(tag: str, images: np.ndarray, labels: list[int], scale: int, domain: Domain) -> int:
+def write_grid_pages(tag: str, tiles: np.ndarray, labels: list[int]) -> int:
     """The layer's OIPs as labelled grids of `GRID_PAGE_MAPS` maps, page k at step k of one card.
+
+    Args:
+        tiles: uint8 [N, h, w, 3], each map's display tile (`fit_tiles`).
+        labels: The maps' indices.
 
     Returns:
         The number of pages.
     """
-    pages = range(0, len(images), GRID_PAGE_MAPS)
+    pages = range(0, len(tiles), GRID_PAGE_MAPS)
     for page, begin in enumerate(pages):
         chunk = slice(begin, begin + GRID_PAGE_MAPS)
-        grid = labelled_grid(images[chunk], domain, labels=labels[chunk], columns=4, scale=scale)
+        grid = tile_grid(tiles[chunk], labels=labels[chunk], columns=4)
         first, last = labels[chunk][0], labels[chunk][-1]
         tf.summary.image(tag, grid[None], step=page, description=f"Maps {first}..{last}; the step is the page")
     return len(pages)

@@ -1,24 +1,25 @@
 """The files and TensorBoard summaries of a layer-wide run.
 
-`write_outputs` turns the per-pair arrays of a run (map-major, one row per
-(map, init) pair) into `grid.png`, `maps/map_NNN.png` (and the gallery's
-pictures, `outputs.gallery`), `oips.npz`, TensorBoard summaries, the gallery
-`index.html` and, last, `catalog.json`.
+`write_outputs` turns the per-pair arrays of a run (map-major, one row per (map, init) pair; `RunPairs`) into
+`maps/map_NNN.png` (and the gallery's pictures, `outputs.gallery`), `grid.png`, `oips.npz`, TensorBoard
+summaries (`tensorboard_run`), the gallery `index.html` and, last, `catalog.json`. It draws the maps a block
+of pairs at a time (a saved group) and stages the image arrays of `oips.npz` on disk (`staged_npz`), so it
+holds one block's images, not the run's: at 224 x 224 a deep layer's 512 maps are 3 GB of images.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
-import tensorflow as tf
 
 from oipgraph.ascent import STATUS_NAMES
 from oipgraph.ascent.domain import Domain
 from oipgraph.ascent.parameterizations import PARAMETERIZATIONS, Parameterization
 from oipgraph.outputs import catalog, examples, gallery, summaries, uniqueness
+from oipgraph.outputs.run_pairs import IMAGE_KEYS, RunPairs
+from oipgraph.outputs.staged_npz import StagedNpz
+from oipgraph.outputs.tensorboard_run import TensorBoardRun
 
 # The start images of each strategy; RANDOM is the noise of the run's parameterization (`start_noise`).
 RANDOM = "{noise}"
@@ -37,9 +38,12 @@ def start_kind(strategy: str, param: str | None) -> str:
     return START_KINDS.get(strategy, strategy).format(noise=noise)
 
 
+# Nearest-neighbour scales of small images, and the most pixels a tile of a layer's grid (grid.png, TensorBoard's
+# pages) may have: larger images are reduced there (`summaries.fit_tiles`); the map PNGs never shrink.
 GRID_SCALE = 3
 TENSORBOARD_GRID_SCALE = 4
 MAP_PNG_SCALE = 4
+GRID_MAX_TILE = 128
 
 
 def by_map(pairs: dict[str, np.ndarray], num_maps: int, inits: int) -> dict[str, np.ndarray]:
@@ -98,149 +102,123 @@ def catalog_entries(
     return entries
 
 
-def write_tensorboard(
-    logdir: str,
-    run_name: str,
-    arrays: dict[str, np.ndarray],
-    best: np.ndarray,
-    entries: list[dict],
-    flag_text: str,
-    out: str,
-    domain: Domain,
-    example_strips: list[np.ndarray] | None = None,
-) -> None:
-    """Writes the run's summaries to a temporary folder, then renames it to LOGDIR/RUN_NAME.
-
-    The run folder records its owner, the real path of `out` (`catalog.TENSORBOARD_OWNER`); an existing
-    LOGDIR/RUN_NAME is replaced only if it is this `out`'s own. Layout: `run/flags`, `run/maps` (a table
-    of every map's status, loss, steps and strategy), `layer/oips` (the grid in pages of 16 maps, page k
-    at step k), and per map `map_NNN/2_ascent` (the step slider walks through the ascent),
-    `map_NNN/3_loss`, and where they apply `1_start`, `4_variants` and `5_dataset_examples`
-    (`example_strips[m]`, uint8 [h, w, 3] from `examples.example_strip`, when given). Images are shown as
-    the model's input `domain` says (`Domain.display`).
-    """
-    os.makedirs(logdir, exist_ok=True)
-    final = os.path.join(logdir, run_name)
-    temp = tempfile.mkdtemp(dir=logdir, prefix=".tmp-")
-    try:
-        catalog.make_private_temp_public(temp, directory=True)
-        catalog.atomic_write_bytes(os.path.join(temp, catalog.TENSORBOARD_OWNER), os.path.realpath(out).encode())
-        writer = tf.summary.create_file_writer(temp)
-        with writer.as_default():
-            tf.summary.text("run/flags", flag_text, step=0)
-            tf.summary.text("run/maps", summaries.status_table(entries), step=0)
-            rows = np.arange(len(best))
-            map_indices = [int(map_index) for map_index in arrays["map_index"][:, 0]]
-            summaries.write_grid_pages(
-                "layer/oips", arrays["images"][rows, best], map_indices, TENSORBOARD_GRID_SCALE, domain
-            )
-            tags = [f"map_{map_index:03d}" for map_index in map_indices]
-            for row, tag in enumerate(tags):
-                init = int(best[row])
-                summaries.write_map_images(
-                    tag,
-                    arrays["start_images"][row, init],
-                    arrays["snapshots"][row, init],
-                    arrays["snapshot_steps"][row, init],
-                    int(arrays["steps_run"][row, init]),
-                    arrays["images"][row, init],
-                    domain,
-                    variants=arrays["images"][row] if arrays["images"].shape[1] > 1 else None,
-                    description=entries[row].get("label"),
-                )
-                if example_strips is not None:
-                    description = "The OIP(s), then the top dataset images, best first"
-                    tf.summary.image(
-                        f"{tag}/{summaries.EXAMPLES_TAG}", example_strips[row][None], step=0, description=description
-                    )
-            loss_tags = [f"{tag}/{summaries.LOSS_TAG}" for tag in tags]
-            summaries.write_loss_curves(loss_tags, arrays["loss_history"][rows, best])
-        writer.close()
-        if os.path.lexists(final):  # The run's own (checked up front; again here against a racing run).
-            catalog.check_tensorboard_run(logdir, run_name, out)
-            shutil.rmtree(final)
-        os.rename(temp, final)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 def write_outputs(
     out: str,
     logdir: str,
     run_name: str,
-    pairs: dict[str, np.ndarray],
+    pairs: RunPairs,
     inits: int,
     header: dict,
     domain: Domain,
     found: examples.DatasetExamples | None = None,
     labels: list[str] | None = None,
 ) -> dict:
-    """Writes PNGs, `oips.npz`, TensorBoard summaries, the gallery `index.html` and, last, `catalog.json`.
+    """Writes the map PNGs, `grid.png`, `oips.npz`, TensorBoard summaries, `index.html` and, last, `catalog.json`.
 
     Every picture shows the images as the model's input `domain` says (`Domain.display`: standardized
     images contrast-stretched per image, range images linearly from [low, high] to 0..255).
 
-    With dataset examples `found` (rows: all maps of the layer), each map's PNG and TensorBoard image show
-    its top dataset images beside its OIP(s), and the catalog and `oips.npz` get `examples.run_fields`.
-    With `labels` (names of all maps of the layer), the catalog (`label`), `oips.npz` (`label`), TensorBoard
-    (the maps table, each ascent card's description) and the gallery show each map's name; the PNGs keep
-    the index (their digit font has no letters).
+    Args:
+        pairs: The run's pairs, `fired` among its small arrays (`Objective.fired`).
+        inits: Pairs per map.
+        header: The catalog's run fields; `seed` and `command` (the flags, shown in TensorBoard) among them.
+        found: With dataset examples (rows: all maps of the layer), each map's PNG and TensorBoard image show
+            its top dataset images beside its OIP(s), and the catalog and `oips.npz` get `examples.run_fields`.
+        labels: Names of all maps of the layer: the catalog (`label`), `oips.npz` (`label`), TensorBoard
+            (the maps table, each ascent card's description) and the gallery show each map's name; the PNGs
+            keep the index (their digit font has no letters).
     """
-    num_maps = len(pairs["map_index"]) // inits
-    arrays = by_map(pairs, num_maps, inits)
+    num_maps = len(pairs) // inits
+    arrays = by_map(pairs.small, num_maps, inits)
     best = best_inits(arrays["loss"], arrays["fired"])
-    rows = np.arange(num_maps)
-    # Starts where the map never fired are still noise: only OIPs take part in the score.
-    scores = [uniqueness.uniqueness(arrays["images"][row][arrays["fired"][row]]) for row in rows]
     map_indices = [int(k) for k in arrays["map_index"][:, 0]]
-    grid = summaries.labelled_grid(arrays["images"][rows, best], domain, labels=map_indices, scale=GRID_SCALE)
-    catalog.atomic_write_bytes(os.path.join(out, "grid.png"), summaries.png_bytes(grid))
-    strips = None
-    if found is not None:
-        has_oip = arrays["fired"][rows, best]
-        fields, dataset_summary, dataset_arrays = examples.run_fields(
-            found, map_indices, arrays["loss"][rows, best], has_oip
-        )
-        strips = [
-            examples.example_strip(arrays["images"][row], found.images[k], domain) for row, k in enumerate(map_indices)
-        ]
     os.makedirs(os.path.join(out, catalog.MAPS_DIR), exist_ok=True)
-    pictures = []
-    for row, map_index in enumerate(map_indices):
-        variants = summaries.labelled_grid(arrays["images"][row], domain, columns=inits, scale=MAP_PNG_SCALE)
-        picture = variants if strips is None else strips[row]
-        catalog.atomic_write_bytes(
-            os.path.join(out, catalog.MAPS_DIR, f"map_{map_index:03d}.png"), summaries.png_bytes(picture)
+    scores, pictures, grid_tiles, board_tiles = ([None] * num_maps for _ in range(4))
+    with StagedNpz(out, (num_maps, inits)) as staged, TensorBoardRun(logdir, run_name, out, domain) as board:
+        for rows, images in pairs.blocks():
+            image_width = images["images"].shape[-2]
+            for key in IMAGE_KEYS:
+                staged.put(key, rows, images[key])
+            for first in range(0, len(rows), inits):
+                row = int(rows[first]) // inits
+                pair_images = {key: value[first : first + inits] for key, value in images.items()}
+                label = None if labels is None else labels[map_indices[row]]
+                scores[row], pictures[row], shown = _write_map(
+                    out, board, arrays, row, best[row], pair_images, domain, found, label
+                )
+                grid_tiles[row] = summaries.fit_tiles(shown, GRID_SCALE, GRID_MAX_TILE)[0]
+                board_tiles[row] = summaries.fit_tiles(shown, TENSORBOARD_GRID_SCALE, GRID_MAX_TILE)[0]
+        missing = [map_indices[row] for row in range(num_maps) if pictures[row] is None]
+        if missing:
+            raise ValueError(f"the run's blocks hold no images of maps {missing}")
+        grid = summaries.tile_grid(np.stack(grid_tiles), labels=map_indices)
+        catalog.atomic_write_bytes(os.path.join(out, catalog.GRID), summaries.png_bytes(grid))
+        npz_arrays = dict(
+            arrays,
+            map_index=arrays["map_index"][:, 0],
+            best_init=best,
+            uniqueness=np.array([np.nan if s is None else s for s in scores]),
         )
-        init = int(best[row])
-        frames = summaries.ascent_frames(
-            arrays["snapshots"][row, init],
-            arrays["snapshot_steps"][row, init],
-            int(arrays["steps_run"][row, init]),
-            arrays["images"][row, init],
-        )
-        top_images = None if found is None else found.images[map_index]
-        pictures.append(
-            gallery.write_map_pictures(out, map_index, arrays["images"][row, init], frames, domain, top_images)
-        )
-    npz_arrays = dict(
-        arrays,
-        map_index=arrays["map_index"][:, 0],
-        best_init=best,
-        uniqueness=np.array([np.nan if s is None else s for s in scores]),
-    )
-    if found is not None:
-        npz_arrays.update(dataset_arrays)
-    if labels is not None:
-        npz_arrays["label"] = np.array([labels[k] for k in map_indices], dtype=str)
-    catalog.atomic_save_npz(os.path.join(out, catalog.OIPS), npz_arrays)
-    entries = catalog_entries(arrays, best, scores, header["seed"], labels, header.get("param"))
-    write_tensorboard(logdir, run_name, arrays, best, entries, header["command"], out, domain, strips)
+        if found is not None:
+            has_oip = arrays["fired"][np.arange(num_maps), best]
+            fields, dataset_summary, dataset_arrays = examples.run_fields(
+                found, map_indices, arrays["loss"][np.arange(num_maps), best], has_oip
+            )
+            npz_arrays.update(dataset_arrays)
+        if labels is not None:
+            npz_arrays["label"] = np.array([labels[k] for k in map_indices], dtype=str)
+        staged.save(os.path.join(out, catalog.OIPS), npz_arrays)
+        entries = catalog_entries(arrays, best, scores, header["seed"], labels, header.get("param"))
+        histories = arrays["loss_history"][np.arange(num_maps), best]
+        board.write_layer(header["command"], entries, np.stack(board_tiles), map_indices, histories)
+        board.publish()
     document = {**header, "maps": entries}
     if found is not None:
         document["maps"] = [{**entry, **extra} for entry, extra in zip(document["maps"], fields)]
         document["dataset_examples"] = dataset_summary
-    page = gallery.layer_page(document, pictures, image_width=arrays["images"].shape[-2])
+    page = gallery.layer_page(document, pictures, image_width=image_width)
     catalog.atomic_write_bytes(os.path.join(out, gallery.INDEX), page.encode())
     catalog.atomic_write_json(os.path.join(out, catalog.CATALOG), document)
     return document
+
+
+def _write_map(
+    out: str,
+    board: TensorBoardRun,
+    arrays: dict[str, np.ndarray],
+    row: int,
+    init: int,
+    images: dict[str, np.ndarray],
+    domain: Domain,
+    found: examples.DatasetExamples | None,
+    label: str | None,
+) -> tuple[float | None, dict, np.ndarray]:
+    """One map's pictures: `maps/map_NNN.png`, the gallery's (`gallery.write_map_pictures`) and its TensorBoard cards.
+
+    Args:
+        arrays: The run's small arrays by map ([M, K, ...], `by_map`); `row` is the map's row, `init` its best.
+        images: The map's `IMAGE_KEYS` arrays, [K, ...] each.
+
+    Returns:
+        The map's uniqueness score (None for fewer than 2 OIPs), the gallery's record of its pictures, and
+        its best OIP's display pixels, uint8 [1, H, W, 3].
+    """
+    map_index = int(arrays["map_index"][row, 0])
+    oips = images["images"]
+    # Starts where the map never fired are still noise: only OIPs take part in the score.
+    score = uniqueness.uniqueness(oips[arrays["fired"][row]])
+    scale = summaries.fit_scale(oips.shape[1], MAP_PNG_SCALE, GRID_MAX_TILE)
+    top_images = None if found is None else found.images[map_index]
+    if found is None:
+        strip, picture = None, summaries.labelled_grid(oips, domain, columns=len(oips), scale=scale)
+    else:
+        strip = picture = examples.example_strip(oips, top_images, domain, scale=scale)
+    catalog.atomic_write_bytes(
+        os.path.join(out, catalog.MAPS_DIR, f"map_{map_index:03d}.png"), summaries.png_bytes(picture)
+    )
+    best = {key: images[key][init] for key in IMAGE_KEYS}
+    best.update(snapshot_steps=arrays["snapshot_steps"][row, init], steps_run=int(arrays["steps_run"][row, init]))
+    frames = summaries.ascent_frames(best["snapshots"], best["snapshot_steps"], best["steps_run"], best["images"])
+    record = gallery.write_map_pictures(out, map_index, best["images"], frames, domain, top_images)
+    board.write_map(map_index, best, oips if len(oips) > 1 else None, label, strip)
+    return score, record, summaries.to_display(best["images"][None], domain)
