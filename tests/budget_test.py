@@ -120,6 +120,17 @@ class MemoryTest(tf.test.TestCase):
         self.assertEqual(budget.result_bytes_per_pair((224, 224, 3), 8), 10 * 224 * 224 * 3 * 4)
         self.assertGreater(budget.resident_bytes(), 0)
 
+    def test_chunks_hold_at_most_the_chunk_results(self):
+        at_224 = budget.result_bytes_per_pair((224, 224, 3), 8)  # 6.0 MB: 89 pairs in 512 MiB.
+        self.assertEqual(budget.chunk_maps(256, 1, at_224), 89)
+        self.assertEqual(budget.chunk_maps(256, 4, at_224), 22)
+        self.assertEqual(budget.chunk_maps(16, 1, at_224), 16)
+        # Small images keep --batch_size // --inits_per_map (the shipped model's chunks are unchanged).
+        self.assertEqual(budget.chunk_maps(256, 1, budget.result_bytes_per_pair((28, 28, 1), 8)), 256)
+        self.assertEqual(budget.chunk_maps(256, 3, budget.result_bytes_per_pair((128, 128, 3), 8)), 85)
+        # Never less than one map, even when one map's pairs alone pass the cap.
+        self.assertEqual(budget.chunk_maps(256, 8, budget.CHUNK_RESULT_BYTES), 1)
+
 
 class ProgressTest(tf.test.TestCase):
     def test_plain_lines_without_control_characters_off_a_terminal(self):

@@ -268,7 +268,7 @@ def fit_memory(settings: StrategySettings, ascent: OIPAscent, chunk_pairs: int) 
 
     Each image of a batch holds about `ranking.activation_bytes_per_image` bytes (the layer's measured
     activation sizes); the budget less what the process holds now and less the results a chunk keeps until
-    it is saved (`budget.result_bytes_per_pair` x `chunk_pairs`, the pairs of the run's largest chunk) is
+    it is saved (2 x `budget.result_bytes_per_pair` x `chunk_pairs`, the pairs of the run's largest chunk) is
     shared by them. The batch only groups the computation (on a model whose ascent amplifies float rounding,
     as VGG16's natural preset does, oneDNN's rounding for another batch size gives other, equally good OIPs).
 
@@ -276,7 +276,8 @@ def fit_memory(settings: StrategySettings, ascent: OIPAscent, chunk_pairs: int) 
         OIPGraphError: not even one image fits.
     """
     per_image = activation_bytes_per_image(ascent.feature_model)
-    results = chunk_pairs * result_bytes_per_pair(ascent.image_shape, ascent.num_snapshots)
+    # Twice: at the end of a chunk its batches' results and the joined results are both held.
+    results = 2 * chunk_pairs * result_bytes_per_pair(ascent.image_shape, ascent.num_snapshots)
     budget_bytes, held = int(FLAGS.memory_budget * 2**30), resident_bytes()
     batch = batch_within_memory(per_image, budget_bytes, held, settings.batch_size, results)
     if batch < 1:

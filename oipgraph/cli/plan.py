@@ -20,6 +20,7 @@ from oipgraph.cli.outlock import OutputLock
 from oipgraph.outputs import catalog, labels
 from oipgraph.outputs.run_progress import RunProgress
 from oipgraph.strategies import StrategySettings, parse_maps
+from oipgraph.strategies.budget import chunk_maps, result_bytes_per_pair
 
 FLAGS = flags.FLAGS
 
@@ -57,7 +58,9 @@ def plan_layer(
     maps = parse_maps(FLAGS.maps, ascent.num_maps, layer, ascent.objective.target_kind)
     cli_flags.check_run_size(ascent, maps)
     inits = FLAGS.inits_per_map
-    maps_per_chunk = max(1, FLAGS.batch_size // inits)  # Not the memory-fitted batch: chunks are part of the run.
+    # Not the memory-fitted batch: chunks are part of the run (the same for the same settings).
+    result_bytes = result_bytes_per_pair(ascent.image_shape, ascent.num_snapshots)
+    maps_per_chunk = chunk_maps(FLAGS.batch_size, inits, result_bytes)
     chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
     layer_settings = cli_flags.fit_memory(settings, ascent, len(chunks[0]) * inits)
     if names is not None:

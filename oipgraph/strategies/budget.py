@@ -27,7 +27,9 @@ skipped. Costs are counts, not clocks, so a plan is the same on every machine an
 Memory. `batch_within_memory` sizes the ascent's batch and the screen's chunks from the layer's
 activation sizes (`ranking.activation_bytes_per_image`), what the process already holds and the results
 that a chunk of pairs keeps until it is saved (`result_bytes_per_pair`: at 224x224 RGB with 8 snapshots
-6.0 MB a pair, so a 64-map chunk holds 0.39 GB of results; BENCHMARKS.md, "Real networks").
+6.0 MB a pair; BENCHMARKS.md, "Real networks"). A chunk holds at most `CHUNK_RESULT_BYTES` of results
+(`chunk_maps`): at 224x224 89 maps instead of the 256 of `--batch_size`, whose 1.5 GB of results, held twice
+while the batches' results are joined, took a 512-map run to 4.7 GiB.
 """
 
 from __future__ import annotations
@@ -220,6 +222,24 @@ def whole_maps(rows: np.ndarray, map_index: np.ndarray, most_pairs: int) -> np.n
         chosen.append(of_map)
         count += len(of_map)
     return np.sort(np.concatenate(chosen)) if chosen else rows[:0]
+
+
+# The most results a chunk of pairs may hold (`result_bytes_per_pair` x its pairs): a chunk's results are held
+# (twice, while its batches' results are joined) until it is saved, and its group is what writing the outputs
+# loads at once. A constant, not a share of --memory_budget: chunks are part of a run (its saved plans, the
+# maps a resumed chunk recomputes), and the budget is not part of a run's settings.
+CHUNK_RESULT_BYTES = 512 * 2**20
+
+
+def chunk_maps(batch_size: int, inits: int, result_bytes: int) -> int:
+    """Maps per chunk: `batch_size // inits`, fewer where their results would pass `CHUNK_RESULT_BYTES` (>= 1).
+
+    Args:
+        batch_size: Pairs of a chunk (`--batch_size`).
+        inits: Pairs per map (`--inits_per_map`).
+        result_bytes: `result_bytes_per_pair` of the run's images.
+    """
+    return max(1, min(batch_size, CHUNK_RESULT_BYTES // result_bytes) // inits)
 
 
 def result_bytes_per_pair(image_shape: tuple[int, ...], num_snapshots: int) -> int:
