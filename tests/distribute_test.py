@@ -32,10 +32,20 @@ maps = np.array([0, 5, 9, 17, 33, 64, 127], np.int32)
 seeds = starts.start_seeds(0, np.arange(7))
 executor, shares = DeviceExecutor(devices), []
 report = {"devices": devices}
-for count, batch in ((7, 256), (7, 4), (2, 256)):  # one call; two calls; fewer pairs than devices
+given = []  # The rows each device gets, per round (recorded from the map_index shares).
+per_replica = executor._per_replica
+def recording(array, rows):
+    if array.dtype == np.int32:
+        given.append([share.tolist() for share in rows])
+    return per_replica(array, rows)
+executor._per_replica = recording
+# One batch; 4 batches in 2 rounds; 3 batches in one round; fewer pairs than devices.
+for count, batch in ((7, 256), (7, 2), (7, 3), (2, 256)):
     args = (ascent, images[:count], maps[:count], 40, 0.01, 5e-4, seeds[:count], batch)
+    given.clear()
     local, spread = LocalExecutor().run_pairs(*args), executor.run_pairs(*args, progress=shares.append)
     report[f"{count}/{batch}"] = {
+        "rounds": list(given),
         "images": float(np.abs(local.images - spread.images).max()),
         "history": float(np.abs(local.loss_history - spread.loss_history).max()),
         "same": bool((local.status == spread.status).all() and (local.steps_run == spread.steps_run).all()
@@ -90,7 +100,13 @@ class DeviceExecutorTest(tf.test.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         report = json.loads(done.stdout.strip().splitlines()[-1])
         self.assertLen(report["devices"], 3)
-        for case in ("7/256", "7/4", "2/256"):
+        # Every device runs one whole local batch (LocalExecutor's: batch_size consecutive pairs); devices left
+        # without one in the last round repeat the round's last pair.
+        self.assertEqual(report["7/256"]["rounds"], [[[0, 1, 2, 3, 4, 5, 6], [6], [6]]])
+        self.assertEqual(report["7/2"]["rounds"], [[[0, 1], [2, 3], [4, 5]], [[6], [6], [6]]])
+        self.assertEqual(report["7/3"]["rounds"], [[[0, 1, 2], [3, 4, 5], [6]]])
+        self.assertEqual(report["2/256"]["rounds"], [[[0, 1], [1], [1]]])
+        for case in ("7/256", "7/2", "7/3", "2/256"):
             self.assertTrue(report[case]["same"], case)
             self.assertLessEqual(report[case]["images"], 1e-5, case)
             self.assertLessEqual(report[case]["history"], 1e-5, case)

@@ -2,9 +2,10 @@
 
 `ClusterExecutor` connects this process, the chief, to the tasks of a `--cluster` file
 (`ParameterServerStrategy`, which needs a `ps` task: without one in the file the chief serves one itself
-on a free port; it holds nothing, because the weights travel inside the function). A call's pairs are cut
-into chunks (`CHUNKS_PER_WORKER` per worker, one for a lone worker, at most `batch_size` pairs each) and
-each chunk is a closure that `ClusterCoordinator.schedule` hands to whichever worker is free; when a worker
+on a free port; it holds nothing, because the weights travel inside the function). A call's chunks are
+its local batches (`executors.batches`: the pairs a local run computes together, so that a pair's result
+does not depend on where it ran, also where the batch size changes the float rounding), and each chunk is
+a closure that `ClusterCoordinator.schedule` hands to whichever worker is free; when a worker
 fails (its process is killed, its machine lost), the coordinator puts its closure back and another worker
 runs it. The closure calls the ascent's `optimize` frozen (`frozen.FrozenAscent`): its graph holds the
 weights as constants, so it is registered once per worker with them, and the loop's steps read nothing
@@ -19,7 +20,6 @@ A worker that refuses (killed) answers at once: its chunks run elsewhere.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
@@ -31,14 +31,11 @@ import tensorflow as tf
 from oipgraph.ascent.results import concat_results, result_from_outputs
 from oipgraph.core import interrupts
 from oipgraph.distribute.cluster_file import ClusterFile, free_ports, split_address
-from oipgraph.distribute.executors import PairExecutor, PairsUnfinished
+from oipgraph.distribute.executors import PairExecutor, PairsUnfinished, batches
 from oipgraph.distribute.frozen import FrozenAscent
 
-__all__ = ["CHUNKS_PER_WORKER", "ClusterExecutor", "WorkerSilent", "WorkerWatch"]
+__all__ = ["ClusterExecutor", "WorkerSilent", "WorkerWatch"]
 
-# Chunks per worker of a call: more balance the load and lose less to a failed worker; fewer make larger
-# batches (cheaper per pair-step).
-CHUNKS_PER_WORKER = 2
 PING_SECONDS = 1.0
 POLL_SECONDS = 0.1
 # Seconds the main thread has to take up a silent worker before the watch ends the process itself.
@@ -173,17 +170,12 @@ class ClusterExecutor(PairExecutor):
             self._functions[id(ascent)] = (ascent, function)
         return self._functions[id(ascent)][1]
 
-    def chunk_size(self, pairs: int, batch_size: int) -> int:
-        """Pairs per chunk: `CHUNKS_PER_WORKER` chunks per worker (one for a lone worker: no other could take
-        over a part of its work), at most `batch_size`."""
-        chunks = CHUNKS_PER_WORKER * len(self.workers) if len(self.workers) > 1 else 1
-        return max(1, min(batch_size, math.ceil(pairs / chunks)))
-
     def _run(self, ascent, images, map_index, steps, epsilon, conv_criterion, seeds, batch_size, progress, returned):
+        """One chunk per local batch (`batches`): a call of fewer batches than workers leaves some idle."""
         function = self._scheduled(ascent)
-        chunk, total = self.chunk_size(len(map_index), batch_size), len(map_index)
+        total = len(map_index)
         scalars = (tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion)))
-        pieces = [slice(begin, min(begin + chunk, total)) for begin in range(0, total, chunk)]
+        pieces = batches(total, batch_size)
         remotes = [
             self.coordinator.schedule(
                 function,
@@ -192,7 +184,11 @@ class ClusterExecutor(PairExecutor):
             for rows in pieces
         ]
         if not self._told:  # Once: the chunks' function is traced and registered, the workers run them now.
-            print(f"oipgraph: {len(pieces)} chunks of up to {chunk} pairs scheduled on the workers", flush=True)
+            print(
+                f"oipgraph: {len(pieces)} chunks of up to {pieces[0].stop} pairs (the local batches) scheduled on the"
+                " workers",
+                flush=True,
+            )
             self._told = True
         back = np.zeros(total, bool)
         pending = set(range(len(pieces)))
