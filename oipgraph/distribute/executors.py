@@ -46,14 +46,16 @@ class PairsUnfinished(OIPGraphError):
     Attributes:
         rows: int64 [R], the call's pairs that finished.
         result: Their `AscentResult` (in the order of `rows`), or None when none finished.
-        run: Set by a strategy that can tell what the finished pairs are (an `OIPRun` of them, for saving),
-            else None.
+        run: Set by the strategy that made the call, and again by each strategy around it: an `OIPRun` of the
+            pairs of its own call whose results are final, for saving (`strategies.unfinished`); else None.
+        run_rows: int64 [len(run)], their positions among that strategy's pairs.
     """
 
     def __init__(self, message: str, rows: np.ndarray | None = None, result: AscentResult | None = None):
         super().__init__(message)
         self.rows = np.zeros([0], np.int64) if rows is None else np.asarray(rows, np.int64)
         self.result, self.run = result, None
+        self.run_rows = np.zeros([0], np.int64)
 
 
 class PairExecutor:
