@@ -15,7 +15,10 @@ A worker that does not answer at all (a stopped process, a lost network) would h
 `WorkerWatch` pings every worker from a thread of its own (a tiny op on the worker's CPU) and the run ends
 with `WorkerSilent` (one line naming the address; the CLI saves what finished and exits 2) once a worker
 has not answered for `--worker_timeout` seconds, or when no worker has been reachable for that long.
-A worker that refuses (killed) answers at once: its chunks run elsewhere.
+A worker that refuses (killed) answers at once: its chunks run elsewhere. While TensorFlow holds the GIL
+(every new function is registered on every worker) or the chief connects, the watch cannot run: then
+`backstop.Backstop` (a watchdog process and a timer of the C library) ends the run with the line and exit
+code 2.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import tensorflow as tf
 
 from oipgraph.ascent.results import concat_results, result_from_outputs
 from oipgraph.core import interrupts
+from oipgraph.distribute.backstop import Backstop
 from oipgraph.distribute.cluster_file import ClusterFile, free_ports, split_address
 from oipgraph.distribute.executors import PairExecutor, PairsUnfinished, batches
 from oipgraph.distribute.frozen import FrozenAscent
@@ -56,9 +60,10 @@ class WorkerWatch:
     `problem()` names the first worker whose last answer (a result, or a refusal) is older than `timeout`
     seconds, or says that every worker has refused for `timeout` seconds; `check()` raises it as
     `WorkerSilent` in the calling (main) thread. The main thread may itself be stuck in TensorFlow at that
-    moment (registering a new function waits for every worker, a silent one too): if it has not taken up
-    the problem `GRACE_SECONDS` later, a monitor thread writes the one line and ends the process with exit
-    code 2 (every map saved until then stays saved).
+    moment (an op waiting for the silent worker): if it has not taken up the problem `GRACE_SECONDS` later,
+    a monitor thread writes the one line and ends the process with exit code 2 (every map saved until then
+    stays saved). Where TensorFlow holds the GIL instead (it registers a new function on every worker, a
+    silent one too), these threads cannot run: `backstop.Backstop` ends the run then.
     """
 
     def __init__(self, addresses: list[str], timeout: float):
@@ -140,6 +145,11 @@ class ClusterExecutor(PairExecutor):
 
     def __init__(self, cluster: ClusterFile, worker_timeout: float):
         spec = cluster.as_dict()
+        tasks = {f"worker {index}": address for index, address in enumerate(cluster.workers)}
+        tasks.update({f"ps {index}": address for index, address in enumerate(cluster.ps)})
+        # First: connecting, like every function this process defines from then on, waits for every task
+        # while TensorFlow holds the GIL (`backstop`).
+        self.backstop = Backstop(tasks, worker_timeout, GRACE_SECONDS)
         self._ps_server = None
         if not cluster.ps:
             host, _ = split_address(cluster.chief, "chief")
@@ -150,8 +160,9 @@ class ClusterExecutor(PairExecutor):
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec(spec), task_type="chief", task_id=0, rpc_layer="grpc"
         )
-        self.strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
-        self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
+        with self.backstop.waiting():  # Until every task answers; nothing else watches them yet.
+            self.strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
+            self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
         self.workers = list(cluster.workers)
         self.watch = WorkerWatch(self.workers, worker_timeout)
         self.description = f"{len(self.workers)} workers ({', '.join(self.workers)})"
