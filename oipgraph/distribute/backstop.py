@@ -2,32 +2,25 @@
 
 Once the chief is connected to a cluster, every function its TensorFlow context defines (the first
 `ClusterCoordinator.schedule` of a tf.function, but also any trace, even of a function that runs only here)
-is registered on every worker, and TensorFlow waits for each worker's answer inside a C++ call that holds
-the GIL (measured with TensorFlow 2.21, 1 chief + 2 workers on 127.0.0.1, one worker SIGSTOPped for 11 s:
-`schedule` of a new function, `get_concrete_function` of a new local one and its first call each took
-11.0 s, during which a Python thread meant to tick every 0.2 s ticked at most twice; an eager op on the
-other worker took 0.01 s). A worker that is silent then holds the chief, and `cluster.WorkerWatch` with it:
-its threads need the GIL. Two pieces that do not need it end such a run with the one line and exit code 2:
+is registered on every worker, and TensorFlow waits for their answers inside a C++ call that holds the GIL
+(benchmarks/registration_experiment.py: 11.0 s for a worker stopped 11 s, during which a Python thread
+ticking every 0.2 s ticked at most twice). A silent worker then holds the chief, and `cluster.WorkerWatch`
+with it. Two pieces that need no GIL end such a run with the one line and exit code 2:
 
-- The dead man's timer (`DeadMansTimer`): a POSIX timer of the chief's process (`timer_create` through
-  ctypes, `SIGEV_THREAD`) whose expiry calls the C library's `_exit(2)` from a thread of its own. A thread of
-  the chief pushes it back every `BEAT_SECONDS`; it expires only when Python has been held for
-  `hold_seconds` (the worker timeout + the watch's grace, at least the watchdog's probing time, +
-  `MARGIN_SECONDS`).
-- The watchdog: this file run as a script by `sys.executable` (no TensorFlow: it starts in a fraction of a
-  second), fed the same beats through a pipe. When they stop it probes every worker as a gRPC client
-  starts (a TCP connection and HTTP/2's preface: a server answers with its settings at once, a stopped
-  process never, a dead one refuses), and once the chief has been held for the timeout + the grace it writes
-  the line naming the worker that did not answer and tells the chief through a second pipe (should the
-  chief be free again, its beat thread ends it at once, exit code 2). Then the timer ends the held chief.
-  Where there is no such timer (not Linux) the watchdog ends the chief with SIGKILL instead (exit 137).
+- The dead man's timer (`DeadMansTimer`): a POSIX timer of the chief (`timer_create` through ctypes,
+  `SIGEV_THREAD`) whose expiry calls the C library's `_exit(2)` from a thread of its own. A Python thread
+  pushes it back every `BEAT_SECONDS`: it expires only once Python has been held for `hold_seconds` (the
+  worker timeout + the watch's grace, at least the watchdog's probing time, + `MARGIN_SECONDS`).
+- The watchdog: this file run as a script (no TensorFlow), fed the same beats through a pipe. When they stop
+  it probes every task as a gRPC client starts (a TCP connection and HTTP/2's preface: a server answers with
+  its settings at once, a stopped process never, a dead one refuses); once the chief has been held for the
+  timeout + the grace it writes the line naming the silent task and says so through a second pipe (a chief
+  free again ends at its next beat, exit code 2); the timer ends a held one. Without such a timer (not
+  Linux) the watchdog ends the chief with SIGKILL (exit code 137).
 
-Connecting to the cluster waits for every task too, with the GIL released but before `cluster.WorkerWatch`
-runs (measured: 12.0 s for a worker stopped 12 s; a Python thread ticked throughout): `Backstop.waiting`
-stops the beats around it, so that the same two pieces end a run whose task is silent at the start.
-
-What was saved stays saved: every map is saved as soon as it is final, so a run ended here loses only the
-pairs in flight, which `--resume` computes.
+Connecting waits for every task too, with the GIL free but before `cluster.WorkerWatch` runs (12.0 s for a
+worker stopped 12 s): `Backstop.waiting` stops the beats around it. Every map is saved as soon as it is
+final, so a run ended here loses only the pairs in flight, which `--resume` computes.
 """
 
 from __future__ import annotations
