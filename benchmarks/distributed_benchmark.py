@@ -43,6 +43,9 @@ flags.DEFINE_integer("cnn_maps", 128, "Maps 0..N-1 of the shipped CNN's Conv2D_3
 flags.DEFINE_integer("cnn_steps", 600, "Steps per map on the shipped CNN.")
 flags.DEFINE_integer("vgg_maps", 16, "Maps 0..N-1 of VGG16's block4_conv3.")
 flags.DEFINE_integer("vgg_steps", 100, "Steps per map on VGG16.")
+flags.DEFINE_integer(
+    "batch_size", 256, "Pairs per batch (StrategySettings.batch_size): a cluster runs one chunk per local batch."
+)
 flags.DEFINE_string("child", None, "Internal: run one measurement with this executor ('local' or a cluster file).")
 flags.DEFINE_string("result", None, "Internal: where the child writes its JSON result.")
 
@@ -71,7 +74,7 @@ def measure(executor_spec: str) -> dict:
             model = dev_models.vgg16(128, FLAGS.wheels, verbose=False)
             layer, maps, steps, domain = "block4_conv3", FLAGS.vgg_maps, FLAGS.vgg_steps, ValueRange(0.0, 255.0)
         ascent = OIPAscent(model, layer, domain=domain, preset="auto", precision="float32")
-        settings = StrategySettings(steps=steps, conv_criterion=0.0, executor=executor)
+        settings = StrategySettings(steps=steps, conv_criterion=0.0, batch_size=FLAGS.batch_size, executor=executor)
         started = time.perf_counter()
         create_oips(ascent, [0, 1], "random", settings=StrategySettings(steps=3, conv_criterion=0.0, executor=executor))
         first = time.perf_counter() - started
@@ -117,7 +120,8 @@ def start_workers(folder: str) -> tuple[list[subprocess.Popen], list[str]]:
 def run_child(executor_spec: str, folder: str) -> dict:
     result = os.path.join(folder, f"result_{time.monotonic_ns()}.json")
     argv = [sys.executable, os.path.abspath(__file__), f"--child={executor_spec}", f"--result={result}"]
-    argv += [f"--{name}={FLAGS[name].value}" for name in ("wheels", "cnn_maps", "cnn_steps", "vgg_maps", "vgg_steps")]
+    names = ("wheels", "cnn_maps", "cnn_steps", "vgg_maps", "vgg_steps", "batch_size")
+    argv += [f"--{name}={FLAGS[name].value}" for name in names]
     argv.append(f"--models={','.join(FLAGS.models)}")
     done = subprocess.run(argv, capture_output=True, text=True, cwd=HERE)
     if done.returncode != 0:

@@ -155,8 +155,7 @@ class ClusterRunTest(tf.test.TestCase):
 
     def run_with_own_worker(self, name: str, extra: list[str], action, delay: float, timeout: float = 300):
         """Runs the command on worker 0 and a worker of this test; `action(worker)` `delay` seconds after the
-        chunks are scheduled (their function is registered by then: a worker stopped before that would hold the
-        chief's TensorFlow, README "More hardware")."""
+        chunks are scheduled (their function is registered by then)."""
         ports = free_ports(1)
         own = address(ports[0])
         path = self.cluster_file(own)
@@ -205,6 +204,29 @@ class ClusterRunTest(tf.test.TestCase):
         done = run_command("oipgraph", *RUN, f"--out={out}", "--resume", env=ENV)
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         self.assert_same_outputs(out)
+
+    def test_a_worker_silent_from_the_start_ends_the_run_with_one_line(self):
+        # Stopped before the chief starts: it accepts the preflight's connection (the kernel does) and then answers
+        # nothing, so connecting waits for it inside TensorFlow, before the chief's watch runs; the backstop
+        # (oipgraph/distribute/backstop.py: a watchdog process and a timer of the C library, which also end a
+        # chief whose GIL TensorFlow holds while it registers a function) ends the run.
+        own = address(free_ports(1)[0])
+        path = self.cluster_file(own)
+        with open(path) as file:
+            worker = start_worker(json.load(file), 1, os.path.join(self.folder, "held_worker.log"))
+        try:
+            os.kill(worker.pid, signal.SIGSTOP)
+            out = os.path.join(self.folder, "held")
+            done = run_command("oipgraph", *RUN, f"--out={out}", f"--cluster={path}", "--worker_timeout=3", env=ENV)
+        finally:
+            stop_worker(worker)
+        self.assertEqual(done.returncode, 2, done.stderr[-3000:])
+        self.assertEqual(
+            own_lines(done.stderr)[-1],  # After TensorFlow's "default session config" log of the connection.
+            f"oipgraph: error: --cluster: worker 1 at {own} has not answered for 3 s (--worker_timeout; the chief"
+            " waited for it inside TensorFlow); the maps saved so far stay saved, rerun with --resume to continue",
+        )
+        self.assertFalse(os.path.exists(os.path.join(out, "oips.npz")))
 
 
 class ClusterFlagsTest(tf.test.TestCase):

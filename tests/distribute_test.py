@@ -3,9 +3,13 @@ global state), the `--cluster` file's checks and TF_CONFIG's (tests/cluster_test
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import keras
 import numpy as np
@@ -14,6 +18,7 @@ import tensorflow as tf
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent, ValueRange
 from oipgraph.core.errors import OIPGraphError
+from oipgraph.distribute import backstop
 from oipgraph.distribute.cluster_file import free_ports, load_cluster_file, preflight
 from oipgraph.distribute.frozen import FrozenAscent
 from oipgraph.distribute.worker import read_task
@@ -32,10 +37,20 @@ maps = np.array([0, 5, 9, 17, 33, 64, 127], np.int32)
 seeds = starts.start_seeds(0, np.arange(7))
 executor, shares = DeviceExecutor(devices), []
 report = {"devices": devices}
-for count, batch in ((7, 256), (7, 4), (2, 256)):  # one call; two calls; fewer pairs than devices
+given = []  # The rows each device gets, per round (recorded from the map_index shares).
+per_replica = executor._per_replica
+def recording(array, rows):
+    if array.dtype == np.int32:
+        given.append([share.tolist() for share in rows])
+    return per_replica(array, rows)
+executor._per_replica = recording
+# One batch; 4 batches in 2 rounds; 3 batches in one round; fewer pairs than devices.
+for count, batch in ((7, 256), (7, 2), (7, 3), (2, 256)):
     args = (ascent, images[:count], maps[:count], 40, 0.01, 5e-4, seeds[:count], batch)
+    given.clear()
     local, spread = LocalExecutor().run_pairs(*args), executor.run_pairs(*args, progress=shares.append)
     report[f"{count}/{batch}"] = {
+        "rounds": list(given),
         "images": float(np.abs(local.images - spread.images).max()),
         "history": float(np.abs(local.loss_history - spread.loss_history).max()),
         "same": bool((local.status == spread.status).all() and (local.steps_run == spread.steps_run).all()
@@ -45,6 +60,87 @@ for count, batch in ((7, 256), (7, 4), (2, 256)):  # one call; two calls; fewer 
 report["shares"] = shares
 print(json.dumps(report))
 """
+
+
+# A chief with the backstop (loaded from its file: no TensorFlow), then: held inside a C call that keeps the GIL
+# (as TensorFlow's registration of a function on a silent worker does), or free, or suspended.
+BACKSTOP_SCRIPT = """
+import ctypes, importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("backstop", sys.argv[1])
+backstop = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(backstop)
+chief = backstop.Backstop({"worker 0": sys.argv[2], "worker 1": sys.argv[3]}, timeout=1.0, grace=1.0)
+print("armed", flush=True)
+if sys.argv[4] == "held":
+    ctypes.PyDLL(None).sleep(60)  # The GIL stays held: no Python thread runs.
+elif sys.argv[4] == "waiting":
+    with chief.waiting():  # As while connecting: the GIL is free, nothing else watches the workers.
+        time.sleep(60)
+else:
+    time.sleep(14)
+print("ended by itself", flush=True)
+"""
+
+
+def serve(answer: bool) -> tuple[socket.socket, str]:
+    """A listening socket on 127.0.0.1: it answers every connection with a byte, or never accepts one (the
+    kernel still completes the connection, as for a stopped process)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    if answer:
+
+        def accept():
+            while True:
+                try:
+                    connection, _ = server.accept()
+                except OSError:
+                    return
+                with connection:
+                    connection.recv(64)
+                    connection.sendall(b"x")
+
+        threading.Thread(target=accept, daemon=True).start()
+    return server, f"127.0.0.1:{server.getsockname()[1]}"
+
+
+class BackstopTest(tf.test.TestCase):
+    def test_a_held_chief_ends_with_one_line_naming_the_silent_worker_and_exit_code_2(self):
+        (answering, live), (silent_server, silent) = serve(True), serve(False)
+        self.addCleanup(answering.close)
+        self.addCleanup(silent_server.close)
+        self.assertEqual(backstop.probe(live), "answers")
+        self.assertEqual(backstop.probe(silent, timeout=0.5), "silent")
+        self.assertEqual(backstop.probe(f"127.0.0.1:{free_ports(1)[0]}"), "refuses")
+        started = time.monotonic()
+        children = {
+            mode: subprocess.Popen(
+                [sys.executable, "-c", BACKSTOP_SCRIPT, backstop.__file__, live, silent, mode],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for mode in ("held", "waiting", "free", "suspended")
+        }
+        for child in children.values():
+            self.addCleanup(child.kill)
+            self.assertEqual(child.stdout.readline(), "armed\n")
+        # Suspended (Ctrl-Z) for longer than the timer's 8 s: it must not fire when the chief continues.
+        children["suspended"].send_signal(signal.SIGTSTP)
+        time.sleep(10)
+        children["suspended"].send_signal(signal.SIGCONT)
+        outputs = {mode: child.communicate(timeout=60) for mode, child in children.items()}
+        for mode in ("held", "waiting"):
+            self.assertEqual(children[mode].returncode, 2, outputs[mode][1])
+            self.assertEqual(outputs[mode][0], "")  # Not "ended by itself".
+            line = (
+                f"oipgraph: error: --cluster: worker 1 at {silent} has not answered for 1 s (--worker_timeout; the"
+                " chief waited for it inside TensorFlow); the maps saved so far stay saved, rerun with --resume to"
+                " continue"
+            )
+            self.assertEqual(outputs[mode][1].strip().splitlines(), [line], mode)
+        for mode in ("free", "suspended"):
+            self.assertEqual(children[mode].returncode, 0, outputs[mode][1])
+            self.assertEqual(outputs[mode], ("ended by itself\n", ""))
+        self.assertLess(time.monotonic() - started, 40)
 
 
 class FrozenAscentTest(tf.test.TestCase):
@@ -90,7 +186,13 @@ class DeviceExecutorTest(tf.test.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         report = json.loads(done.stdout.strip().splitlines()[-1])
         self.assertLen(report["devices"], 3)
-        for case in ("7/256", "7/4", "2/256"):
+        # Every device runs one whole local batch (LocalExecutor's: batch_size consecutive pairs); devices left
+        # without one in the last round repeat the round's last pair.
+        self.assertEqual(report["7/256"]["rounds"], [[[0, 1, 2, 3, 4, 5, 6], [6], [6]]])
+        self.assertEqual(report["7/2"]["rounds"], [[[0, 1], [2, 3], [4, 5]], [[6], [6], [6]]])
+        self.assertEqual(report["7/3"]["rounds"], [[[0, 1, 2], [3, 4, 5], [6]]])
+        self.assertEqual(report["2/256"]["rounds"], [[[0, 1], [1], [1]]])
+        for case in ("7/256", "7/2", "7/3", "2/256"):
             self.assertTrue(report[case]["same"], case)
             self.assertLessEqual(report[case]["images"], 1e-5, case)
             self.assertLessEqual(report[case]["history"], 1e-5, case)

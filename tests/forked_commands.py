@@ -2,6 +2,9 @@
 
     python forked_commands.py CASES.json   (CASES.json: {"program": "/venv/bin/oipgraph", "cases": [[ARG, ...], ...]})
 
+With "prelude": MODULE in CASES.json, that module of tests/ is imported after the command's, before the first
+fork: a test's stand-in for a part of the command (tests/silent_command.py), in every case.
+
 Most of what a bad invocation of a command costs is importing TensorFlow (about 4 s of CPU each), which is
 the same for every invocation. This script imports what the command imports, the way the command does it
 (`oipgraph/__init__.py`: TF_CPP_MIN_LOG_LEVEL=3 and TensorFlow's load log sent to /dev/null, unless the user
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import json
 import os
 import resource
@@ -110,6 +114,8 @@ def main() -> None:
         sys.exit("forked_commands: some cases ask for TensorFlow's logs (--verbosity, -v) and some do not")
     scratch = tempfile.mkdtemp(prefix="forked_commands_")
     main_function, import_out, import_err = import_like_the_command(entry_point, quiet.pop(), scratch)
+    if request.get("prelude"):
+        importlib.import_module(request["prelude"])
     # The imported objects stay out of the children's garbage collections (gc.freeze's documented use before
     # fork): otherwise each child's collections and shutdown touch, and so copy, all of their memory pages
     # (about 0.8 s of CPU per child). The child still ends through the interpreter's whole shutdown.

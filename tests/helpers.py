@@ -122,6 +122,7 @@ def run_forked(
     env: dict[str, str] | None = None,
     timeout: float = 300,
     parallel: int = 2,
+    prelude: str | None = None,
 ) -> list[subprocess.CompletedProcess]:
     """Runs `command` once per argument list in `cases`, all after one shared import (tests/forked_commands.py).
 
@@ -132,13 +133,14 @@ def run_forked(
     made holding the lock, so a case running beside another may rightly be told the folder is in use).
     cli_test's BadInvocationTest also runs three of its cases as the real command and compares. Each result
     also has `cpu_seconds`, the CPU time of its process. A case that runs longer than `timeout` seconds is
-    killed (returncode None).
+    killed (returncode None). `prelude` names a module of tests/ that every case imports before it runs (a
+    stand-in for a part of the command, e.g. tests/silent_command.py).
     """
     with tempfile.TemporaryDirectory(prefix="run_forked_") as scratch:
         request = os.path.join(scratch, "cases.json")
         with open(request, "w") as file:
             request_fields = {"program": os.path.join(BIN_DIR, command), "cases": cases, "timeout": timeout}
-            json.dump({**request_fields, "parallel": parallel}, file)
+            json.dump({**request_fields, "parallel": parallel, "prelude": prelude}, file)
         done = subprocess.run(
             [sys.executable, FORKED_COMMANDS, request],
             capture_output=True,

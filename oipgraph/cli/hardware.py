@@ -70,7 +70,7 @@ def make_executor() -> PairExecutor | None:
         preflight(cluster, min(PREFLIGHT_TIMEOUT_S, FLAGS.worker_timeout))
         _state["cluster"] = True
         executor = ClusterExecutor(cluster, FLAGS.worker_timeout)
-        print(f"oipgraph: the ascents run on {executor.description}; the precursor screen and wake-up here")
+        print(f"oipgraph: the ascents run on {executor.description}; the precursor screen and wake-up here", flush=True)
         return executor
     from oipgraph.distribute.devices import DeviceExecutor, make_devices
 

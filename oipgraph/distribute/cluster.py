@@ -2,9 +2,10 @@
 
 `ClusterExecutor` connects this process, the chief, to the tasks of a `--cluster` file
 (`ParameterServerStrategy`, which needs a `ps` task: without one in the file the chief serves one itself
-on a free port; it holds nothing, because the weights travel inside the function). A call's pairs are cut
-into chunks (`CHUNKS_PER_WORKER` per worker, one for a lone worker, at most `batch_size` pairs each) and
-each chunk is a closure that `ClusterCoordinator.schedule` hands to whichever worker is free; when a worker
+on a free port; it holds nothing, because the weights travel inside the function). A call's chunks are
+its local batches (`executors.batches`: the pairs a local run computes together, so that a pair's result
+does not depend on where it ran, also where the batch size changes the float rounding), and each chunk is
+a closure that `ClusterCoordinator.schedule` hands to whichever worker is free; when a worker
 fails (its process is killed, its machine lost), the coordinator puts its closure back and another worker
 runs it. The closure calls the ascent's `optimize` frozen (`frozen.FrozenAscent`): its graph holds the
 weights as constants, so it is registered once per worker with them, and the loop's steps read nothing
@@ -14,12 +15,14 @@ A worker that does not answer at all (a stopped process, a lost network) would h
 `WorkerWatch` pings every worker from a thread of its own (a tiny op on the worker's CPU) and the run ends
 with `WorkerSilent` (one line naming the address; the CLI saves what finished and exits 2) once a worker
 has not answered for `--worker_timeout` seconds, or when no worker has been reachable for that long.
-A worker that refuses (killed) answers at once: its chunks run elsewhere.
+A worker that refuses (killed) answers at once: its chunks run elsewhere. While TensorFlow holds the GIL
+(every new function is registered on every worker) or the chief connects, the watch cannot run: then
+`backstop.Backstop` (a watchdog process and a timer of the C library) ends the run with the line and exit
+code 2.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
@@ -30,15 +33,13 @@ import tensorflow as tf
 
 from oipgraph.ascent.results import concat_results, result_from_outputs
 from oipgraph.core import interrupts
+from oipgraph.distribute.backstop import Backstop
 from oipgraph.distribute.cluster_file import ClusterFile, free_ports, split_address
-from oipgraph.distribute.executors import PairExecutor, PairsUnfinished
+from oipgraph.distribute.executors import PairExecutor, PairsUnfinished, batches
 from oipgraph.distribute.frozen import FrozenAscent
 
-__all__ = ["CHUNKS_PER_WORKER", "ClusterExecutor", "WorkerSilent", "WorkerWatch"]
+__all__ = ["ClusterExecutor", "WorkerSilent", "WorkerWatch"]
 
-# Chunks per worker of a call: more balance the load and lose less to a failed worker; fewer make larger
-# batches (cheaper per pair-step).
-CHUNKS_PER_WORKER = 2
 PING_SECONDS = 1.0
 POLL_SECONDS = 0.1
 # Seconds the main thread has to take up a silent worker before the watch ends the process itself.
@@ -59,9 +60,10 @@ class WorkerWatch:
     `problem()` names the first worker whose last answer (a result, or a refusal) is older than `timeout`
     seconds, or says that every worker has refused for `timeout` seconds; `check()` raises it as
     `WorkerSilent` in the calling (main) thread. The main thread may itself be stuck in TensorFlow at that
-    moment (registering a new function waits for every worker, a silent one too): if it has not taken up
-    the problem `GRACE_SECONDS` later, a monitor thread writes the one line and ends the process with exit
-    code 2 (every map saved until then stays saved).
+    moment (an op waiting for the silent worker): if it has not taken up the problem `GRACE_SECONDS` later,
+    a monitor thread writes the one line and ends the process with exit code 2 (every map saved until then
+    stays saved). Where TensorFlow holds the GIL instead (it registers a new function on every worker, a
+    silent one too), these threads cannot run: `backstop.Backstop` ends the run then.
     """
 
     def __init__(self, addresses: list[str], timeout: float):
@@ -143,6 +145,11 @@ class ClusterExecutor(PairExecutor):
 
     def __init__(self, cluster: ClusterFile, worker_timeout: float):
         spec = cluster.as_dict()
+        tasks = {f"worker {index}": address for index, address in enumerate(cluster.workers)}
+        tasks.update({f"ps {index}": address for index, address in enumerate(cluster.ps)})
+        # First: connecting, like every function this process defines from then on, waits for every task
+        # while TensorFlow holds the GIL (`backstop`).
+        self.backstop = Backstop(tasks, worker_timeout, GRACE_SECONDS)
         self._ps_server = None
         if not cluster.ps:
             host, _ = split_address(cluster.chief, "chief")
@@ -153,8 +160,9 @@ class ClusterExecutor(PairExecutor):
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec(spec), task_type="chief", task_id=0, rpc_layer="grpc"
         )
-        self.strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
-        self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
+        with self.backstop.waiting():  # Until every task answers; nothing else watches them yet.
+            self.strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
+            self.coordinator = tf.distribute.coordinator.ClusterCoordinator(self.strategy)
         self.workers = list(cluster.workers)
         self.watch = WorkerWatch(self.workers, worker_timeout)
         self.description = f"{len(self.workers)} workers ({', '.join(self.workers)})"
@@ -173,17 +181,12 @@ class ClusterExecutor(PairExecutor):
             self._functions[id(ascent)] = (ascent, function)
         return self._functions[id(ascent)][1]
 
-    def chunk_size(self, pairs: int, batch_size: int) -> int:
-        """Pairs per chunk: `CHUNKS_PER_WORKER` chunks per worker (one for a lone worker: no other could take
-        over a part of its work), at most `batch_size`."""
-        chunks = CHUNKS_PER_WORKER * len(self.workers) if len(self.workers) > 1 else 1
-        return max(1, min(batch_size, math.ceil(pairs / chunks)))
-
     def _run(self, ascent, images, map_index, steps, epsilon, conv_criterion, seeds, batch_size, progress, returned):
+        """One chunk per local batch (`batches`): a call of fewer batches than workers leaves some idle."""
         function = self._scheduled(ascent)
-        chunk, total = self.chunk_size(len(map_index), batch_size), len(map_index)
+        total = len(map_index)
         scalars = (tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion)))
-        pieces = [slice(begin, min(begin + chunk, total)) for begin in range(0, total, chunk)]
+        pieces = batches(total, batch_size)
         remotes = [
             self.coordinator.schedule(
                 function,
@@ -192,7 +195,11 @@ class ClusterExecutor(PairExecutor):
             for rows in pieces
         ]
         if not self._told:  # Once: the chunks' function is traced and registered, the workers run them now.
-            print(f"oipgraph: {len(pieces)} chunks of up to {chunk} pairs scheduled on the workers", flush=True)
+            print(
+                f"oipgraph: {len(pieces)} chunks of up to {pieces[0].stop} pairs (the local batches) scheduled on the"
+                " workers",
+                flush=True,
+            )
             self._told = True
         back = np.zeros(total, bool)
         pending = set(range(len(pieces)))

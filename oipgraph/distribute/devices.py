@@ -1,12 +1,15 @@
 """Several devices in one process: the pairs of a batch spread over GPUs (or logical CPU devices).
 
-`DeviceExecutor` runs a `tf.distribute.MirroredStrategy` over the devices. A call's pairs are split into
-one contiguous share per device (`experimental_distribute_values_from_function`), and `strategy.run` runs
-the segmented loop's pieces on every share at once, inside one `tf.function` per piece, so the devices
+`DeviceExecutor` runs a `tf.distribute.MirroredStrategy` over the devices. A call's pairs run in the local
+batches (`executors.batches`), dealt to the devices in rounds, one whole batch per device
+(`deal`, `experimental_distribute_values_from_function`): each pair is computed in the batch a local run
+computes it in, so its result is the same also where the batch size changes the float rounding. In each
+round `strategy.run` runs the segmented loop's pieces on every device's batch at once, inside one
+`tf.function` per piece, so the devices
 work in parallel and the Python side still sees the loop between segments (progress, Ctrl-C) as in
 `OIPAscent.__call__`. The pieces are the ascent's frozen functions (`frozen.FrozenAscent`): every device
 holds its own copy of the weights as constants, so no step reads another device's memory, and
-MirroredStrategy's variable mirroring and reductions are not needed (the pairs never meet). The shares'
+MirroredStrategy's variable mirroring and reductions are not needed (the pairs never meet). The batches'
 results are joined in device order, which is pair order.
 
 `make_devices(spec)` turns `--devices=all|N` into device names: all GPUs (or N of them), or, on a machine
@@ -23,13 +26,13 @@ import numpy as np
 import tensorflow as tf
 
 from oipgraph.ascent.oip_ascent import FIRST_SEGMENT_STEPS, next_segment
-from oipgraph.ascent.results import concat_results, result_from_outputs, select_pairs
+from oipgraph.ascent.results import concat_results, result_from_outputs
 from oipgraph.core import interrupts, limits
 from oipgraph.core.errors import OIPGraphError
-from oipgraph.distribute.executors import PairExecutor
+from oipgraph.distribute.executors import PairExecutor, batches
 from oipgraph.distribute.frozen import FrozenAscent
 
-__all__ = ["DeviceExecutor", "check_devices_flag", "make_devices"]
+__all__ = ["DeviceExecutor", "check_devices_flag", "deal", "make_devices"]
 
 
 def check_devices_flag(spec: str) -> int | None:
@@ -71,6 +74,22 @@ def make_devices(spec: str) -> list[str]:
     return [f"/device:CPU:{index}" for index in range(count)]
 
 
+def deal(total: int, batch_size: int, replicas: int) -> list[tuple[list[np.ndarray], int]]:
+    """The rounds of a call of `total` pairs on `replicas` devices: (one share per device, real shares).
+
+    Each share is one whole local batch (`executors.batches`, as rows of the call's pairs): the first
+    `replicas` batches make the first round, the next ones the next. In the last round the devices left
+    without a batch get a repeat of the round's last pair (`strategy.run` needs a share on every device),
+    run and dropped: only the first `real` shares of a round are results.
+    """
+    rounds = []
+    shares = [np.arange(batch.start, batch.stop) for batch in batches(total, batch_size)]
+    for first in range(0, len(shares), replicas):
+        real = shares[first : first + replicas]
+        rounds.append((real + [real[-1][-1:]] * (replicas - len(real)), len(real)))
+    return rounds
+
+
 class _ReplicaFunctions:
     """The segmented loop's pieces of one ascent, each run on every device by `strategy.run`."""
 
@@ -87,10 +106,12 @@ class _ReplicaFunctions:
 
 
 class DeviceExecutor(PairExecutor):
-    """The pairs of each call spread over `devices` by a `MirroredStrategy`; results in pair order.
+    """The local batches of each call dealt to `devices` by a `MirroredStrategy`, one per device; results in
+    pair order.
 
-    A call holds `batch_size` pairs per GPU (each has its own memory), or `batch_size` in all on logical
-    CPU devices (they share the process's memory, which `--memory_budget` sized the batch for).
+    Each device runs whole batches of `batch_size` pairs (`deal`): a GPU in its own memory; logical CPU devices
+    share the process's memory, so N of them hold N batches at once (N times what `--memory_budget` sized one
+    batch for). A call of fewer batches than devices leaves the others idle (they run one repeated pair).
     """
 
     def __init__(self, devices: list[str]):
@@ -107,19 +128,16 @@ class DeviceExecutor(PairExecutor):
 
     def _run(self, ascent, images, map_index, steps, epsilon, conv_criterion, seeds, batch_size, progress, returned):
         functions = self._functions_of(ascent)
-        on_gpus = all("GPU" in device.upper() for device in self.devices)
-        per_call = batch_size * self.replicas if on_gpus else max(batch_size, self.replicas)
         parts, total = [], len(map_index)
         scalars = (tf.constant(int(steps)), tf.constant(float(epsilon)), tf.constant(float(conv_criterion)))
-        for begin in range(0, total, per_call):
-            end = min(begin + per_call, total)
+        for shares, real in deal(total, batch_size, self.replicas):
+            begin, end = int(shares[0][0]), int(shares[real - 1][-1]) + 1
 
             def report(step: int, begin: int = begin, end: int = end) -> None:
                 if progress is not None:
                     progress((begin + (end - begin) * step / steps) / total)
 
-            batch = slice(begin, end)
-            parts.append(self._run_call(functions, images[batch], map_index[batch], seeds[batch], scalars, report))
+            parts.append(self._run_round(functions, images, map_index, seeds, shares, real, scalars, report))
         return concat_results(parts)
 
     def _per_replica(self, array: np.ndarray, shares: list[np.ndarray]):
@@ -130,12 +148,9 @@ class DeviceExecutor(PairExecutor):
     def _local(self, value, replica: int):
         return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[replica], value)
 
-    def _run_call(self, functions, images, map_index, seeds, scalars, report):
-        """One call: B pairs in contiguous shares, one per device (fewer pairs than devices: repeats of the
-        last pair fill the shares, and their results are dropped)."""
-        count, steps = len(map_index), int(scalars[0])
-        rows = np.concatenate([np.arange(count), np.full(max(0, self.replicas - count), count - 1)])
-        shares = np.array_split(rows, self.replicas)
+    def _run_round(self, functions, images, map_index, seeds, shares, real, scalars, report):
+        """One round of `deal`: share d (rows of the call's pairs) on device d; the results of the first `real`."""
+        steps = int(scalars[0])
         images_r, maps_r, seeds_r = (self._per_replica(array, shares) for array in (images, map_index, seeds))
         histories: list[list[np.ndarray]] = [[] for _ in range(self.replicas)]
         with interrupts.deferred():
@@ -157,8 +172,8 @@ class DeviceExecutor(PairExecutor):
                 report(end)
             outputs = functions.finish(state, maps_r, scalars[0])
         parts = []
-        for replica, share in enumerate(shares):
+        for replica, share in enumerate(shares[:real]):
             values = {key: value.numpy() for key, value in self._local(outputs, replica).items()}
             parts.append(result_from_outputs(map_index[share], values, histories[replica], steps))
         report(steps)
-        return select_pairs(concat_results(parts), np.arange(count))
+        return concat_results(parts)

@@ -4,8 +4,11 @@
 `StrategySettings`: `LocalExecutor` (the default: the ascent's own segmented call, batch by batch),
 `devices.DeviceExecutor` (the pairs spread over several devices of this process) or
 `cluster.ClusterExecutor` (chunks of pairs on the workers of a cluster). A pair's result does not depend
-on the other pairs of its batch (stateless per-pair seeds), so every executor returns the same results,
-in pair order.
+on the other pairs of its batch (stateless per-pair seeds), but its float rounding may: oneDNN picks other
+kernels for other batch sizes, and an ascent like VGG16's with the natural preset amplifies the difference
+into another OIP. So every executor runs a call's pairs in the same batches (`batches`: `batch_size`
+consecutive pairs each, the last one shorter), whole, wherever they run, and returns the same results, in
+pair order.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from oipgraph.ascent import AscentResult, OIPAscent
 from oipgraph.ascent.results import concat_results
 from oipgraph.core.errors import OIPGraphError
 
-__all__ = ["LocalExecutor", "PairExecutor", "PairsUnfinished", "Progress", "Returned"]
+__all__ = ["LocalExecutor", "PairExecutor", "PairsUnfinished", "Progress", "Returned", "batches"]
 
 # Called with the share (0 to 1) of a call's pairs and steps done.
 Progress = Callable[[float], None]
@@ -27,20 +30,32 @@ Progress = Callable[[float], None]
 Returned = Callable[[int, int], None]
 
 
+def batches(total: int, batch_size: int) -> list[slice]:
+    """The batches of a call of `total` pairs: `batch_size` consecutive pairs each, the last one shorter.
+
+    The unit of work of every executor: `LocalExecutor` runs them one after the other, `DeviceExecutor` one
+    per device, `ClusterExecutor` one per chunk, so that each pair's result is computed in the same batch
+    (the same shapes, the same kernels) wherever it runs.
+    """
+    return [slice(begin, min(begin + batch_size, total)) for begin in range(0, total, batch_size)]
+
+
 class PairsUnfinished(OIPGraphError):
     """An executor could not finish a call's pairs (a cluster's worker went silent); some pairs may be done.
 
     Attributes:
         rows: int64 [R], the call's pairs that finished.
         result: Their `AscentResult` (in the order of `rows`), or None when none finished.
-        run: Set by a strategy that can tell what the finished pairs are (an `OIPRun` of them, for saving),
-            else None.
+        run: Set by the strategy that made the call, and again by each strategy around it: an `OIPRun` of the
+            pairs of its own call whose results are final, for saving (`strategies.unfinished`); else None.
+        run_rows: int64 [len(run)], their positions among that strategy's pairs.
     """
 
     def __init__(self, message: str, rows: np.ndarray | None = None, result: AscentResult | None = None):
         super().__init__(message)
         self.rows = np.zeros([0], np.int64) if rows is None else np.asarray(rows, np.int64)
         self.result, self.run = result, None
+        self.run_rows = np.zeros([0], np.int64)
 
 
 class PairExecutor:
@@ -92,13 +107,11 @@ class LocalExecutor(PairExecutor):
 
     def _run(self, ascent, images, map_index, steps, epsilon, conv_criterion, seeds, batch_size, progress, returned):
         parts, total = [], len(map_index)
-        for begin in range(0, total, batch_size):
-            end = min(begin + batch_size, total)
+        for batch in batches(total, batch_size):
 
-            def report(step: int, steps: int, begin: int = begin, end: int = end) -> None:
+            def report(step: int, steps: int, begin: int = batch.start, end: int = batch.stop) -> None:
                 if progress is not None:
                     progress((begin + (end - begin) * step / steps) / total)
 
-            batch = slice(begin, end)
             parts.append(ascent(images[batch], map_index[batch], steps, epsilon, conv_criterion, seeds[batch], report))
         return concat_results(parts)

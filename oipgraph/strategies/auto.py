@@ -176,7 +176,14 @@ def auto_strategy(
             records.append(StageRecord(name, len(rows), 0, 0.0, 0.0, 0.0, {"skipped": "escalation budget"}))
             continue
         started, cpu_started = time.perf_counter(), time.process_time()
-        covered, attempt = _run_stage(name, ascent, map_index[rows], init_index[rows], seed, settings, form, book, cost)
+        try:
+            covered, attempt = _run_stage(
+                name, ascent, map_index[rows], init_index[rows], seed, settings, form, book, cost
+            )
+        except PairsUnfinished as unfinished:
+            last = position == len(book.record["order"]) - 1
+            _emit_unfinished(book, run, rows, unfinished, last, fired_of)
+            raise
         spent += cost
         stage_fired = 0
         if attempt is not None:
@@ -188,6 +195,27 @@ def auto_strategy(
         records.append(StageRecord(name, len(rows), stage_fired, seconds, cpu_seconds, cost, _form_dict(form) or {}))
     book.emit(run, fired, last=True)
     return dataclasses.replace(run, stages=records)
+
+
+def _emit_unfinished(
+    book: _Escalation, run: OIPRun, rows: np.ndarray, unfinished: PairsUnfinished, last: bool, fired_of
+) -> None:
+    """After a stage on pairs `rows` ended unfinished: hands the maps final now to `on_final`, none to the caller.
+
+    The stage's pairs that came back (`unfinished.run`, at `rows[unfinished.run_rows]`) replace theirs, as
+    after a whole stage; then the maps all of whose pairs fired are final, and after the last stage also
+    every map none of whose pairs is still out.
+    """
+    part, unfinished.run = unfinished.run, None
+    back = np.zeros(len(run), bool)
+    if part is not None:
+        done = rows[unfinished.run_rows]
+        run, back[done] = _replace_run_pairs(run, done, part), True
+    final = fired_of(run)
+    if last:
+        final = np.ones(len(run), bool)
+        final[rows[~back[rows]]] = False
+    book.emit(run, final)
 
 
 def _shape(random: dict, ascent: OIPAscent, init_index: np.ndarray, settings: StrategySettings) -> EscalationShape:

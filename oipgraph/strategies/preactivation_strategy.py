@@ -9,9 +9,11 @@ import numpy as np
 
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent
+from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.strategies.preactivation import PreActivationWakeUp
 from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
 from oipgraph.strategies.start_images import random_starts
+from oipgraph.strategies.unfinished import keep_returned
 
 
 def preactivation_strategy(
@@ -48,5 +50,9 @@ def preactivation_strategy(
                 seeds[batch],
             ).images
         )
-    result = run_in_batches(ascent, np.concatenate(woken), map_index, settings, seeds=seeds)
+    try:
+        result = run_in_batches(ascent, np.concatenate(woken), map_index, settings, seeds=seeds)
+    except PairsUnfinished as unfinished:  # The wake-up ran here: the pairs that came back are final.
+        keep_returned(unfinished, start_images, init_index, seed, streams, "preactivation")
+        raise
     return OIPRun(result, start_images, init_index, seed, streams, ["preactivation"] * len(map_index))

@@ -14,11 +14,13 @@ import numpy as np
 from oipgraph import starts
 from oipgraph.ascent import OIPAscent
 from oipgraph.ascent.results import select_pairs
+from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.strategies.budget import PrecursorPlan
 from oipgraph.strategies.precursor import PrecursorScan
 from oipgraph.strategies.precursor_strategy import DEFAULT_PRECURSOR_STEPS
 from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
 from oipgraph.strategies.screening import SharedScreen
+from oipgraph.strategies.unfinished import choose_starts, keep_complete_maps
 
 
 def precursor_stage(
@@ -55,19 +57,19 @@ def precursor_stage(
     if not len(rows):
         return rows, None
     seeds = starts.start_seeds(seed, starts.pair_stream(screened.map_index, screened.rank))
-    full = run_in_batches(
-        ascent,
-        screened.images,
-        screened.map_index,
-        dataclasses.replace(settings, progress=lambda share: report("precursor ascent", share, "")),
-        steps=settings.final_steps(DEFAULT_PRECURSOR_STEPS),
-        seeds=seeds,
-    )
-    ranked = {}
-    for map_id in np.unique(screened.map_index):
-        of_map = np.flatnonzero(screened.map_index == map_id)
-        ranked[int(map_id)] = of_map[np.argsort(-full.loss[of_map], kind="stable")]
-    chosen = np.array([ranked[int(map_index[row])][init_index[row]] for row in rows], np.int64)
+    try:
+        full = run_in_batches(
+            ascent,
+            screened.images,
+            screened.map_index,
+            dataclasses.replace(settings, progress=lambda share: report("precursor ascent", share, "")),
+            steps=settings.final_steps(DEFAULT_PRECURSOR_STEPS),
+            seeds=seeds,
+        )
+    except PairsUnfinished as unfinished:  # The covered pairs whose map's starts all came back.
+        keep_complete_maps(unfinished, screened.images, screened.map_index, map_index, init_index, rows, seed)
+        raise
+    chosen = choose_starts(full.loss, screened.map_index, map_index[rows], init_index[rows])
     streams = starts.pair_stream(map_index[rows], init_index[rows])
     run = OIPRun(
         select_pairs(full, chosen), screened.images[chosen], init_index[rows], seed, streams, ["precursor"] * len(rows)

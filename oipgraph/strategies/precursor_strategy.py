@@ -14,8 +14,10 @@ from oipgraph import starts
 from oipgraph.ascent import STATUS_NO_ACTIVATION, AscentResult, OIPAscent
 from oipgraph.ascent.results import replace_pairs, select_pairs
 from oipgraph.core.errors import OIPGraphError
+from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.strategies.precursor import PrecursorScan
 from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
+from oipgraph.strategies.unfinished import choose_starts, keep_complete_maps
 
 DEFAULT_PRECURSOR_STEPS = 1200
 
@@ -56,12 +58,12 @@ def _precursor_pass(
     scan_ranks = np.concatenate([np.arange(np.sum(scan_maps == map_id)) for map_id in np.unique(scan_maps)])
     scan_seeds = starts.start_seeds(seed, starts.pair_stream(scan_maps, scan_ranks))
     final_steps = settings.final_steps(DEFAULT_PRECURSOR_STEPS)
-    full = run_in_batches(ascent, scan_images, scan_maps, settings, steps=final_steps, seeds=scan_seeds)
-    ranked = {}
-    for map_id in starts_per_map:
-        rows = np.flatnonzero(scan_maps == map_id)
-        ranked[map_id] = rows[np.argsort(-full.loss[rows], kind="stable")]
-    chosen = np.array([ranked[map_id][init] for map_id, init in zip(map_index.tolist(), init_index.tolist())], np.int64)
+    try:
+        full = run_in_batches(ascent, scan_images, scan_maps, settings, steps=final_steps, seeds=scan_seeds)
+    except PairsUnfinished as unfinished:  # The pairs whose map's starts all came back (positions in this pass).
+        keep_complete_maps(unfinished, scan_images, scan_maps, map_index, init_index, np.arange(len(map_index)), seed)
+        raise
+    chosen = choose_starts(full.loss, scan_maps, map_index, init_index)
     return select_pairs(full, chosen), scan_images[chosen]
 
 
@@ -94,10 +96,15 @@ def precursor_strategy(
     passes = [(settings.precursor_grid, settings.precursor_values), *settings.precursor_fallbacks]
     rows = np.arange(len(map_index))
     result, start_images = None, None
-    for grid, values in passes:
-        attempt, attempt_starts = _precursor_pass(
-            ascent, seed, map_index[rows], init_index[rows], settings, grid, values
-        )
+    for number, (grid, values) in enumerate(passes):
+        try:
+            attempt, attempt_starts = _precursor_pass(
+                ascent, seed, map_index[rows], init_index[rows], settings, grid, values
+            )
+        except PairsUnfinished as unfinished:
+            last = number == len(passes) - 1
+            _keep_final(unfinished, map_index, init_index, seed, rows, result, start_images, last)
+            raise
         if result is None:
             result, start_images = attempt, attempt_starts
         else:
@@ -110,3 +117,36 @@ def precursor_strategy(
             break
     streams = starts.pair_stream(map_index, init_index)
     return OIPRun(result, start_images, init_index, seed, streams, ["precursor"] * len(map_index))
+
+
+def _keep_final(
+    unfinished: PairsUnfinished,
+    map_index: np.ndarray,
+    init_index: np.ndarray,
+    seed: int,
+    rows: np.ndarray,
+    result: AscentResult | None,
+    start_images: np.ndarray | None,
+    last: bool,
+) -> None:
+    """After a pass on pairs `rows` ended unfinished: its `run` becomes the strategy's final pairs.
+
+    Final are the maps that fired in an earlier pass (every pair not in `rows`) and, of the pass's pairs that
+    came back (whole maps, `keep_complete_maps`), the maps that fired, or all of them after the last pass.
+    """
+    part, done = unfinished.run, rows[unfinished.run_rows]
+    if part is not None:
+        fired_maps = np.unique(part.map_index[part.result.status != STATUS_NO_ACTIVATION])
+        keep = np.ones(len(part), bool) if last else np.isin(part.map_index, fired_maps)
+        part, done = part.select(np.flatnonzero(keep)), done[keep]
+    if result is not None:  # Not the first pass: `result` holds every pair, final outside `rows`.
+        if part is not None:
+            result = replace_pairs(result, done, part.result)
+            start_images = start_images.copy()
+            start_images[done] = part.start_images
+        done = np.sort(np.concatenate([np.setdiff1d(np.arange(len(map_index)), rows), done]))
+        streams = starts.pair_stream(map_index[done], init_index[done])
+        part = OIPRun(
+            select_pairs(result, done), start_images[done], init_index[done], seed, streams, ["precursor"] * len(done)
+        )
+    unfinished.run, unfinished.run_rows = (part, done) if part is not None and len(done) else (None, done[:0])

@@ -22,6 +22,7 @@ from oipgraph.ascent.domain import STANDARDIZED
 from oipgraph.core.errors import OIPGraphError
 from oipgraph.distribute.executors import PairsUnfinished
 from oipgraph.strategies.runs import OIPRun, StrategySettings, run_in_batches
+from oipgraph.strategies.unfinished import keep_returned
 
 # The final stage of coarse_to_fine (all scales) runs `settings.steps` or this many steps.
 DEFAULT_COARSE_TO_FINE_FINAL_STEPS = 400
@@ -37,11 +38,7 @@ def _start_image_strategy(make_starts: Callable[[OIPAscent, np.ndarray, Strategy
         try:
             result = run_in_batches(ascent, images, map_index, settings, seeds=seeds)
         except PairsUnfinished as unfinished:
-            if unfinished.result is not None:  # The pairs that finished, for the caller to save.
-                rows = unfinished.rows
-                unfinished.run = OIPRun(
-                    unfinished.result, images[rows], init_index[rows], seed, streams[rows], [name] * len(rows)
-                )
+            keep_returned(unfinished, images, init_index, seed, streams, name)
             raise
         return OIPRun(result, images, init_index, seed, streams, [name] * len(map_index))
 
@@ -131,5 +128,9 @@ def coarse_to_fine_strategy(
         images = np.asarray(domain.from_standardized(starts.add_scale(stage_images, raw, added)))
         raw += added
     final_steps = settings.final_steps(DEFAULT_COARSE_TO_FINE_FINAL_STEPS)
-    result = run_in_batches(ascent, images, map_index, settings, steps=final_steps, seeds=seeds)
+    try:
+        result = run_in_batches(ascent, images, map_index, settings, steps=final_steps, seeds=seeds)
+    except PairsUnfinished as unfinished:  # The last stage's pairs are final as they come back.
+        keep_returned(unfinished, start_images, init_index, seed, streams, "coarse_to_fine")
+        raise
     return OIPRun(result, start_images, init_index, seed, streams, ["coarse_to_fine"] * len(map_index))
