@@ -338,6 +338,9 @@ class BadInvocationTest(tf.test.TestCase):
             (["--conv_criterion=1e39"], "--conv_criterion must be a finite float32 number"),
             (["--inits_per_map=1000000000"], "--inits_per_map=1000000000 is above the limit of 1000"),
             (["--batch_size=1000000"], "--batch_size=1000000 is above the limit of 4096"),
+            (["--chunk_maps=0"], "--chunk_maps must be >= 1, got 0"),
+            (["--chunk_maps=2049", "--inits_per_map=2"], "--chunk_maps x --inits_per_map=4098 is above the limit"),
+            (["--chunk_maps=4096", "--steps=10000"], "--chunk_maps x --inits_per_map x --steps = 4096 x 10000"),
             (
                 ["--inits_per_map=1000", "--steps=300"],
                 "maps x --inits_per_map x steps = 128 x 1000 x 300 = 38400000 loss values is above the limit",

@@ -26,7 +26,8 @@ RUN = [
     "--strategy=random",
     "--precision=float32",
     "--dataset=",
-    "--batch_size=24",
+    "--chunk_maps=24",
+    "--batch_size=6",  # 4 batches a call: the workers run them side by side.
 ]
 COMPARED = ("images", "loss", "loss_history", "snapshots")
 EQUAL = ("map_index", "init_index", "status", "steps_run", "seed_stream", "start_images")

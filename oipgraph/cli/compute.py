@@ -1,7 +1,9 @@
 """The compute loop of `oipgraph`: chunks of maps through the strategy, every final map saved at once, progress.
 
-A chunk is `--batch_size // --inits_per_map` maps (the pairs a strategy sees together: auto's escalation
-gets all dark maps of a chunk at once). Within it each map is saved as soon as its result is final
+A chunk is `--chunk_maps` maps (default `budget.chunk_maps`: `--batch_size // --inits_per_map`, fewer
+where their results would pass 512 MiB): the pairs a strategy sees together (auto's escalation gets all dark
+maps of a chunk at once), in batches of `--batch_size` pairs (or fewer, `--memory_budget`). Within it each
+map is saved as soon as its result is final
 (`StrategySettings.on_final`: auto hands over the maps that fired after each stage; other strategies'
 maps are final when the chunk's ascent ends), so Ctrl-C or SIGTERM keeps every finished map and
 `--resume` computes only the others: its random stage runs again on them (a pair's result does not

@@ -99,6 +99,14 @@ flags.DEFINE_float(
 flags.DEFINE_integer("seed", 0, "Seed of the start images; same seed and inputs, same results.")
 flags.DEFINE_integer("inits_per_map", 1, "Start images (OIPs) per map; > 1 also reports how unique a map's OIP is.")
 flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Pairs (map, start image) optimized at once.")
+flags.DEFINE_integer(
+    "chunk_maps",
+    None,
+    "Maps a strategy takes at once (auto escalates a chunk's dark maps together; the other strategies save a"
+    " chunk's maps when it ends); default --batch_size / --inits_per_map, fewer where their results would pass"
+    " 512 MiB. Above that, each call has several batches: the workers of --cluster or --devices run them side"
+    " by side.",
+)
 flags.DEFINE_string("out", "oips", "Output folder.")
 flags.DEFINE_string("logdir", None, "TensorBoard log folder; default OUT/tensorboard.")
 flags.DEFINE_string(
@@ -157,6 +165,7 @@ RUN_FLAGS = (
     "seed",
     "inits_per_map",
     "batch_size",
+    "chunk_maps",
     "objective",
     "neuron",
     "minimize",
@@ -211,6 +220,12 @@ def check_flags() -> StrategySettings:
         raise OIPGraphError(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
     limits.check_int("--batch_size", FLAGS.batch_size, limits.MAX_BATCH)
     limits.check_step_pairs(longest_steps(), FLAGS.batch_size, "--batch_size x --steps")
+    if FLAGS.chunk_maps is not None:
+        if FLAGS.chunk_maps < 1:
+            raise OIPGraphError(f"--chunk_maps must be >= 1, got {FLAGS.chunk_maps}")
+        chunk_pairs = FLAGS.chunk_maps * FLAGS.inits_per_map
+        limits.check_int("--chunk_maps x --inits_per_map", chunk_pairs, limits.MAX_BATCH)
+        limits.check_step_pairs(longest_steps(), chunk_pairs, "--chunk_maps x --inits_per_map x --steps")
     parse_image_size(FLAGS.image_size)
     if FLAGS.strategy not in STRATEGIES:
         raise OIPGraphError(f"unknown --strategy={FLAGS.strategy!r}; choose one of {', '.join(STRATEGIES)}")

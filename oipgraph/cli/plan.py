@@ -60,7 +60,7 @@ def plan_layer(
     inits = FLAGS.inits_per_map
     # Not the memory-fitted batch: chunks are part of the run (the same for the same settings).
     result_bytes = result_bytes_per_pair(ascent.image_shape, ascent.num_snapshots)
-    maps_per_chunk = chunk_maps(FLAGS.batch_size, inits, result_bytes)
+    maps_per_chunk = FLAGS.chunk_maps or chunk_maps(FLAGS.batch_size, inits, result_bytes)
     chunks = [maps[begin : begin + maps_per_chunk] for begin in range(0, len(maps), maps_per_chunk)]
     layer_settings = cli_flags.fit_memory(settings, ascent, len(chunks[0]) * inits)
     if names is not None:
@@ -83,6 +83,7 @@ def plan_layer(
         "seed": FLAGS.seed,
         "inits_per_map": inits,
         "batch_size": FLAGS.batch_size,
+        **({"chunk_maps": FLAGS.chunk_maps} if FLAGS.chunk_maps else {}),  # Part of the run where given.
         "escalation_budget": FLAGS.escalation_budget,
         **ascent.objective.describe(),
         **{key: value for key, value in ascent.recipe.describe().items() if key != "transforms"},
