@@ -5,7 +5,7 @@ Writing is the last phase of `oipgraph` (`cli.main.write_run`: `RunProgress.load
 `--image_size` (groups of `--group_maps` maps, as a run saves them; images uniform noise in [0, 255], which
 compresses about as badly as real OIPs), then writes the outputs from it in a child process per code tree
 (`--code`: folders holding an `oipgraph` package, e.g. a `git worktree` of an older commit; the current tree by
-default), and reports each child's peak RSS (`os.wait4`) and wall time. Rounds alternate the trees.
+default), and reports each child's peak RSS (its VmHWM) and wall time. Rounds alternate the trees.
 
     git worktree add /tmp/before <commit>
     python benchmarks/write_memory_benchmark.py --code=/tmp/before,. --rounds=1
@@ -50,6 +50,8 @@ CHILD = textwrap.dedent(
     small["fired"] = small["loss"] > 0
     header = {"seed": 0, "command": "oipgraph --maps=all"}
     write_outputs(out, out + "/tensorboard", "run", pairs, 1, header, ValueRange(0.0, 255.0))
+    with open("/proc/self/status") as status:
+        print([line.split()[1] for line in status if line.startswith("VmHWM:")][0])
     """
 )
 
@@ -84,11 +86,12 @@ def write_once(code: str, source: str, out: str) -> tuple[float, float]:
     os.makedirs(out)
     env = {**os.environ, "PYTHONPATH": os.path.abspath(code), "TF_CPP_MIN_LOG_LEVEL": "2"}
     started = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-c", CHILD, source, out, str(FLAGS.maps)], env=env)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"the child of {code} failed ({status})")
-    return usage.ru_maxrss / 2**20, time.monotonic() - started
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, source, out, str(FLAGS.maps)], env=env, stdout=subprocess.PIPE, check=True
+    )
+    # The child's own high-water mark (VmHWM, KiB): `ru_maxrss` of a child starts at its parent's peak, which
+    # here held the synthetic groups while making them.
+    return int(child.stdout.split()[-1]) / 2**20, time.monotonic() - started
 
 
 def main(argv: list[str]) -> None:
